@@ -1,0 +1,216 @@
+"""Dojo command line: ``python -m core.cli <command> --help``.
+
+  demos     generate scripted-expert demonstrations into a dataset directory
+  sft       Stage 1: train the BC + steps-to-go policy on a dataset
+  eval      roll out a checkpoint: success with a 95% interval, the detector
+            against ground truth, steps-to-go error on held-out demonstrations
+  pipeline  demos -> sft -> eval on the bundled demo task, end to end
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_DATA_DIR = Path(os.environ.get("DOJO_DATA", "data"))
+
+
+def _env_config(args) -> dict[str, Any]:
+    cfg: dict[str, Any] = {"family": args.family}
+    if getattr(args, "image_size", None):
+        cfg["image_size"] = args.image_size
+    return cfg
+
+
+def _policy_config(args, **extra):
+    from core.policy import PolicyConfig
+
+    fields = {f.name for f in dataclasses.fields(PolicyConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    kw.update(extra)
+    return PolicyConfig(**kw)
+
+
+def cmd_demos(args) -> dict[str, Any]:
+    from core.demos import generate_demos
+
+    return generate_demos(args.out, args.n, backend=args.backend, env_config=_env_config(args),
+                          seed0=args.seed0, workers=args.workers, progress=not args.quiet)
+
+
+def cmd_sft(args) -> dict[str, Any]:
+    from core.sft import SFTConfig, train_sft
+
+    cfg = SFTConfig(data=args.data, out=args.out, max_episodes=args.max_episodes,
+                    val_fraction=args.val_fraction, epochs=args.epochs, batch_size=args.batch_size,
+                    lr=args.lr, seed=args.seed, eval_every=args.eval_every,
+                    eval_episodes=args.eval_episodes, threads=args.threads, device=args.device,
+                    max_minutes=args.max_minutes, policy=_policy_config(args))
+    return train_sft(cfg, progress=not args.quiet, resume=not args.fresh)
+
+
+def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: str | None = None,
+                        data: str | None = None, threshold: float | None = None, patience: int = 1,
+                        seed0: int | None = None, n_envs: int = 16, device: str = "auto",
+                        progress: bool = True) -> dict[str, Any]:
+    """The eval command's work, as a function the bench and tests call too."""
+    from tqdm import tqdm
+
+    from core.checkpoint import load_checkpoint
+    from core.dataset import load_episodes
+    from core.evaluate import EVAL_SEED0, calibrate_on_demos, evaluate_policy
+    from core.sft import resolve_device
+
+    dev = resolve_device(device)
+    policy, meta = load_checkpoint(checkpoint, dev)
+    reward_path = reward_checkpoint or checkpoint
+    reward, rmeta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
+    out: dict[str, Any] = {"checkpoint": checkpoint, "reward_checkpoint": reward_path}
+    data = data or rmeta.get("dataset")
+    val_seeds = rmeta.get("val_seeds")
+    if data and val_seeds:
+        _, eps = load_episodes(Path(data))
+        held = [e for e in eps if e.seed in set(val_seeds)]
+        if held:
+            calib = calibrate_on_demos(reward, held, patience=patience)
+            out["calibration"] = calib
+            out["stg_mae_steps"] = calib["stg_mae_steps"]
+    if threshold is None:
+        threshold = out.get("calibration", {}).get("threshold_s", rmeta.get("threshold_s"))
+    if threshold is None:
+        raise SystemExit(f"no detector threshold: {reward_path} holds none and no held-out demos were "
+                         "found; pass --threshold S or --data DATASET")
+    bar = tqdm(total=episodes, desc="eval", disable=not progress)
+    report, _ = evaluate_policy(policy, meta["backend"], meta["env_config"], episodes, threshold,
+                                patience=patience, seed0=EVAL_SEED0 if seed0 is None else seed0,
+                                n_envs=n_envs, reward_model=None if reward is policy else reward,
+                                progress=lambda rec: bar.update(1))
+    bar.close()
+    out.update(report.to_dict())
+    return out
+
+
+def cmd_eval(args) -> dict[str, Any]:
+    return evaluate_checkpoint(args.checkpoint, args.episodes, reward_checkpoint=args.reward_checkpoint,
+                               data=args.data, threshold=args.threshold, patience=args.patience,
+                               seed0=args.seed0, n_envs=args.n_envs, device=args.device,
+                               progress=not args.quiet)
+
+
+def cmd_pipeline(args) -> dict[str, Any]:
+    """The bundled demo task end to end: demonstrations, Stage 1, evaluation."""
+    root = Path(args.root)
+    data, run = root / "demos" / "block2block", root / "runs" / "sft-block2block"
+    t0 = time.perf_counter()
+    print(f"[1/3] demonstrations -> {data}", flush=True)
+    demos = cmd_demos(argparse.Namespace(out=str(data), n=args.demos, backend="tabletop",
+                                         family="block2block", image_size=None, seed0=0,
+                                         workers=args.workers, quiet=False))
+    print(f"[2/3] Stage-1 training -> {run}", flush=True)
+    from core.sft import SFTConfig, train_sft
+
+    sft = train_sft(SFTConfig(data=str(data), out=str(run), epochs=args.epochs,
+                              eval_episodes=args.select_episodes), progress=True)
+    print("[3/3] evaluation", flush=True)
+    ev = evaluate_checkpoint(sft["best_policy"], args.eval_episodes, reward_checkpoint=sft["best_stg"])
+    return {"demos": demos, "sft": {k: sft[k] for k in ("best_policy", "best_stg", "train_seconds")},
+            "eval": ev, "minutes": (time.perf_counter() - t0) / 60}
+
+
+def _add_policy_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model (PolicyConfig; defaults in core/policy.py)")
+    g.add_argument("--image-encoder", dest="image_encoder",
+                   help="scratch | efficientnet_lite0 | hf:<local dir>")
+    g.add_argument("--text-encoder", dest="text_encoder", help="minilm | scratch | hf:<local dir>")
+    g.add_argument("--trunk", help="bert | hf:<local dir>")
+    g.add_argument("--no-proprio", dest="use_proprio", action="store_const", const=False)
+    g.add_argument("--unfreeze-image-encoder", dest="freeze_image_encoder", action="store_const", const=False)
+    g.add_argument("--d-model", dest="d_model", type=int)
+    g.add_argument("--n-layers", dest="n_layers", type=int)
+    g.add_argument("--action-bins", dest="action_bins", type=int)
+    g.add_argument("--stg-cap", dest="stg_cap", type=int)
+    g.add_argument("--stg-bin-width", dest="stg_bin_width", type=int)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m core.cli", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("demos", help="generate scripted-expert demonstrations (resumable)")
+    p.add_argument("--out", required=True, help="dataset directory (created; re-run to resume)")
+    p.add_argument("--n", type=int, required=True, help="successful episodes wanted")
+    p.add_argument("--backend", default="tabletop")
+    p.add_argument("--family", default="block2block", choices=["block2block", "block2location"])
+    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--seed0", type=int, default=0, help="first environment seed")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demos)
+
+    p = sub.add_parser("sft", help="Stage 1: train BC + steps-to-go on a dataset")
+    p.add_argument("--data", required=True)
+    p.add_argument("--out", required=True, help="run directory (resumes from last.pt if present)")
+    p.add_argument("--max-episodes", type=int, help="use only the first N episodes (by seed)")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-episodes", type=int, default=50)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-minutes", type=float)
+    p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--quiet", action="store_true")
+    _add_policy_args(p)
+    p.set_defaults(func=cmd_sft)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    p.add_argument("--checkpoint", required=True, help="policy checkpoint (e.g. best_policy.pt)")
+    p.add_argument("--reward-checkpoint", help="steps-to-go model for the detector (default: best_stg.pt "
+                   "beside --checkpoint if present, else the policy itself)")
+    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--data", help="dataset for held-out calibration (default: the one it was trained on)")
+    p.add_argument("--threshold", type=float, help="detector threshold s (default: calibrated)")
+    p.add_argument("--patience", type=int, default=1)
+    p.add_argument("--seed0", type=int)
+    p.add_argument("--n-envs", type=int, default=16)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("pipeline", help="demos -> sft -> eval on the bundled Block2Block task")
+    p.add_argument("--root", default=str(DEFAULT_DATA_DIR))
+    p.add_argument("--demos", type=int, default=400)
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--select-episodes", type=int, default=50)
+    p.add_argument("--eval-episodes", type=int, default=200)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    p.set_defaults(func=cmd_pipeline)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "eval" and args.reward_checkpoint is None:
+        sibling = Path(args.checkpoint).with_name("best_stg.pt")
+        if sibling.exists():
+            args.reward_checkpoint = str(sibling)
+    try:
+        result = args.func(args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(json.dumps(result, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

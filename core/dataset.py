@@ -1,0 +1,209 @@
+"""The on-disk demonstration dataset format, and loading it for training.
+
+Layout of a dataset directory::
+
+    dataset.json            {"format": "dojo-demos", "version": 1, "backend": "tabletop",
+                             "env_config": {...}, "seed0": int, "created": iso-time}
+    episodes/ep_<seed>.npz  one successful episode per file (numpy .npz, deflate-compressed):
+        frames       uint8   [T+1, H, W, 3]  camera images o_0..o_T (o_T: goal reached)
+        proprio      float32 [T+1, P]        proprioception at each frame
+        actions      float32 [T, A]          continuous actions a_0..a_{T-1} in [-1, 1]
+        instruction  str                      the language goal g
+        seed         int64                    the environment seed (replays the episode)
+        success      bool                     ground truth at the last frame
+    rejected.jsonl          seeds whose expert episode failed (skipped on resume)
+
+Each episode file is written atomically, so an interrupted generation leaves only
+whole episodes and is resumed by re-running the same command.
+"""
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from core.checkpoint import atomic_write_bytes
+
+FORMAT = "dojo-demos"
+VERSION = 1
+EPISODE_KEYS = ("frames", "proprio", "actions", "instruction", "seed", "success")
+
+
+class DatasetError(ValueError):
+    """A dataset directory or episode file is malformed; the message names the file."""
+
+
+@dataclass
+class Episode:
+    frames: np.ndarray
+    proprio: np.ndarray
+    actions: np.ndarray
+    instruction: str
+    seed: int
+    success: bool
+
+    @property
+    def length(self) -> int:
+        """Number of actions T (frames are T + 1)."""
+        return len(self.actions)
+
+
+def episode_path(root: Path, seed: int) -> Path:
+    return Path(root) / "episodes" / f"ep_{seed:09d}.npz"
+
+
+def write_meta(root: Path, meta: dict[str, Any]) -> None:
+    meta = {"format": FORMAT, "version": VERSION, **meta}
+    atomic_write_bytes(Path(root) / "dataset.json", json.dumps(meta, indent=2).encode())
+
+
+def read_meta(root: Path) -> dict[str, Any]:
+    path = Path(root) / "dataset.json"
+    if not path.exists():
+        raise DatasetError(f"{root} is not a Dojo dataset: {path} is missing; generate one with "
+                           "`python -m core.cli demos --out {root}`")
+    try:
+        meta = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON ({e}); fix or regenerate the dataset") from e
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise DatasetError(f"{path}: expected format '{FORMAT}' version {VERSION}, got "
+                           f"{meta.get('format')!r} version {meta.get('version')!r}")
+    for key in ("backend", "env_config"):
+        if key not in meta:
+            raise DatasetError(f"{path} lacks '{key}'; regenerate the dataset")
+    return meta
+
+
+def validate_episode(ep: Episode, where: str) -> None:
+    """Shape and value checks; raises DatasetError naming ``where`` and the problem."""
+    f, p, a = ep.frames, ep.proprio, ep.actions
+    if f.dtype != np.uint8 or f.ndim != 4 or f.shape[-1] != 3:
+        raise DatasetError(f"{where}: frames must be uint8 [T+1, H, W, 3], got {f.dtype} {f.shape}")
+    if a.ndim != 2 or len(f) != len(a) + 1:
+        raise DatasetError(f"{where}: need one more frame than actions (frames {f.shape[0]}, "
+                           f"actions {a.shape})")
+    if p.ndim != 2 or len(p) != len(f):
+        raise DatasetError(f"{where}: proprio must be [T+1, P] matching frames, got {p.shape}")
+    if len(a) < 1:
+        raise DatasetError(f"{where}: an episode needs at least one action")
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(p))):
+        raise DatasetError(f"{where}: actions or proprio contain NaN/inf")
+    if np.abs(a).max() > 1.0 + 1e-6:
+        raise DatasetError(f"{where}: actions must lie in [-1, 1], max |a| = {np.abs(a).max():.3f}")
+    if not ep.instruction.strip():
+        raise DatasetError(f"{where}: empty instruction")
+
+
+def write_episode(root: Path, ep: Episode) -> Path:
+    validate_episode(ep, f"episode seed {ep.seed}")
+    buf = io.BytesIO()
+    np.savez_compressed(buf, frames=ep.frames, proprio=ep.proprio.astype(np.float32),
+                        actions=ep.actions.astype(np.float32), instruction=np.array(ep.instruction),
+                        seed=np.int64(ep.seed), success=np.bool_(ep.success))
+    path = episode_path(root, ep.seed)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def read_episode(path: Path) -> Episode:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in EPISODE_KEYS if k not in z.files]
+            if missing:
+                raise DatasetError(f"{path}: missing arrays {missing}; expected {list(EPISODE_KEYS)}")
+            ep = Episode(frames=z["frames"], proprio=z["proprio"], actions=z["actions"],
+                         instruction=str(z["instruction"]), seed=int(z["seed"]),
+                         success=bool(z["success"]))
+    except DatasetError:
+        raise
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+        raise DatasetError(f"{path}: unreadable episode file ({type(e).__name__}: {e}); "
+                           "delete it and re-run the generation to regenerate it") from e
+    validate_episode(ep, str(path))
+    return ep
+
+
+def list_episode_files(root: Path) -> list[Path]:
+    return sorted((Path(root) / "episodes").glob("ep_*.npz"))
+
+
+def load_episodes(root: Path, limit: int | None = None) -> tuple[dict[str, Any], list[Episode]]:
+    """Metadata and episodes (sorted by seed; the first ``limit`` if given)."""
+    meta = read_meta(root)
+    files = list_episode_files(root)
+    if not files:
+        raise DatasetError(f"{root} holds no episodes (episodes/ep_*.npz); generate some first")
+    if limit is not None:
+        files = files[:limit]
+    return meta, [read_episode(f) for f in files]
+
+
+@dataclass
+class FrameTable:
+    """All frames of a set of episodes, flattened for fast batch assembly.
+
+    Sample i is frame ``idx[i]`` with its previous frame ``prev[i]`` (itself at t=0),
+    the instruction ``instr[i]``, the action bins at that frame (masked on the last
+    frame) and the steps-to-go label T - t.
+    """
+
+    frames: np.ndarray  # uint8 [N, H, W, 3]
+    proprio: np.ndarray  # float32 [N, P]
+    prev: np.ndarray  # int64 [N]
+    actions: np.ndarray  # float32 [N, A] (zeros where masked)
+    action_mask: np.ndarray  # bool [N]
+    stg: np.ndarray  # int64 [N]
+    instr_id: np.ndarray  # int64 [N]
+    instructions: list[str]
+    episode_id: np.ndarray  # int64 [N]
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    @classmethod
+    def from_episodes(cls, episodes: list[Episode]) -> "FrameTable":
+        instructions = sorted({e.instruction for e in episodes})
+        lookup = {s: i for i, s in enumerate(instructions)}
+        frames, proprio, prev, acts, mask, stg, iid, eid = [], [], [], [], [], [], [], []
+        offset = 0
+        for k, e in enumerate(episodes):
+            n = len(e.frames)
+            T = n - 1
+            frames.append(e.frames)
+            proprio.append(e.proprio.astype(np.float32))
+            prev.append(offset + np.maximum(np.arange(n) - 1, 0))
+            acts.append(np.concatenate([e.actions, np.zeros((1, e.actions.shape[1]), np.float32)]))
+            m = np.ones(n, bool)
+            m[-1] = False
+            mask.append(m)
+            stg.append(T - np.arange(n))
+            iid.append(np.full(n, lookup[e.instruction]))
+            eid.append(np.full(n, k))
+            offset += n
+        return cls(np.concatenate(frames), np.concatenate(proprio), np.concatenate(prev),
+                   np.concatenate(acts).astype(np.float32), np.concatenate(mask),
+                   np.concatenate(stg).astype(np.int64), np.concatenate(iid), instructions,
+                   np.concatenate(eid))
+
+    def batch(self, idx: np.ndarray, n_frames: int, action_bins: int) -> dict[str, Any]:
+        import torch
+
+        from core import policy as P
+        from core.actions import action_to_bins
+
+        if n_frames == 2:
+            fr = np.stack([self.frames[idx], self.frames[self.prev[idx]]], 1)
+            pr = np.stack([self.proprio[idx], self.proprio[self.prev[idx]]], 1)
+        else:
+            fr, pr = self.frames[idx][:, None], self.proprio[idx][:, None]
+        return {P.FRAMES: torch.from_numpy(fr), P.PROPRIO: torch.from_numpy(pr),
+                P.INSTRUCTION: [self.instructions[i] for i in self.instr_id[idx]],
+                P.ACTION_BINS: torch.from_numpy(action_to_bins(self.actions[idx], action_bins)),
+                P.ACTION_MASK: torch.from_numpy(self.action_mask[idx]),
+                P.STG: torch.from_numpy(self.stg[idx])}

