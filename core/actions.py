@@ -15,6 +15,8 @@ def action_bin_centers(n_bins: int, low: float = -1.0, high: float = 1.0) -> np.
 def action_to_bins(actions, n_bins: int, low: float = -1.0, high: float = 1.0):
     """Nearest bin index per dimension; values outside [low, high] are clipped first."""
     if isinstance(actions, torch.Tensor):
+        if not torch.isfinite(actions).all():
+            raise ValueError(f"actions contain NaN or inf: {actions[~torch.isfinite(actions)][:4].tolist()}")
         x = (actions.clamp(low, high) - low) / (high - low) * (n_bins - 1)
         return torch.round(x).long()
     a = np.asarray(actions, dtype=np.float64)

@@ -75,7 +75,8 @@ def read_checkpoint(path) -> dict[str, Any]:
     except Exception as e:
         raise CheckpointError(
             f"checkpoint {path} is corrupt or not a Dojo checkpoint ({type(e).__name__}: "
-            f"{str(e).splitlines()[0][:200]}); restore it from a copy or re-train it") from e
+            f"{(str(e).splitlines() or ['empty or truncated file'])[0][:200]}); "
+            "restore it from a copy or re-train it") from e
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"checkpoint {path} is not a Dojo checkpoint (no '{FORMAT}' "
                               "format marker); pass a file written by Dojo's sft or practice")
@@ -94,7 +95,8 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> tuple[DojoPolic
     try:
         config = PolicyConfig.from_dict(payload["config"])
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"checkpoint {path} has an incompatible config: {e}") from e
+        raise CheckpointError(f"checkpoint {path} has an incompatible config: {e}; it was written "
+                              "by a different Dojo version: re-train it with this one") from e
     model = DojoPolicy(config)
     missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
     if missing or unexpected:

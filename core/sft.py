@@ -142,8 +142,14 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = math.ceil(len(train_table) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, s / max(1, total_steps)))))
+    warmup = min(200, max(1, total_steps // 20))
+
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to 10%
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     state = {"epoch": 0, "best_stg_loss": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
     last = out / "last.pt"
     if resume and last.exists():

@@ -44,6 +44,25 @@ def bin_centers(cap: int, bin_width: int = 1) -> np.ndarray:
     return ((lo + hi) / 2.0).astype(np.float32)
 
 
+def soft_stg_targets(labels: torch.Tensor, cap: int, bin_width: int, sigma: float) -> torch.Tensor:
+    """Target distributions over bins for steps-to-go ``labels`` [B] -> [B, n_bins].
+
+    sigma = 0 gives the one-hot bin(T - t) of METHOD.md's loss. sigma > 0 spreads the
+    label as a Gaussian (in steps) integrated over each bin ("HL-Gauss", Imani & White
+    2018; Farebrother et al. 2024): neighbouring steps-to-go share credit, which
+    the ordinal target rewards, while the head stays a categorical.
+    """
+    n = num_bins(cap, bin_width)
+    y = torch.clamp(labels, max=cap).to(torch.float32)
+    if sigma <= 0:
+        return torch.nn.functional.one_hot(stg_to_bin(labels, cap, bin_width), n).to(torch.float32)
+    edges = torch.arange(n + 1, dtype=torch.float32, device=labels.device) * bin_width - 0.5
+    edges[-1] = float(cap) + 0.5
+    cdf = 0.5 * (1 + torch.erf((edges.unsqueeze(0) - y.unsqueeze(1)) / (sigma * 2 ** 0.5)))
+    mass = cdf[:, 1:] - cdf[:, :-1]
+    return mass / mass.sum(1, keepdim=True).clamp(min=1e-12)
+
+
 def expected_steps_to_go(logits_or_probs, centers, *, from_logits: bool = True):
     """d(o, g) = E[steps-to-go] under the predicted distribution over bins.
 
@@ -133,6 +152,6 @@ def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]
         for d_seq, gt in episodes:
             counts = counts + score_episode(d_seq, gt, float(s), patience)
         f1 = precision_recall_f1(counts)[2]
-        if best is None or f1 > best[0] + 1e-12:
+        if best is None or f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and s < best[1]):
             best = (f1, float(s), counts)
     return best[1], best[2]

@@ -1,0 +1,36 @@
+"""Shared pytest setup: the ``slow`` marker and a small, fixed torch thread count."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+# The tests import ``core`` and ``sim_backends`` from the repository root.
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "slow: long benchmarks and quality runs (minutes); run with `-m slow`")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def torch_threads():
+    """One torch thread: on a 2-core box shared with simulators or other jobs, a second
+    thread mostly waits on a busy core (ops got 5-10x slower in practice)."""
+    try:
+        import torch
+    except ImportError:  # pragma: no cover
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

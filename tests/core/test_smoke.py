@@ -1,0 +1,79 @@
+"""A tiny end-to-end run through the CLI: demos -> sft -> eval, and CLI error handling."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from core.checkpoint import read_checkpoint
+from core.cli import main
+
+
+def _json_out(capsys) -> dict:
+    out = capsys.readouterr().out
+    return json.loads(out[out.index("{"):])
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("smoke")
+    return root / "demos", root / "run"
+
+
+def test_demos_sft_eval_end_to_end(run, capsys):
+    data, out = run
+    assert main(["demos", "--out", str(data), "--n", "6", "--workers", "1", "--image-size", "32",
+                 "--quiet"]) == 0
+    demos = _json_out(capsys)
+    assert demos["episodes"] == 6
+
+    assert main(["sft", "--data", str(data), "--out", str(out), "--epochs", "2", "--d-model", "32",
+                 "--n-layers", "1", "--eval-episodes", "2", "--batch-size", "32", "--threads", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    sft = _json_out(capsys)
+    for name in ("best_stg.pt", "best_policy.pt", "last.pt", "metrics.jsonl", "run.json"):
+        assert (out / name).exists(), name
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2]
+    assert all(r["val_stg_loss"] > 0 and "train_loss" in r for r in rows)
+    assert "select_success" in rows[-1]  # the final epoch is always evaluated
+    assert sft["best_policy"] == str(out / "best_policy.pt")
+    ckpt = read_checkpoint(out / "best_stg.pt")
+    assert ckpt["config"]["d_model"] == 32 and ckpt["config"]["image_size"] == 32
+    assert ckpt["meta"]["stage"] == "sft" and ckpt["meta"]["val_seeds"]
+    assert "threshold_s" in ckpt["meta"]
+
+    assert main(["eval", "--checkpoint", str(out / "best_policy.pt"), "--episodes", "4",
+                 "--n-envs", "4", "--device", "cpu", "--quiet"]) == 0
+    ev = _json_out(capsys)
+    for key in ("success", "success_ci", "detector_precision", "threshold_s", "stg_mae_steps"):
+        assert key in ev, key
+    assert ev["episodes"] == 4 and 0.0 <= ev["success"] <= 1.0
+    lo, hi = ev["success_ci"]
+    assert 0.0 <= lo <= ev["success"] <= hi <= 1.0
+    assert ev["reward_checkpoint"] == str(out / "best_stg.pt")  # the sibling is picked up
+    assert ev["stg_mae_steps"] >= 0 and ev["threshold_s"] > 0
+    assert sum(ev["end_reasons"].values()) == 4
+
+
+def test_eval_of_a_corrupt_checkpoint_exits_2_naming_the_file(tmp_path, capsys):
+    bad = tmp_path / "broken.pt"
+    bad.write_bytes(b"\x00garbage, not a checkpoint" * 50)
+    assert main(["eval", "--checkpoint", str(bad), "--episodes", "1", "--device", "cpu",
+                 "--quiet"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("error: ")
+    assert str(bad) in captured.err and "re-train" in captured.err
+    assert captured.out == ""
+
+
+def test_eval_of_a_missing_checkpoint_exits_2(tmp_path, capsys):
+    missing = tmp_path / "nope.pt"
+    assert main(["eval", "--checkpoint", str(missing), "--device", "cpu", "--quiet"]) == 2
+    assert str(missing) in capsys.readouterr().err
+
+
+def test_sft_on_a_missing_dataset_exits_2(tmp_path, capsys):
+    assert main(["sft", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
+                 "--device", "cpu", "--quiet"]) == 2
+    assert "dataset.json" in capsys.readouterr().err
