@@ -56,6 +56,7 @@ def cmd_sft(args) -> dict[str, Any]:
 
 def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: str | None = None,
                         data: str | None = None, threshold: float | None = None, patience: int = 1,
+                        tolerance: int | None = None,
                         seed0: int | None = None, n_envs: int = 16, device: str = "auto",
                         progress: bool = True) -> dict[str, Any]:
     """The eval command's work, as a function the bench and tests call too."""
@@ -63,9 +64,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
 
     from core.checkpoint import load_checkpoint
     from core.dataset import load_episodes
-    from core.evaluate import EVAL_SEED0, calibrate_on_demos, evaluate_policy
+    from core.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos, evaluate_policy
     from core.sft import resolve_device
 
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     dev = resolve_device(device)
     policy, meta = load_checkpoint(checkpoint, dev)
     reward_path = reward_checkpoint or checkpoint
@@ -77,7 +79,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
         _, eps = load_episodes(Path(data))
         held = [e for e in eps if e.seed in set(val_seeds)]
         if held:
-            calib = calibrate_on_demos(reward, held, patience=patience)
+            calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
             out["calibration"] = calib
             out["stg_mae_steps"] = calib["stg_mae_steps"]
     if threshold is None:
@@ -87,7 +89,8 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
                          "found; pass --threshold S or --data DATASET")
     bar = tqdm(total=episodes, desc="eval", disable=not progress)
     report, _ = evaluate_policy(policy, meta["backend"], meta["env_config"], episodes, threshold,
-                                patience=patience, seed0=EVAL_SEED0 if seed0 is None else seed0,
+                                patience=patience, tolerance=tolerance,
+                                seed0=EVAL_SEED0 if seed0 is None else seed0,
                                 n_envs=n_envs, reward_model=None if reward is policy else reward,
                                 progress=lambda rec: bar.update(1))
     bar.close()
@@ -98,6 +101,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
 def cmd_eval(args) -> dict[str, Any]:
     return evaluate_checkpoint(args.checkpoint, args.episodes, reward_checkpoint=args.reward_checkpoint,
                                data=args.data, threshold=args.threshold, patience=args.patience,
+                               tolerance=args.tolerance,
                                seed0=args.seed0, n_envs=args.n_envs, device=args.device,
                                progress=not args.quiet)
 
@@ -138,6 +142,7 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--stg-label-sigma", dest="stg_label_sigma", type=float,
                    help="0 = plain cross-entropy (paper); >0 = HL-Gauss label spread in steps")
     g.add_argument("--no-film", dest="film", action="store_const", const=False)
+    g.add_argument("--no-grounding", dest="grounding", action="store_const", const=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--eval-every", type=int, default=5)
     p.add_argument("--eval-episodes", type=int, default=50)
@@ -182,7 +187,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--episodes", type=int, default=200)
     p.add_argument("--data", help="dataset for held-out calibration (default: the one it was trained on)")
     p.add_argument("--threshold", type=float, help="detector threshold s (default: calibrated)")
-    p.add_argument("--patience", type=int, default=1)
+    p.add_argument("--patience", type=int, default=1,
+                   help="consecutive frames with d <= s before the detector fires")
+    p.add_argument("--tolerance", type=int, help="steps before the goal at which a firing still "
+                   "counts as correct (default 3)")
     p.add_argument("--seed0", type=int)
     p.add_argument("--n-envs", type=int, default=16)
     p.add_argument("--device", default="auto")

@@ -150,7 +150,12 @@ class ScratchImageEncoder(nn.Module):
             if d_cond else None
         self.head = KeypointHead(2 * width, 32, d_model, n_tokens)
 
-    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def map_channels(self) -> int:
+        return self.convs[-1].out_channels
+
+    def forward_map(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The feature map [B, C, H/4, W/4] before the token head."""
         b, f, h, w, _ = frames.shape
         x = frames.permute(0, 1, 4, 2, 3).reshape(b, f * 3, h, w).float() / 127.5 - 1.0
         x = torch.cat([x, _coords(b, h, w, x.device, x.dtype)], 1)
@@ -160,7 +165,10 @@ class ScratchImageEncoder(nn.Module):
             if self.films is not None:
                 x = self.films[i](x, cond)
             x = F.gelu(x)
-        return self.head(x)
+        return x
+
+    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.forward_map(frames, cond))
 
 
 class EfficientNetLite0Encoder(nn.Module):
@@ -194,7 +202,11 @@ class EfficientNetLite0Encoder(nn.Module):
     def backbone_modules(self):
         return [self.stem, self.blocks]
 
-    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    @property
+    def map_channels(self) -> int:
+        return self.head.kp_conv.in_channels
+
+    def forward_map(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         b, f, h, w, _ = frames.shape
         x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, h, w).float() / 255.0
         if self.upsample > 1:
@@ -203,7 +215,10 @@ class EfficientNetLite0Encoder(nn.Module):
         for blk in self.blocks:
             x = blk(x)
         _, c, hh, ww = x.shape
-        return self.head(x.reshape(b, f * c, hh, ww), cond)
+        return x.reshape(b, f * c, hh, ww)
+
+    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.head(self.forward_map(frames, cond), cond)
 
 
 class HFImageEncoder(nn.Module):
@@ -252,6 +267,34 @@ class HFImageEncoder(nn.Module):
             pooled = out.last_hidden_state.mean(1)
         pooled = pooled.reshape(b * f, -1)
         return self.proj(pooled.reshape(b, -1)).view(b, self.n_tokens, self.d_model)
+
+
+class TextGrounding(nn.Module):
+    """Ground each instruction token in the image: one cross-attention from text tokens
+    to the positions of the feature map.
+
+    Each token gets the expected (x, y) of where it attends and the features there,
+    so "red moon" and "blue cube" become positions the trunk can compare. Without it
+    a small model trained from scratch on a few hundred demonstrations did not learn
+    steps-to-go at all (validation error stayed at the constant predictor's).
+    """
+
+    def __init__(self, d_text: int, map_channels: int, d_model: int, d_key: int = 64):
+        super().__init__()
+        self.q = nn.Linear(d_text, d_key)
+        self.k = nn.Conv2d(map_channels + 2, d_key, 1)
+        self.v = nn.Conv2d(map_channels, d_key, 1)
+        self.out = nn.Linear(d_key + 2, d_model)
+        self.scale = d_key ** -0.5
+
+    def forward(self, text: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = feat.shape
+        coords = _coords(b, h, w, feat.device, feat.dtype)
+        k = self.k(torch.cat([feat, coords], 1)).flatten(2)  # [B, dk, N]
+        v = self.v(feat).flatten(2).transpose(1, 2)  # [B, N, dk]
+        att = torch.softmax(self.q(text) @ k * self.scale, dim=-1)  # [B, L, N]
+        xy = att @ coords.flatten(2).transpose(1, 2)  # [B, L, 2]
+        return self.out(torch.cat([att @ v, xy], -1))
 
 
 def build_image_encoder(spec: str, n_frames: int, d_model: int, n_tokens: int,

@@ -17,6 +17,7 @@ from core.rollout import EpisodeRecord, run_episodes
 from core.stats import precision_recall_f1, wilson_interval
 from sim_backends.registry import make_env
 
+DEFAULT_TOLERANCE = 3  # steps: a detector firing this close before the goal counts as right
 EVAL_SEED0 = 1_000_000  # evaluation seeds never overlap demonstration seeds (0..)
 SELECT_SEED0 = 2_000_000  # seeds for checkpoint selection during training
 
@@ -29,6 +30,7 @@ class EvalReport:
     mean_length: float
     threshold_s: float
     patience: int
+    tolerance: int
     detector_precision: float
     detector_recall: float
     detector_f1: float
@@ -55,8 +57,8 @@ def demo_steps_to_go(model: DojoPolicy, episodes: Sequence[Episode], batch_size:
     return [out[table.episode_id == k] for k in range(len(episodes))]
 
 
-def calibrate_on_demos(model: DojoPolicy, episodes: Sequence[Episode], patience: int = 1
-                       ) -> dict[str, Any]:
+def calibrate_on_demos(model: DojoPolicy, episodes: Sequence[Episode], patience: int = 1,
+                       tolerance: int = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Pick the detector threshold s on held-out demonstrations and measure steps-to-go MAE.
 
     In a demonstration the goal is first reached at the last frame, so that frame is
@@ -64,28 +66,29 @@ def calibrate_on_demos(model: DojoPolicy, episodes: Sequence[Episode], patience:
     """
     d_seqs = demo_steps_to_go(model, episodes)
     gts = [np.arange(len(d)) == len(d) - 1 for d in d_seqs]
-    s, counts = S.calibrate_threshold(list(zip(d_seqs, gts)), patience=patience)
+    s, counts = S.calibrate_threshold(list(zip(d_seqs, gts)), patience=patience, tolerance=tolerance)
     p, r, f1 = precision_recall_f1(counts)
     cap = model.config.stg_cap
     errs = np.concatenate([np.abs(d - np.minimum(len(d) - 1 - np.arange(len(d)), cap)) for d in d_seqs])
     final = np.array([d[-1] for d in d_seqs])
     rest = np.concatenate([d[:-1] for d in d_seqs])
-    return {"threshold_s": s, "patience": patience, "demo_precision": p, "demo_recall": r,
+    return {"threshold_s": s, "patience": patience, "tolerance": tolerance, "demo_precision": p, "demo_recall": r,
             "demo_f1": f1, "stg_mae_steps": float(errs.mean()),
             "d_final_mean": float(final.mean()), "d_other_mean": float(rest.mean()),
             "episodes": len(episodes)}
 
 
-def score_records(records: Sequence[EpisodeRecord], threshold_s: float, patience: int = 1
-                  ) -> tuple[S.DetectorCounts, tuple[float, float, float]]:
+def score_records(records: Sequence[EpisodeRecord], threshold_s: float, patience: int = 1,
+                  tolerance: int = DEFAULT_TOLERANCE) -> tuple[S.DetectorCounts, tuple[float, float, float]]:
     counts = S.DetectorCounts()
     for r in records:
-        counts = counts + S.score_episode(r.d, r.gt, threshold_s, patience)
+        counts = counts + S.score_episode(r.d, r.gt, threshold_s, patience, tolerance)
     return counts, precision_recall_f1(counts)
 
 
 def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any], n_episodes: int,
-                    threshold_s: float, *, patience: int = 1, seed0: int = EVAL_SEED0,
+                    threshold_s: float, *, patience: int = 1, tolerance: int = DEFAULT_TOLERANCE,
+                    seed0: int = EVAL_SEED0,
                     n_envs: int = 16, greedy: bool = True, reward_model: DojoPolicy | None = None,
                     progress=None) -> tuple[EvalReport, list[EpisodeRecord]]:
     """Roll out ``n_episodes`` fixed seeds; episodes end at ground-truth success or the limit."""
@@ -95,7 +98,7 @@ def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any],
                            greedy=greedy, reward_model=reward_model, on_episode=progress)
     seconds = time.perf_counter() - t0
     n_ok = sum(r.success for r in records)
-    counts, (p, r, f1) = score_records(records, threshold_s, patience)
+    counts, (p, r, f1) = score_records(records, threshold_s, patience, tolerance)
     reasons: dict[str, int] = {}
     for rec in records:
         reasons[rec.end_reason] = reasons.get(rec.end_reason, 0) + 1
@@ -103,7 +106,7 @@ def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any],
         episodes=len(records), success=n_ok / max(1, len(records)),
         success_ci=wilson_interval(n_ok, len(records)),
         mean_length=float(np.mean([rec.length for rec in records])) if records else 0.0,
-        threshold_s=threshold_s, patience=patience, detector_precision=p, detector_recall=r,
+        threshold_s=threshold_s, patience=patience, tolerance=tolerance, detector_precision=p, detector_recall=r,
         detector_f1=f1, detector_counts=asdict(counts), end_reasons=reasons,
         env_steps=int(sum(rec.length for rec in records)), seconds=seconds)
     return report, records

@@ -22,7 +22,7 @@ from torch import nn
 
 from core import actions as A
 from core import steps_to_go as S
-from core.encoders import TextEncoder, build_image_encoder
+from core.encoders import TextEncoder, TextGrounding, build_image_encoder
 
 # Batch keys (named once, used everywhere).
 FRAMES = "frames"  # uint8 [B, F, H, W, 3]: current frame first, then previous
@@ -62,6 +62,9 @@ class PolicyConfig:
     """Freeze a pretrained image backbone's weights (its keypoint head still trains)."""
     image_tokens: int = 2
     """Tokens the image encoder contributes to the trunk."""
+    grounding: bool = True
+    """Cross-attend from instruction tokens to image positions (TextGrounding), for
+    encoders that expose a feature map (scratch, efficientnet_lite0)."""
     film: bool = True
     """FiLM-condition the image encoder on the instruction (RT-1 style), so its keypoints
     can follow the named block and target rather than every block."""
@@ -143,6 +146,9 @@ class DojoPolicy(nn.Module):
             for p in self.image_encoder.backbone_parameters():
                 p.requires_grad_(False)
         self.text_proj = nn.Linear(self.text_encoder.width, width)
+        self.grounding = None
+        if cfg.grounding and hasattr(self.image_encoder, "forward_map"):
+            self.grounding = TextGrounding(self.text_encoder.width, self.image_encoder.map_channels, width)
         self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim * cfg.n_frames, width), nn.GELU(),
                                           nn.Linear(width, width))
         self.queries = nn.Parameter(torch.randn(2, width) * 0.02)  # ACT, STG
@@ -172,8 +178,15 @@ class DojoPolicy(nn.Module):
         if cfg.film:
             m = txt_mask.unsqueeze(-1).to(txt.dtype)
             cond = (txt * m).sum(1) / m.sum(1).clamp(min=1.0)  # mean over real tokens
-        img = self.image_encoder(frames.to(dev), cond) + self.type_embed[1]
-        txt = self.text_proj(txt) + self.type_embed[3]
+        if self.grounding is not None:
+            fmap = self.image_encoder.forward_map(frames.to(dev), cond)
+            img = self.image_encoder.head(fmap, cond) if isinstance(self.image_encoder.head.film, nn.Module) \
+                else self.image_encoder.head(fmap)
+            txt = self.text_proj(txt) + self.grounding(txt, fmap) + self.type_embed[3]
+        else:
+            img = self.image_encoder(frames.to(dev), cond)
+            txt = self.text_proj(txt) + self.type_embed[3]
+        img = img + self.type_embed[1]
         q = self.queries.unsqueeze(0).expand(b, -1, -1) + self.type_embed[0]
         parts, masks = [q, img], [torch.ones(b, 2 + img.shape[1], dtype=torch.bool, device=dev)]
         if cfg.use_proprio:

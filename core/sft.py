@@ -43,8 +43,8 @@ class SFTConfig:
     """Passes over the training frames."""
     batch_size: int = 64
     """Frames per gradient step."""
-    lr: float = 3e-4
-    """AdamW learning rate (cosine-decayed to 10% over the run)."""
+    lr: float = 1e-3
+    """AdamW peak learning rate (linear warm-up, then cosine decay to 10%)."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
     seed: int = 0

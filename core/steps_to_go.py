@@ -115,25 +115,29 @@ class DetectorCounts:
 
 
 def score_episode(d_seq: Sequence[float], gt_success: Sequence[bool], threshold_s: float,
-                  patience: int = 1) -> DetectorCounts:
+                  patience: int = 1, tolerance: int = 0) -> DetectorCounts:
     """Score one episode as if the detector had ended it.
 
-    The detector's verdict is taken at its first firing: a true positive if ground
-    truth holds at that step, a false positive if not (in practice it would have ended
-    a failed episode as a success). If it never fires, a false negative when ground
-    truth was reached at some step, else a true negative.
+    The verdict is taken at the detector's first firing, step t: a true positive if
+    ground truth holds at some frame in t..t+tolerance, else a false positive (in
+    practice it would have ended a failed episode as a success). ``tolerance`` = a
+    few steps accepts a detector that fires just before the goal is reached, which is
+    what d <= s with s of a few steps means. If it never fires: a false negative when
+    ground truth was reached at some step, else a true negative.
     """
     if len(d_seq) != len(gt_success):
         raise ValueError(f"d_seq has {len(d_seq)} steps but gt_success has {len(gt_success)}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0 steps, got {tolerance}")
     t = first_detection(d_seq, threshold_s, patience)
     if t is not None:
-        return DetectorCounts(tp=1) if gt_success[t] else DetectorCounts(fp=1)
+        return DetectorCounts(tp=1) if any(gt_success[t:t + tolerance + 1]) else DetectorCounts(fp=1)
     return DetectorCounts(fn=1) if any(gt_success) else DetectorCounts(tn=1)
 
 
 def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]]],
-                        candidates: Sequence[float] | None = None, patience: int = 1
-                        ) -> tuple[float, DetectorCounts]:
+                        candidates: Sequence[float] | None = None, patience: int = 1,
+                        tolerance: int = 0) -> tuple[float, DetectorCounts]:
     """Pick s maximising episode-level F1 on held-out (d_seq, gt_success) episodes.
 
     Ties go to the smaller s (a stricter detector). Demonstration episodes end at
@@ -150,7 +154,7 @@ def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]
     for s in candidates:
         counts = DetectorCounts()
         for d_seq, gt in episodes:
-            counts = counts + score_episode(d_seq, gt, float(s), patience)
+            counts = counts + score_episode(d_seq, gt, float(s), patience, tolerance)
         f1 = precision_recall_f1(counts)[2]
         if best is None or f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and s < best[1]):
             best = (f1, float(s), counts)

@@ -248,3 +248,14 @@ def test_calibrate_threshold_uses_patience():
 def test_calibrate_threshold_needs_episodes():
     with pytest.raises(ValueError, match="at least one"):
         S.calibrate_threshold([])
+
+
+def test_score_episode_tolerance_accepts_a_firing_just_before_the_goal():
+    d = [9.0, 5.0, 1.0, 0.5, 0.2]
+    gt = [False, False, False, False, True]
+    # fires at t=2 (d=1.0 <= 1.5); the goal is reached 2 steps later
+    assert S.score_episode(d, gt, 1.5, tolerance=0) == S.DetectorCounts(fp=1)
+    assert S.score_episode(d, gt, 1.5, tolerance=1) == S.DetectorCounts(fp=1)
+    assert S.score_episode(d, gt, 1.5, tolerance=2) == S.DetectorCounts(tp=1)
+    with pytest.raises(ValueError, match="tolerance"):
+        S.score_episode(d, gt, 1.5, tolerance=-1)
