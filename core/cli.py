@@ -4,6 +4,7 @@
   sft       Stage 1: train the BC + steps-to-go policy on a dataset
   eval      roll out a checkpoint: success with a 95% interval, the detector
             against ground truth, steps-to-go error on held-out demonstrations
+  practice  Stage 2: self-improvement on a fleet, rewarded by a frozen Stage-1 model
   pipeline  demos -> sft -> eval on the bundled demo task, end to end
 """
 from __future__ import annotations
@@ -106,6 +107,14 @@ def cmd_eval(args) -> dict[str, Any]:
                                progress=not args.quiet)
 
 
+def cmd_practice(args) -> dict[str, Any]:
+    from core.practice import PracticeConfig, run_practice
+
+    fields = {f.name for f in dataclasses.fields(PracticeConfig)}
+    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    return run_practice(PracticeConfig(**kw), progress=not args.quiet)
+
+
 def cmd_pipeline(args) -> dict[str, Any]:
     """The bundled demo task end to end: demonstrations, Stage 1, evaluation."""
     root = Path(args.root)
@@ -196,6 +205,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("practice", help="Stage 2: self-improvement (REINFORCE, frozen steps-to-go reward)")
+    p.add_argument("--policy", dest="policy_checkpoint", required=True,
+                   help="starting policy (Stage-1 best_policy.pt or a practice checkpoint)")
+    p.add_argument("--reward", dest="reward_checkpoint", required=True,
+                   help="frozen reward model / success detector (Stage-1 best_stg.pt)")
+    p.add_argument("--out", required=True, help="run directory (resumes from its last completed iteration)")
+    p.add_argument("--fleet-size", dest="fleet_size", type=int, help="robots (default: cores)")
+    p.add_argument("--in-process", dest="processes", action="store_const", const=False,
+                   help="simulators in this process instead of one process per robot")
+    p.add_argument("--gamma", type=float, help="discount (default 0.9)")
+    p.add_argument("--c", type=float, help="REINFORCE loss scale (default 0.05)")
+    p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")
+    p.add_argument("--weight-decay", dest="weight_decay", type=float)
+    p.add_argument("--tuples", dest="tuples_per_iteration", type=int, help="per iteration (default 1024)")
+    p.add_argument("--minibatch", type=int, help="default 64")
+    p.add_argument("--train-vision", dest="freeze_vision", action="store_const", const=False,
+                   help="also update the image encoder (frozen by default)")
+    p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")
+    p.add_argument("--patience", type=int, help="frames with d <= s before the detector fires (default 2)")
+    p.add_argument("--ground-truth-reward", dest="ground_truth_reward", action="store_const", const=True,
+                   help="oracle ablation: simulator success ends episodes and gives the reward")
+    p.add_argument("--check-episodes", dest="check_episodes", type=int,
+                   help="held-out rollouts for the detector check (0 = skip; default 100)")
+    p.add_argument("--min-precision", dest="min_precision", type=float, help="default 0.8")
+    p.add_argument("--min-recall", dest="min_recall", type=float, help="default 0.5")
+    p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")
+    p.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="default 200")
+    p.add_argument("--max-episodes", dest="max_episodes", type=int, help="practice budget (default 3000)")
+    p.add_argument("--plateau-evals", dest="plateau_evals", type=int, help="default 4")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_practice)
 
     p = sub.add_parser("pipeline", help="demos -> sft -> eval on the bundled Block2Block task")
     p.add_argument("--root", default=str(DEFAULT_DATA_DIR))

@@ -11,6 +11,9 @@ Layout of a dataset directory::
         instruction  str                      the language goal g
         seed         int64                    the environment seed (replays the episode)
         success      bool                     ground truth at the last frame
+        keypoints    float32 [T+1, K, 2]      optional, simulation only: image position (u, v)
+                                              in [-1, 1] of the pushed object and its target,
+                                              an auxiliary label for the image encoder
     rejected.jsonl          seeds whose expert episode failed (skipped on resume)
 
 Each episode file is written atomically, so an interrupted generation leaves only
@@ -47,6 +50,7 @@ class Episode:
     instruction: str
     seed: int
     success: bool
+    keypoints: np.ndarray | None = None  # float32 [T+1, K, 2], optional privileged label
 
     @property
     def length(self) -> int:
@@ -100,6 +104,10 @@ def validate_episode(ep: Episode, where: str) -> None:
         raise DatasetError(f"{where}: actions or proprio contain NaN/inf")
     if np.abs(a).max() > 1.0 + 1e-6:
         raise DatasetError(f"{where}: actions must lie in [-1, 1], max |a| = {np.abs(a).max():.3f}")
+    k = ep.keypoints
+    if k is not None and (k.ndim != 3 or len(k) != len(f) or k.shape[-1] != 2 or not np.all(np.isfinite(k))):
+        raise DatasetError(f"{where}: keypoints must be finite float [T+1, K, 2] matching frames, "
+                           f"got {k.shape}")
     if not ep.instruction.strip():
         raise DatasetError(f"{where}: empty instruction")
 
@@ -107,9 +115,10 @@ def validate_episode(ep: Episode, where: str) -> None:
 def write_episode(root: Path, ep: Episode) -> Path:
     validate_episode(ep, f"episode seed {ep.seed}")
     buf = io.BytesIO()
+    extra = {} if ep.keypoints is None else {"keypoints": ep.keypoints.astype(np.float32)}
     np.savez_compressed(buf, frames=ep.frames, proprio=ep.proprio.astype(np.float32),
                         actions=ep.actions.astype(np.float32), instruction=np.array(ep.instruction),
-                        seed=np.int64(ep.seed), success=np.bool_(ep.success))
+                        seed=np.int64(ep.seed), success=np.bool_(ep.success), **extra)
     path = episode_path(root, ep.seed)
     atomic_write_bytes(path, buf.getvalue())
     return path
@@ -123,7 +132,8 @@ def read_episode(path: Path) -> Episode:
                 raise DatasetError(f"{path}: missing arrays {missing}; expected {list(EPISODE_KEYS)}")
             ep = Episode(frames=z["frames"], proprio=z["proprio"], actions=z["actions"],
                          instruction=str(z["instruction"]), seed=int(z["seed"]),
-                         success=bool(z["success"]))
+                         success=bool(z["success"]),
+                         keypoints=z["keypoints"].astype(np.float32) if "keypoints" in z.files else None)
     except DatasetError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
@@ -166,6 +176,7 @@ class FrameTable:
     instr_id: np.ndarray  # int64 [N]
     instructions: list[str]
     episode_id: np.ndarray  # int64 [N]
+    keypoints: np.ndarray | None = None  # float32 [N, K, 2], NaN where an episode has none
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -175,6 +186,8 @@ class FrameTable:
         instructions = sorted({e.instruction for e in episodes})
         lookup = {s: i for i, s in enumerate(instructions)}
         frames, proprio, prev, acts, mask, stg, iid, eid = [], [], [], [], [], [], [], []
+        n_kp = max((e.keypoints.shape[1] for e in episodes if e.keypoints is not None), default=0)
+        kps = []
         offset = 0
         for k, e in enumerate(episodes):
             n = len(e.frames)
@@ -189,11 +202,16 @@ class FrameTable:
             stg.append(T - np.arange(n))
             iid.append(np.full(n, lookup[e.instruction]))
             eid.append(np.full(n, k))
+            if n_kp:
+                kp = np.full((n, n_kp, 2), np.nan, np.float32)
+                if e.keypoints is not None and e.keypoints.shape[1] == n_kp:
+                    kp[:] = e.keypoints
+                kps.append(kp)
             offset += n
         return cls(np.concatenate(frames), np.concatenate(proprio), np.concatenate(prev),
                    np.concatenate(acts).astype(np.float32), np.concatenate(mask),
                    np.concatenate(stg).astype(np.int64), np.concatenate(iid), instructions,
-                   np.concatenate(eid))
+                   np.concatenate(eid), np.concatenate(kps) if n_kp else None)
 
     def batch(self, idx: np.ndarray, n_frames: int, action_bins: int) -> dict[str, Any]:
         import torch
@@ -206,7 +224,8 @@ class FrameTable:
             pr = np.stack([self.proprio[idx], self.proprio[self.prev[idx]]], 1)
         else:
             fr, pr = self.frames[idx][:, None], self.proprio[idx][:, None]
-        return {P.FRAMES: torch.from_numpy(fr), P.PROPRIO: torch.from_numpy(pr),
+        out = {} if self.keypoints is None else {P.KEYPOINTS: torch.from_numpy(self.keypoints[idx])}
+        return out | {P.FRAMES: torch.from_numpy(fr), P.PROPRIO: torch.from_numpy(pr),
                 P.INSTRUCTION: [self.instructions[i] for i in self.instr_id[idx]],
                 P.ACTION_BINS: torch.from_numpy(action_to_bins(self.actions[idx], action_bins)),
                 P.ACTION_MASK: torch.from_numpy(self.action_mask[idx]),

@@ -42,7 +42,8 @@ def _run_seed(args: tuple[str, dict[str, Any], int, str]) -> tuple[int, bool, in
             frames=np.stack(res["images"]).astype(np.uint8),
             proprio=np.stack(res["proprio"]).astype(np.float32),
             actions=np.stack(res["actions"]).astype(np.float32),
-            instruction=res["instruction"], seed=seed, success=True))
+            instruction=res["instruction"], seed=seed, success=True,
+            keypoints=np.stack(res["keypoints"]).astype(np.float32) if res.get("keypoints") else None))
     return seed, bool(res["success"]), int(res["length"])
 
 

@@ -297,6 +297,37 @@ class TextGrounding(nn.Module):
         return self.out(torch.cat([att @ v, xy], -1))
 
 
+class GoalKeypoints(nn.Module):
+    """Instruction-conditioned keypoints: K queries from the sentence embedding attend over
+    the feature map; each gives an expected image position (u, v) and the features there.
+
+    Finding "the red moon" and "the blue cube" is the hard part of steps-to-go for a small
+    model; with an auxiliary position label (``PolicyConfig.keypoint_aux_weight``) it is
+    learned in a few hundred steps, and the trunk then only has to compare positions.
+    """
+
+    def __init__(self, d_text: int, map_channels: int, d_model: int, n_points: int = 2,
+                 d_key: int = 32):
+        super().__init__()
+        self.n, self.dk = n_points, d_key
+        self.q = nn.Linear(d_text, n_points * d_key)
+        self.k = nn.Conv2d(map_channels + 2, d_key, 1)
+        self.v = nn.Conv2d(map_channels, d_key, 1)
+        self.log_temp = nn.Parameter(torch.tensor(1.0))
+        self.out = nn.Linear(d_key + 2, d_model)
+
+    def forward(self, sentence: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v) [B, K, 2] in [-1, 1] and tokens [B, K, d_model]."""
+        b, _, h, w = feat.shape
+        coords = _coords(b, h, w, feat.device, feat.dtype)
+        k = self.k(torch.cat([feat, coords], 1)).flatten(2)  # [B, dk, N]
+        q = self.q(sentence).view(b, self.n, self.dk)
+        att = torch.softmax((q @ k) * self.log_temp.exp(), dim=-1)  # [B, K, N]
+        xy = att @ coords.flatten(2).transpose(1, 2)  # [B, K, 2]
+        v = att @ self.v(feat).flatten(2).transpose(1, 2)  # [B, K, dk]
+        return xy, self.out(torch.cat([v, xy], -1))
+
+
 def build_image_encoder(spec: str, n_frames: int, d_model: int, n_tokens: int,
                         d_cond: int = 0) -> nn.Module:
     """``d_cond`` > 0 adds FiLM conditioning on an instruction vector of that width."""

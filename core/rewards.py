@@ -23,3 +23,15 @@ def discounted_returns(rewards, gamma: float = 0.9) -> np.ndarray:
         acc = r[t] + gamma * acc
         out[t] = acc
     return out
+
+
+def reinforce_loss(log_probs, returns, c: float = 0.05):
+    """On-policy REINFORCE without a baseline (METHOD.md): mean of -c * R_t * log pi(a_t|o_t,g).
+
+    ``log_probs`` is a torch tensor [B] (differentiable), ``returns`` [B] (constants)."""
+    import torch
+
+    r = torch.as_tensor(returns, dtype=log_probs.dtype, device=log_probs.device)
+    if r.shape != log_probs.shape:
+        raise ValueError(f"returns {tuple(r.shape)} and log_probs {tuple(log_probs.shape)} must match")
+    return -(c * r.detach() * log_probs).mean()

@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from core.fleet import Fleet, LocalFleet, RobotFailure
 from core.policy import DojoPolicy, make_obs_batch
 from sim_backends.base import (INFO_OFF_TABLE, INFO_PHYSICS_ERROR, INFO_SUCCESS, OBS_IMAGE,
                                OBS_INSTRUCTION, OBS_PROPRIO)
@@ -23,6 +24,8 @@ END_DETECTOR = "detector"
 END_STEP_LIMIT = "step_limit"
 END_OFF_TABLE = "off_table"
 END_PHYSICS_ERROR = "physics_error"
+END_STOPPED = "stopped"  # a supervisor stopped the robot
+END_ABORTED = "aborted"  # the robot failed or disconnected mid-episode
 
 
 @dataclass
@@ -38,6 +41,7 @@ class EpisodeRecord:
     proprio: list[np.ndarray] = field(default_factory=list)
     end_reason: str = ""
     detector_step: int | None = None
+    error: str = ""
 
     @property
     def success(self) -> bool:
@@ -58,8 +62,8 @@ class DetectorSpec:
 
 
 class _Slot:
-    def __init__(self, env):
-        self.env = env
+    def __init__(self, index: int):
+        self.index = index
         self.rec: EpisodeRecord | None = None
         self.obs: dict[str, Any] | None = None
         self.prev_image = self.prev_proprio = None
@@ -67,37 +71,57 @@ class _Slot:
         self.run = 0
 
 
-def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any], seeds: Sequence[int], *,
+def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: Sequence[int], *,
                  n_envs: int = 8, greedy: bool = True, reward_model: DojoPolicy | None = None,
                  stop_on_ground_truth: bool = True, detector: DetectorSpec | None = None,
                  keep_frames: bool = False, generator: torch.Generator | None = None,
                  on_episode: Callable[[EpisodeRecord], bool | None] | None = None,
+                 fleet: Fleet | None = None,
+                 control: Callable[[int, EpisodeRecord], str | None] | None = None,
                  ) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
-    ``on_episode`` is called as each episode ends; returning False stops early.
+    Either ``make_env`` (a LocalFleet of ``n_envs`` is built and closed here) or a
+    ``fleet`` (owned by the caller, left open). ``on_episode`` is called as each episode
+    ends; returning False stops early. ``control(robot, record)`` is asked before every
+    step; returning END_STOPPED ends that robot's episode (a supervisor's stop), or
+    END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override).
     """
     policy.eval()
     if reward_model is not None:
         reward_model.eval()
     n_frames = policy.config.n_frames
     queue = list(seeds)
-    slots = [_Slot(make_env()) for _ in range(max(1, min(n_envs, len(queue))))]
+    own = fleet is None
+    if fleet is None:
+        fleet = LocalFleet(make_env, max(1, min(n_envs, len(queue))))
+    slots = [_Slot(i) for i in range(min(fleet.size, max(1, len(queue))))]
     done: dict[int, EpisodeRecord] = {}
     order = {s: i for i, s in enumerate(seeds)}
     stop = False
 
-    def start(slot: _Slot) -> bool:
-        if not queue or stop:
-            slot.rec = None
-            return False
-        seed = queue.pop(0)
-        obs, info = slot.env.reset(seed=int(seed))
-        slot.obs, slot.finishing, slot.run = obs, False, 0
-        slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
-        slot.rec = EpisodeRecord(seed=int(seed), instruction=obs[OBS_INSTRUCTION])
-        slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
-        return True
+    def finish(slot: _Slot) -> None:
+        nonlocal stop
+        done[slot.rec.seed] = slot.rec
+        if on_episode is not None and on_episode(slot.rec) is False:
+            stop = True
+
+    def start(slot: _Slot) -> None:
+        while queue and not stop:
+            seed = queue.pop(0)
+            res = fleet.reset(slot.index, int(seed))
+            if isinstance(res, RobotFailure):
+                slot.rec = EpisodeRecord(seed=int(seed), instruction="", end_reason=END_ABORTED,
+                                         error=res.message)
+                finish(slot)
+                continue
+            obs, info = res
+            slot.obs, slot.finishing, slot.run = obs, False, 0
+            slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
+            slot.rec = EpisodeRecord(seed=int(seed), instruction=obs[OBS_INSTRUCTION])
+            slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
+            return
+        slot.rec = None
 
     try:
         for s in slots:
@@ -111,6 +135,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any], seeds: Sequenc
             if reward_model is not None:
                 with torch.no_grad():
                     d = reward_model.steps_to_go(batch).cpu().numpy()
+            to_step: dict[int, np.ndarray] = {}
             for i, s in enumerate(active):
                 rec = s.rec
                 rec.d.append(float(d[i]))
@@ -124,15 +149,28 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any], seeds: Sequenc
                         if not s.finishing:
                             rec.end_reason = END_DETECTOR
                             s.finishing = True
+                if not s.finishing and control is not None:
+                    verdict = control(s.index, rec)
+                    if verdict:
+                        rec.end_reason = verdict
+                        s.finishing = True
                 if s.finishing:
-                    done[rec.seed] = rec
-                    if on_episode is not None and on_episode(rec) is False:
-                        stop = True
+                    finish(s)
                     start(s)
                     continue
-                a = actions[i]
-                obs, _r, terminated, truncated, info = s.env.step(a)
-                rec.actions.append(a)
+                to_step[s.index] = actions[i]
+            results = fleet.step(to_step) if to_step else {}
+            for s in active:
+                if s.index not in results:
+                    continue
+                rec, res = s.rec, results[s.index]
+                if isinstance(res, RobotFailure):
+                    rec.end_reason, rec.error = END_ABORTED, res.message
+                    finish(s)
+                    start(s)
+                    continue
+                obs, _r, terminated, truncated, info = res
+                rec.actions.append(to_step[s.index])
                 rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
                 s.prev_image, s.prev_proprio = s.obs[OBS_IMAGE], s.obs[OBS_PROPRIO]
                 s.obs = obs
@@ -144,14 +182,14 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any], seeds: Sequenc
                     rec.end_reason = END_GROUND_TRUTH
                 elif truncated:
                     rec.end_reason = END_STEP_LIMIT
-                elif terminated and not stop_on_ground_truth:
-                    pass  # ground-truth termination ignored: the detector decides
-                elif terminated:
+                elif terminated and stop_on_ground_truth:
                     rec.end_reason = END_GROUND_TRUTH
-                if rec.end_reason or len(rec.actions) >= s.env.max_steps:
+                elif terminated:
+                    rec.end_reason = END_STEP_LIMIT  # the simulator ended it; nothing more to see
+                if rec.end_reason or len(rec.actions) >= fleet.max_steps:
                     rec.end_reason = rec.end_reason or END_STEP_LIMIT
                     s.finishing = True
     finally:
-        for s in slots:
-            s.env.close()
+        if own:
+            fleet.close()
     return sorted(done.values(), key=lambda r: order[r.seed])

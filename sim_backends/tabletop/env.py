@@ -68,6 +68,9 @@ class TabletopConfig:
     block2block_success_distance: float = BLOCK2BLOCK_SUCCESS_DISTANCE
     """Block2Block success: the two object centres are closer than this (metres)."""
     block2location_success_distance: float = BLOCK2LOCATION_SUCCESS_DISTANCE
+    terminate_on_success: bool = True
+    """End the episode when the goal is reached. Practice (Stage 2) turns this off: there
+    the learned success detector decides, and ground truth is only recorded beside it."""
     """Block2Location success: the object centre is closer than this to the region point."""
 
     def __post_init__(self) -> None:
@@ -213,7 +216,7 @@ class TabletopEnv(gym.Env):
             success = (not off_table) and self._goal_distance(ep.goal) < self.config.success_distance(
                 ep.goal.family)
             obs = self._observe()
-        terminated = bool(success or off_table or physics_error)
+        terminated = bool((success and self.config.terminate_on_success) or off_table or physics_error)
         truncated = bool(not terminated and ep.step >= self.max_steps)
         ep.done = terminated or truncated
         info = self._info(success=success, off_table=off_table, physics_error=physics_error)
@@ -306,6 +309,17 @@ class TabletopEnv(gym.Env):
             "max_delta": self.config.max_delta,
             "pusher_radius": scene.PUSHER_RADIUS,
         }
+
+    def goal_keypoints(self) -> np.ndarray:
+        """Privileged: where the pushed object and its target appear in the camera image,
+        float32 [2, 2] of (u, v) in [-1, 1] (u left to right, v top to bottom).
+
+        Stored with demonstrations as an optional auxiliary label: it teaches the
+        policy's image encoder where the named objects are (the policy never sees it)."""
+        goal = self.goal
+        pts = np.stack([self.object_xy(goal.block), self.goal_target(goal)]).astype(np.float64)
+        half = scene.CAMERA_EXTENT / 2.0
+        return np.stack([pts[:, 0] / half, -pts[:, 1] / half], 1).astype(np.float32)
 
     # ------------------------------------------------------------------ internals
     def _check_action(self, action: Any) -> np.ndarray:

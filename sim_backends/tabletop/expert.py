@@ -58,13 +58,13 @@ class ExpertStyle:
     @classmethod
     def sample(cls, rng: np.random.Generator, noise: float) -> ExpertStyle:
         return cls(
-            approach_speed=float(rng.uniform(0.55, 1.0)),
-            push_speed=float(rng.uniform(0.45, 0.95)),
+            approach_speed=float(rng.uniform(0.8, 1.0)),
+            push_speed=float(rng.uniform(0.7, 0.95)),
             lateral_gain=float(rng.uniform(0.3, 0.8)),
             margin=float(rng.uniform(0.01, 0.04)),
             noise=float(rng.uniform(0.03, 0.15) * noise),
             wobble=float(rng.uniform(0.04, 0.12) * noise) if rng.random() < 0.4 else 0.0,
-            hesitate_prob=float(rng.uniform(0.02, 0.06)) if rng.random() < 0.4 else 0.0,
+            hesitate_prob=float(rng.uniform(0.02, 0.05)) if rng.random() < 0.15 else 0.0,
             detour=bool(rng.random() < 0.35),
             overshoot=bool(rng.random() < 0.25),
         )
@@ -211,6 +211,7 @@ def run_expert_episode(env: Any, seed: int, rng: np.random.Generator, noise: flo
     expert = ScriptedExpert(env, rng, noise=noise)
     obs, info = env.reset(seed=seed, options=options)
     images, proprio, actions, infos = [obs[OBS_IMAGE]], [obs[OBS_PROPRIO]], [], []
+    keypoints = [env.goal_keypoints()]
     while True:
         action = expert.act()
         obs, _, terminated, truncated, info = env.step(action)
@@ -218,10 +219,11 @@ def run_expert_episode(env: Any, seed: int, rng: np.random.Generator, noise: flo
         proprio.append(obs[OBS_PROPRIO])
         actions.append(action)
         infos.append(info)
+        keypoints.append(env.goal_keypoints())
         if terminated or truncated:
             break
     return {
         "images": images, "proprio": proprio, "actions": actions, "infos": infos,
         "success": bool(info[INFO_SUCCESS]), "goal": env.goal, "instruction": obs[OBS_INSTRUCTION],
-        "length": len(actions), "style": expert.style,
+        "length": len(actions), "style": expert.style, "keypoints": keypoints,
     }

@@ -1,0 +1,166 @@
+"""A fleet of robots behind one small interface, stepped in lock-step by the rollout loop.
+
+The learner and the rollout code only see ``Fleet``: ``reset(i, seed)``, ``step({i: action})``,
+``close()``. Implementations:
+
+- ``LocalFleet``: the environments live in this process (tests, evaluation, one core).
+- ``ProcessFleet``: one simulator process per robot (the default for practice), so
+  physics and rendering run in parallel while inference stays batched here.
+- remote robots over a websocket and Ray actors plug in behind the same interface
+  (a robot is anything that answers reset/step), without touching the learner.
+
+A robot that fails (simulator error, crashed process, disconnect) answers with a
+``RobotFailure`` instead of an observation; the rollout loop aborts that robot's episode
+and the rest of the fleet goes on.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import traceback
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol
+
+import numpy as np
+
+StepResult = tuple[dict[str, Any], float, bool, bool, dict[str, Any]]
+
+
+@dataclass
+class RobotFailure:
+    """Why robot ``index`` could not reset or step; its episode is aborted."""
+
+    index: int
+    message: str
+
+
+class Fleet(Protocol):
+    size: int
+    max_steps: int
+
+    def reset(self, i: int, seed: int) -> tuple[dict[str, Any], dict[str, Any]] | RobotFailure: ...
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]: ...
+
+    def close(self) -> None: ...
+
+
+class LocalFleet:
+    """Environments stepped one after another in this process."""
+
+    def __init__(self, make_env: Callable[[], Any], size: int):
+        self.envs = [make_env() for _ in range(max(1, size))]
+        self.size = len(self.envs)
+        self.max_steps = int(self.envs[0].max_steps)
+
+    def reset(self, i: int, seed: int):
+        try:
+            return self.envs[i].reset(seed=int(seed))
+        except Exception as e:  # noqa: BLE001 - a robot's failure must not stop the fleet
+            return RobotFailure(i, f"reset failed: {type(e).__name__}: {e}")
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
+        out: dict[int, StepResult | RobotFailure] = {}
+        for i, a in actions.items():
+            try:
+                out[i] = self.envs[i].step(a)
+            except Exception as e:  # noqa: BLE001
+                out[i] = RobotFailure(i, f"step failed: {type(e).__name__}: {e}")
+        return out
+
+    def close(self) -> None:
+        for env in self.envs:
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - closing is best effort
+                pass
+
+
+def _robot_process(conn, backend: str, env_config: dict[str, Any]) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    from sim_backends.registry import make_env
+
+    try:
+        env = make_env(backend, env_config)
+        conn.send(("ready", int(env.max_steps)))
+    except Exception as e:  # noqa: BLE001
+        conn.send(("error", f"{type(e).__name__}: {e}"))
+        return
+    while True:
+        try:
+            cmd, arg = conn.recv()
+        except (EOFError, OSError):
+            break
+        if cmd == "close":
+            break
+        try:
+            if cmd == "reset":
+                conn.send(("ok", env.reset(seed=int(arg))))
+            elif cmd == "step":
+                conn.send(("ok", env.step(arg)))
+        except Exception as e:  # noqa: BLE001 - report, keep serving
+            conn.send(("error", f"{type(e).__name__}: {e}\n{traceback.format_exc(limit=2)}"))
+    env.close()
+
+
+class ProcessFleet:
+    """One simulator process per robot; commands go out to all robots before any reply is
+    read, so the robots step in parallel."""
+
+    def __init__(self, backend: str, env_config: dict[str, Any], size: int):
+        ctx = mp.get_context("spawn")  # MuJoCo/GL contexts must not be forked
+        self.size = max(1, int(size))
+        self.conns, self.procs = [], []
+        for _ in range(self.size):
+            parent, child = ctx.Pipe()
+            p = ctx.Process(target=_robot_process, args=(child, backend, dict(env_config)), daemon=True)
+            p.start()
+            child.close()
+            self.conns.append(parent)
+            self.procs.append(p)
+        steps = []
+        for i, c in enumerate(self.conns):
+            kind, val = c.recv()
+            if kind != "ready":
+                self.close()
+                raise RuntimeError(f"robot {i} could not start its simulator: {val}")
+            steps.append(val)
+        self.max_steps = steps[0]
+
+    def _ask(self, i: int) -> Any:
+        try:
+            kind, val = self.conns[i].recv()
+        except (EOFError, OSError) as e:
+            return RobotFailure(i, f"robot process died ({type(e).__name__})")
+        return val if kind == "ok" else RobotFailure(i, str(val))
+
+    def reset(self, i: int, seed: int):
+        try:
+            self.conns[i].send(("reset", int(seed)))
+        except (BrokenPipeError, OSError):
+            return RobotFailure(i, "robot process died")
+        return self._ask(i)
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
+        sent, out = [], {}
+        for i, a in actions.items():
+            try:
+                self.conns[i].send(("step", np.asarray(a, np.float32)))
+                sent.append(i)
+            except (BrokenPipeError, OSError):
+                out[i] = RobotFailure(i, "robot process died")
+        for i in sent:
+            out[i] = self._ask(i)
+        return out
+
+    def close(self) -> None:
+        for c in self.conns:
+            try:
+                c.send(("close", None))
+            except (BrokenPipeError, OSError):
+                pass
+        for p in self.procs:
+            p.join(timeout=5)
+            if p.is_alive():
+                p.terminate()

@@ -1,0 +1,335 @@
+"""Stage 2: self-improvement by on-policy REINFORCE on a fleet (METHOD.md).
+
+The reward model / success detector is a frozen copy of a Stage-1 checkpoint (chosen
+separately from the policy's starting checkpoint): d(o, g) = E[steps-to-go],
+r_t = d(o_t, g) - d(o_{t+1}, g), an episode ends when d <= s has held for ``patience``
+steps, at the step limit, or on an external stop. Ground truth is recorded beside the
+detector's verdict and never used for reward or termination unless a flag asks for it.
+
+Every iteration: roll the fleet out with the current (sampling) policy until
+``tuples_per_iteration`` (o, a, g, R) tuples are collected, take
+``tuples_per_iteration / minibatch`` gradient steps without replacement, clear the
+buffer, write a checkpoint and its stats, and evaluate on fixed seeds every
+``eval_every`` iterations. The best evaluated checkpoint is kept; practice stops at a
+plateau or at the episode budget. Killed mid-run, it resumes from the last completed
+iteration (same seeds -> same run).
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core import rewards as R
+from core import steps_to_go as S
+from core.actions import action_to_bins
+from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from core.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos
+from core.fleet import Fleet, LocalFleet, ProcessFleet
+from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy
+from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
+from core.stats import precision_recall_f1, wilson_interval
+
+PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
+CHECK_SEED0 = 3_000_000  # held-out rollouts for the pre-practice detector check
+
+
+class PracticeRefused(RuntimeError):
+    """The reward model failed its check; the message gives the figures and what would help."""
+
+
+@dataclass(frozen=True)
+class PracticeConfig:
+    policy_checkpoint: str
+    """Where the policy starts (a Stage-1 'best_policy.pt', or a practice checkpoint)."""
+    reward_checkpoint: str
+    """The frozen reward model / success detector (a Stage-1 'best_stg.pt')."""
+    out: str
+    """Run directory: iter_XXXX.pt, best.pt, metrics.jsonl, state.json, detector_check.json."""
+    backend: str | None = None
+    """Defaults to the reward checkpoint's backend and env config."""
+    env_config: dict[str, Any] | None = None
+    fleet_size: int = 0
+    """Robots (simulator processes); 0 = the machine's cores."""
+    processes: bool = True
+    """One simulator process per robot (False: all in this process, for tests)."""
+    gamma: float = 0.9
+    c: float = 0.05
+    lr: float = 3e-5
+    """Adam(W) learning rate. METHOD.md: >= 1e-4 destroyed the policy within a few hundred episodes."""
+    weight_decay: float = 0.0
+    """AdamW weight decay (c matters only through its interaction with this)."""
+    tuples_per_iteration: int = 1024
+    minibatch: int = 64
+    freeze_vision: bool = True
+    """Keep the image pathway frozen (as the paper's vision encoder in Stage 2)."""
+    threshold_s: float | None = None
+    """Detector threshold; default: the reward checkpoint's calibration on held-out demos."""
+    patience: int = 2
+    """Consecutive frames with d <= s before the detector fires."""
+    ground_truth_reward: bool = False
+    """Use the simulator's success for termination and a +1 terminal reward (an oracle
+    ablation; never the default)."""
+    check_episodes: int = 100
+    """Held-out rollouts of the starting policy for the pre-practice detector check (0 = skip)."""
+    min_precision: float = 0.8
+    min_recall: float = 0.5
+    eval_every: int = 5
+    eval_episodes: int = 200
+    max_episodes: int = 3000
+    """Budget of practice episodes."""
+    plateau_evals: int = 4
+    """Stop after this many evaluations without a new best."""
+    seed: int = 0
+    device: str = "cpu"
+
+    def resolved_fleet_size(self) -> int:
+        return self.fleet_size or os.cpu_count() or 1
+
+
+def _episode_tuples(rec: EpisodeRecord, gamma: float, ground_truth_reward: bool
+                    ) -> tuple[np.ndarray, float]:
+    """Returns R_t for every action of a practice episode, and its undiscounted return."""
+    if ground_truth_reward:
+        r = np.zeros(rec.length)
+        if rec.length and any(rec.gt[1:]):
+            r[min(rec.length - 1, rec.gt[1:].index(True))] = 1.0
+    else:
+        r = R.progress_rewards(rec.d[: rec.length + 1])
+    return R.discounted_returns(r, gamma), float(r.sum())
+
+
+def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
+                   n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE) -> dict[str, Any]:
+    """Precision/recall of the detector against ground truth on held-out rollouts of the
+    starting policy (sampling, as in practice; ground truth does not end episodes)."""
+    gen = torch.Generator().manual_seed(seed + 17)
+    recs = run_episodes(policy, None, list(range(CHECK_SEED0, CHECK_SEED0 + n)), fleet=fleet, greedy=False,
+                        reward_model=reward, stop_on_ground_truth=False, detector=spec, generator=gen)
+    counts = S.DetectorCounts()
+    for r in recs:
+        counts = counts + S.score_episode(r.d, r.gt, spec.threshold_s, spec.patience, tolerance)
+    p, rc, f1 = precision_recall_f1(counts)
+    return {"episodes": len(recs), "precision": p, "recall": rc, "f1": f1,
+            "counts": dataclasses.asdict(counts), "threshold_s": spec.threshold_s,
+            "patience": spec.patience, "tolerance": tolerance,
+            "true_success_rate": float(np.mean([r.success for r in recs])) if recs else 0.0}
+
+
+def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
+    """Greedy success on the fixed evaluation seeds (ground truth ends episodes)."""
+    recs = run_episodes(policy, None, list(range(EVAL_SEED0, EVAL_SEED0 + n)), fleet=fleet, greedy=True)
+    k = sum(r.success for r in recs)
+    return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs)}
+
+
+def _batch(rows: list[tuple], n_frames: int, action_bins: int) -> dict[str, Any]:
+    frames = np.stack([r[0] for r in rows])[:, :n_frames]
+    prop = np.stack([r[1] for r in rows])[:, :n_frames]
+    return {FRAMES: torch.from_numpy(frames), PROPRIO: torch.from_numpy(prop.astype(np.float32)),
+            INSTRUCTION: [r[2] for r in rows],
+            ACTION_BINS: torch.from_numpy(action_to_bins(np.stack([r[3] for r in rows]), action_bins))}
+
+
+def _tuples(rec: EpisodeRecord, returns: np.ndarray) -> list[tuple]:
+    """(frames [cur, prev], proprio [cur, prev], instruction, action, R_t) for every step."""
+    out = []
+    for t in range(rec.length):
+        p = max(0, t - 1)
+        out.append((np.stack([rec.frames[t], rec.frames[p]]), np.stack([rec.proprio[t], rec.proprio[p]]),
+                    rec.instruction, rec.actions[t], float(returns[t])))
+    return out
+
+
+def _episode_stats(recs: list[EpisodeRecord], ep_returns: list[float]) -> dict[str, Any]:
+    fired = [r.end_reason == END_DETECTOR for r in recs]
+    fp = sum(f and not any(r.gt[max(0, r.detector_step - DEFAULT_TOLERANCE):]) for f, r in zip(fired, recs))
+    fn = sum((not f) and r.success for f, r in zip(fired, recs))
+    return {"episodes": len(recs), "mean_return": float(np.mean(ep_returns)) if ep_returns else 0.0,
+            "mean_length": float(np.mean([r.length for r in recs])) if recs else 0.0,
+            "detector_fires": int(sum(fired)), "detector_false_positives": int(fp),
+            "detector_false_negatives": int(fn),
+            "ground_truth_success": float(np.mean([r.success for r in recs])) if recs else 0.0}
+
+
+def run_practice(cfg: PracticeConfig, *, progress: bool = True,
+                 callback: Callable[[dict[str, Any]], bool | None] | None = None,
+                 fleet: Fleet | None = None) -> dict[str, Any]:
+    """Self-improvement; returns a summary. ``callback(row)`` after every iteration
+    (returning False stops). A given ``fleet`` is used and left open (the worker's)."""
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    dev = torch.device(cfg.device)
+    reward, rmeta = load_checkpoint(cfg.reward_checkpoint, dev)
+    reward.eval().requires_grad_(False)
+    backend = cfg.backend or rmeta.get("backend", "tabletop")
+    env_config = dict(cfg.env_config if cfg.env_config is not None else rmeta.get("env_config", {}))
+    env_config["terminate_on_success"] = bool(cfg.ground_truth_reward)
+
+    state_path = out / "state.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {
+        "iteration": 0, "episodes": 0, "best_success": -1.0, "best_iteration": None,
+        "evals_since_best": 0, "seconds": 0.0, "done": False}
+    start_ckpt = out / f"iter_{state['iteration']:04d}.pt" if state["iteration"] else Path(cfg.policy_checkpoint)
+    policy, pmeta = load_checkpoint(start_ckpt, dev)
+    if cfg.freeze_vision:
+        for m in policy.vision_modules():
+            m.requires_grad_(False)
+    params = [p for p in policy.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if state["iteration"]:
+        payload = read_checkpoint(start_ckpt)
+        if "optimizer" in payload:
+            opt.load_state_dict(payload["optimizer"])
+
+    threshold = cfg.threshold_s
+    if threshold is None and int(rmeta.get("patience", 1)) == cfg.patience:
+        threshold = rmeta.get("threshold_s")
+    if threshold is None:
+        from core.dataset import load_episodes
+
+        data, val = rmeta.get("dataset"), set(rmeta.get("val_seeds") or [])
+        if not (data and val):
+            raise PracticeRefused(f"{cfg.reward_checkpoint} carries no detector threshold and no held-out "
+                                  "demonstrations to calibrate one; pass threshold_s (--threshold)")
+        _, eps = load_episodes(Path(data))
+        threshold = calibrate_on_demos(reward, [e for e in eps if e.seed in val], cfg.patience)["threshold_s"]
+    spec = DetectorSpec(float(threshold), cfg.patience)
+
+    own = fleet is None
+    if fleet is None:
+        k = cfg.resolved_fleet_size()
+        fleet = ProcessFleet(backend, env_config, k) if cfg.processes else \
+            LocalFleet(partial(_make_env, backend, env_config), k)
+    log = print if progress else (lambda *a, **k: None)
+    summary: dict[str, Any] = {}
+    try:
+        check_path = out / "detector_check.json"
+        if cfg.check_episodes and not check_path.exists():
+            chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed)
+            chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
+            atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
+            log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
+                f"(s={spec.threshold_s:.2f}, patience {spec.patience}, {chk['episodes']} rollouts)")
+        if check_path.exists():
+            chk = json.loads(check_path.read_text())
+            if not chk.get("passed", True):
+                raise PracticeRefused(
+                    f"practice refused: the success detector scored precision {chk['precision']:.2f} / "
+                    f"recall {chk['recall']:.2f} against ground truth on {chk['episodes']} held-out rollouts "
+                    f"(bar: {cfg.min_precision:.2f} / {cfg.min_recall:.2f}; s = {spec.threshold_s:.2f}, "
+                    f"patience {spec.patience}). What would help: more demonstrations for Stage 1, a larger "
+                    f"s with more patience (--patience), or a better image encoder. Figures: {check_path}")
+        if state["iteration"] == 0 and state["best_success"] < 0 and cfg.eval_episodes:
+            ev = evaluate_success(policy, fleet, cfg.eval_episodes)
+            state["best_success"], state["best_iteration"] = ev["success"], 0
+            save_checkpoint(out / "best.pt", policy, {**pmeta, "stage": "si", "iteration": 0,
+                                                      "eval_success": ev["success"]})
+            _append(out / "metrics.jsonl", {"iteration": 0, "episodes_total": 0, "eval_success": ev["success"],
+                                            "eval_success_ci": ev["success_ci"]})
+            log(f"iteration 0: eval success {ev['success']:.3f}")
+            _save_state(state_path, state)
+        # A budget or patience raised since the last run lets a finished run go on.
+        state["done"] = state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals
+        t0 = time.perf_counter() - state["seconds"]
+        n_frames, bins = policy.config.n_frames, policy.config.action_bins
+        while not state["done"]:
+            it = state["iteration"] + 1
+            gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
+            buffer: list[tuple] = []
+            recs: list[EpisodeRecord] = []
+            ep_returns: list[float] = []
+            seed_next = PRACTICE_SEED0 + cfg.seed * 1_000_000 + state["episodes"]
+
+            def on_episode(rec: EpisodeRecord) -> bool:
+                if rec.length == 0 or rec.error:
+                    return True
+                returns, ret = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
+                buffer.extend(_tuples(rec, returns))
+                recs.append(rec)
+                ep_returns.append(ret)
+                return len(buffer) < cfg.tuples_per_iteration
+
+            # Ask for more seeds than needed; the rollout stops once the buffer is full and
+            # episodes still running then are discarded (on-policy, nothing carried over).
+            seeds = list(range(seed_next, seed_next + cfg.tuples_per_iteration))
+            run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
+                         stop_on_ground_truth=cfg.ground_truth_reward,
+                         detector=None if cfg.ground_truth_reward else spec,
+                         keep_frames=True, generator=gen, on_episode=on_episode)
+            used = max([r.seed for r in recs], default=seed_next - 1) - seed_next + 1
+            rng = np.random.default_rng([cfg.seed, it])
+            order = rng.permutation(len(buffer))[: cfg.tuples_per_iteration]
+            policy.train()
+            for m in policy.vision_modules() if cfg.freeze_vision else []:
+                m.eval()
+            losses = []
+            for k in range(0, len(order) - cfg.minibatch + 1, cfg.minibatch):
+                rows = [buffer[j] for j in order[k:k + cfg.minibatch]]
+                batch = _batch(rows, n_frames, bins)
+                logp = policy.action_log_prob(batch)
+                loss = R.reinforce_loss(logp, torch.tensor([r[4] for r in rows]), cfg.c)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                losses.append(loss.item())
+            buffer.clear()
+            state["iteration"], state["episodes"] = it, state["episodes"] + used
+            row = {"iteration": it, "episodes_total": state["episodes"], **_episode_stats(recs, ep_returns),
+                   "loss": float(np.mean(losses)) if losses else 0.0}
+            if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
+                ev = evaluate_success(policy, fleet, cfg.eval_episodes)
+                row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"])
+                if ev["success"] > state["best_success"]:
+                    state["best_success"], state["best_iteration"], state["evals_since_best"] = \
+                        ev["success"], it, 0
+                    save_checkpoint(out / "best.pt", policy, {**pmeta, "stage": "si", "iteration": it,
+                                                              "eval_success": ev["success"]})
+                else:
+                    state["evals_since_best"] += 1
+            state["seconds"] = time.perf_counter() - t0
+            row["seconds"] = state["seconds"]
+            meta = {**pmeta, "stage": "si", "iteration": it, "parent": str(start_ckpt if it == 1 else
+                                                                           out / f"iter_{it - 1:04d}.pt"),
+                    "reward_checkpoint": cfg.reward_checkpoint, "practice": dataclasses.asdict(cfg), "stats": row}
+            save_checkpoint(out / f"iter_{it:04d}.pt", policy, meta, optimizer=opt)
+            if state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals:
+                state["done"] = True
+            _append(out / "metrics.jsonl", row)
+            _save_state(state_path, state)  # the iteration counts as completed from here
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+            summary = row
+            if callback is not None and callback(row) is False:
+                break
+    finally:
+        if own:
+            fleet.close()
+    return {"run_dir": str(out), "best": str(out / "best.pt"), "best_success": state["best_success"],
+            "best_iteration": state["best_iteration"], "episodes": state["episodes"],
+            "iterations": state["iteration"], "seconds": state["seconds"], "last": summary,
+            "threshold_s": spec.threshold_s}
+
+
+def _make_env(backend: str, env_config: dict[str, Any]):
+    from sim_backends.registry import make_env
+
+    return make_env(backend, env_config)
+
+
+def _append(path: Path, row: dict[str, Any]) -> None:
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")
+
+
+def _save_state(path: Path, state: dict[str, Any]) -> None:
+    atomic_write_bytes(path, json.dumps(state, indent=2).encode())

@@ -1,0 +1,118 @@
+"""Stage 2 (practice): REINFORCE math, the fleet, detector check refusal, resume."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from core import rewards as R
+from core.cli import main
+from core.fleet import LocalFleet, ProcessFleet, RobotFailure
+from core.practice import PracticeConfig, PracticeRefused, _episode_tuples, run_practice
+from core.rollout import EpisodeRecord
+from sim_backends.registry import make_env
+
+
+def test_reinforce_loss_is_minus_c_times_return_times_logp():
+    logp = torch.tensor([-1.0, -2.0], requires_grad=True)
+    loss = R.reinforce_loss(logp, [3.0, -1.0], c=0.05)
+    assert loss.item() == pytest.approx(-(0.05 * 3.0 * -1.0 + 0.05 * -1.0 * -2.0) / 2)
+    loss.backward()
+    # raising log pi of a positive-return action lowers the loss, of a negative one raises it
+    assert logp.grad[0] < 0 < logp.grad[1]
+    with pytest.raises(ValueError):
+        R.reinforce_loss(logp, [1.0, 2.0, 3.0])
+
+
+def test_episode_returns_come_from_steps_to_go_progress_not_ground_truth():
+    rec = EpisodeRecord(seed=0, instruction="x", d=[5.0, 4.0, 4.5, 1.0], gt=[False, False, False, False],
+                        actions=[np.zeros(2)] * 3)
+    returns, total = _episode_tuples(rec, 0.9, ground_truth_reward=False)
+    r = np.array([1.0, -0.5, 3.5])
+    assert total == pytest.approx(4.0)  # d_0 - d_T
+    assert returns == pytest.approx([r[0] + 0.9 * r[1] + 0.81 * r[2], r[1] + 0.9 * r[2], r[2]])
+    rec.gt = [False, False, True, True]
+    oracle, _ = _episode_tuples(rec, 0.9, ground_truth_reward=True)
+    assert oracle == pytest.approx([0.9, 1.0, 0.0])
+
+
+def test_process_fleet_steps_in_parallel_and_survives_a_bad_action():
+    fleet = ProcessFleet("tabletop", {"family": "block2block", "image_size": 32}, 2)
+    try:
+        obs0, _ = fleet.reset(0, 5)
+        obs1, _ = fleet.reset(1, 5)
+        assert np.array_equal(obs0["image"], obs1["image"])  # same seed, same scene
+        res = fleet.step({0: np.array([np.nan, 0.0]), 1: np.array([0.5, 0.0])})
+        assert isinstance(res[0], RobotFailure) and "nan" in res[0].message.lower()
+        assert not isinstance(res[1], RobotFailure)
+        assert fleet.reset(0, 6) is not None and not isinstance(fleet.reset(0, 6), RobotFailure)
+    finally:
+        fleet.close()
+
+
+@pytest.fixture(scope="module")
+def stage1(tmp_path_factory):
+    root = tmp_path_factory.mktemp("si")
+    data, out = root / "demos", root / "sft"
+    assert main(["demos", "--out", str(data), "--n", "6", "--workers", "1", "--image-size", "32", "--quiet"]) == 0
+    assert main(["sft", "--data", str(data), "--out", str(out), "--epochs", "1", "--d-model", "32",
+                 "--n-layers", "1", "--eval-episodes", "0", "--batch-size", "32", "--threads", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    return out
+
+
+def _cfg(stage1, out, **kw):
+    base = dict(policy_checkpoint=str(stage1 / "best_policy.pt"), reward_checkpoint=str(stage1 / "best_stg.pt"),
+                out=str(out), fleet_size=2, processes=False, tuples_per_iteration=32, minibatch=16,
+                check_episodes=3, min_precision=0.0, min_recall=0.0, eval_every=1, eval_episodes=2,
+                max_episodes=2, plateau_evals=10, threshold_s=1.0, lr=1e-4)
+    base.update(kw)
+    return PracticeConfig(**base)
+
+
+def test_practice_runs_checkpoints_every_iteration_and_resumes(stage1, tmp_path):
+    out = tmp_path / "si"
+    first = run_practice(_cfg(stage1, out), progress=False)
+    assert first["iterations"] >= 1 and first["episodes"] >= 2
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[0]["iteration"] == 0 and "eval_success" in rows[0]
+    it_rows = [r for r in rows if r["iteration"] > 0]
+    for r in it_rows:
+        for key in ("mean_return", "mean_length", "detector_fires", "detector_false_positives",
+                    "detector_false_negatives", "eval_success", "loss"):
+            assert key in r, key
+        assert (out / f"iter_{r['iteration']:04d}.pt").exists()
+    assert (out / "best.pt").exists() and (out / "detector_check.json").exists()
+    n = first["iterations"]
+    # A larger budget continues from the last completed iteration instead of starting over.
+    second = run_practice(_cfg(stage1, out, max_episodes=first["episodes"] + 2), progress=False)
+    assert second["iterations"] > n
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["iteration"] for r in rows] == list(range(0, second["iterations"] + 1))
+    from core.checkpoint import read_checkpoint
+
+    meta = read_checkpoint(out / f"iter_{n + 1:04d}.pt")["meta"]
+    assert meta["stage"] == "si" and meta["parent"].endswith(f"iter_{n:04d}.pt")
+
+
+def test_practice_refuses_a_bad_detector_with_figures_and_advice(stage1, tmp_path):
+    out = tmp_path / "refused"
+    with pytest.raises(PracticeRefused) as e:
+        run_practice(_cfg(stage1, out, min_precision=1.01), progress=False)
+    msg = str(e.value)
+    assert "precision" in msg and "recall" in msg and "more demonstrations" in msg
+    stored = json.loads((out / "detector_check.json").read_text())
+    assert stored["passed"] is False and stored["episodes"] == 3
+    assert not list(out.glob("iter_*.pt"))  # nothing practised
+
+
+def test_local_fleet_reports_a_failing_robot_instead_of_raising():
+    fleet = LocalFleet(lambda: make_env("tabletop", {"family": "block2block", "image_size": 32}), 1)
+    try:
+        fleet.reset(0, 1)
+        res = fleet.step({0: np.zeros(3)})
+        assert isinstance(res[0], RobotFailure) and "shape" in res[0].message
+    finally:
+        fleet.close()
