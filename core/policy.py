@@ -165,6 +165,13 @@ class DojoPolicy(nn.Module):
                                          cfg.goal_keypoints)
         self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim * cfg.n_frames, width), nn.GELU(),
                                           nn.Linear(width, width))
+        # Geometry: an MLP over the goal keypoints and the proprioception, added to both
+        # query tokens, so distances between the pusher, the object and its target are one
+        # MLP away from the heads instead of having to be composed by attention.
+        self.geometry = None
+        if self.goal_kp is not None:
+            n_in = 2 * cfg.goal_keypoints + (cfg.proprio_dim * cfg.n_frames if cfg.use_proprio else 0)
+            self.geometry = nn.Sequential(nn.Linear(n_in, 2 * width), nn.GELU(), nn.Linear(2 * width, width))
         self.queries = nn.Parameter(torch.randn(2, width) * 0.02)  # ACT, STG
         self.type_embed = nn.Parameter(torch.zeros(4, width))  # query, image, proprio, text
         self.action_head = nn.Linear(width, cfg.action_dim * cfg.action_bins)
@@ -212,9 +219,12 @@ class DojoPolicy(nn.Module):
         if kp_tokens is not None:
             img = torch.cat([img, kp_tokens + self.type_embed[1]], 1)
         q = self.queries.unsqueeze(0).expand(b, -1, -1) + self.type_embed[0]
+        prop = batch[PROPRIO][:, : cfg.n_frames].reshape(b, -1).to(dev, torch.float32) if cfg.use_proprio else None
+        if self.geometry is not None:
+            geo_in = kp.reshape(b, -1) if prop is None else torch.cat([kp.reshape(b, -1), prop], 1)
+            q = q + self.geometry(geo_in).unsqueeze(1)
         parts, masks = [q, img], [torch.ones(b, 2 + img.shape[1], dtype=torch.bool, device=dev)]
         if cfg.use_proprio:
-            prop = batch[PROPRIO][:, : cfg.n_frames].reshape(b, -1).to(dev, torch.float32)
             parts.append(self.proprio_proj(prop).unsqueeze(1) + self.type_embed[2])
             masks.append(torch.ones(b, 1, dtype=torch.bool, device=dev))
         parts.append(txt)

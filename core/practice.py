@@ -32,7 +32,7 @@ from core import rewards as R
 from core import steps_to_go as S
 from core.actions import action_to_bins
 from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
-from core.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos
+from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
 from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy
 from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
@@ -107,6 +107,15 @@ def _episode_tuples(rec: EpisodeRecord, gamma: float, ground_truth_reward: bool
     return R.discounted_returns(r, gamma), float(r.sum())
 
 
+def apply_override(rec: EpisodeRecord, success: bool) -> None:
+    """A supervisor's verdict replaces the detector's for this episode's rewards: success
+    sets the final d to 0 (all remaining progress earned); failure removes any progress
+    credited on the final step (the final d is set back to the one before)."""
+    if len(rec.d) < 2:
+        return
+    rec.d[-1] = 0.0 if success else max(rec.d[-1], rec.d[-2])
+
+
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
                    n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Precision/recall of the detector against ground truth on held-out rollouts of the
@@ -125,8 +134,9 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
 
 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
-    """Greedy success on the fixed evaluation seeds (ground truth ends episodes)."""
-    recs = run_episodes(policy, None, list(range(EVAL_SEED0, EVAL_SEED0 + n)), fleet=fleet, greedy=True)
+    """Greedy success on fixed selection seeds (ground truth ends episodes). Test seeds
+    (EVAL_SEED0) stay untouched, so a reported success is not fitted to them."""
+    recs = run_episodes(policy, None, list(range(SELECT_SEED0, SELECT_SEED0 + n)), fleet=fleet, greedy=True)
     k = sum(r.success for r in recs)
     return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs)}
 
@@ -162,9 +172,20 @@ def _episode_stats(recs: list[EpisodeRecord], ep_returns: list[float]) -> dict[s
 
 def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  callback: Callable[[dict[str, Any]], bool | None] | None = None,
-                 fleet: Fleet | None = None) -> dict[str, Any]:
+                 fleet: Fleet | None = None,
+                 on_episode_end: Callable[[EpisodeRecord, np.ndarray, int], None] | None = None,
+                 control: Callable[[int, EpisodeRecord], str | None] | None = None,
+                 on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
+                 outcome_override: Callable[[EpisodeRecord], bool | None] | None = None,
+                 ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
-    (returning False stops). A given ``fleet`` is used and left open (the worker's)."""
+    (returning False stops). A given ``fleet`` is used and left open (the worker's).
+
+    Hooks for the worker: ``on_episode_end(record, returns, iteration)`` (record it),
+    ``control`` and ``on_step`` (see ``run_episodes``: stops, overrides, telemetry), and
+    ``outcome_override(record)`` -> True/False where a supervisor overrode the detector's
+    verdict on that episode: its terminal step then gets d = 0 (success) or keeps the
+    episode's last d with no terminal progress (failure), and the returns follow."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -253,7 +274,12 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             def on_episode(rec: EpisodeRecord) -> bool:
                 if rec.length == 0 or rec.error:
                     return True
+                verdict = outcome_override(rec) if outcome_override is not None else None
+                if verdict is not None:
+                    apply_override(rec, verdict)
                 returns, ret = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
+                if on_episode_end is not None:
+                    on_episode_end(rec, returns, it)
                 buffer.extend(_tuples(rec, returns))
                 recs.append(rec)
                 ep_returns.append(ret)
@@ -265,7 +291,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
                          stop_on_ground_truth=cfg.ground_truth_reward,
                          detector=None if cfg.ground_truth_reward else spec,
-                         keep_frames=True, generator=gen, on_episode=on_episode)
+                         keep_frames=True, generator=gen, on_episode=on_episode, control=control,
+                         on_step=on_step)
             used = max([r.seed for r in recs], default=seed_next - 1) - seed_next + 1
             rng = np.random.default_rng([cfg.seed, it])
             order = rng.permutation(len(buffer))[: cfg.tuples_per_iteration]

@@ -78,6 +78,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                  on_episode: Callable[[EpisodeRecord], bool | None] | None = None,
                  fleet: Fleet | None = None,
                  control: Callable[[int, EpisodeRecord], str | None] | None = None,
+                 on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
                  ) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
@@ -139,6 +140,8 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
             for i, s in enumerate(active):
                 rec = s.rec
                 rec.d.append(float(d[i]))
+                if on_step is not None:
+                    on_step(s.index, rec, s.obs)
                 if keep_frames:
                     rec.frames.append(s.obs[OBS_IMAGE])
                     rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))

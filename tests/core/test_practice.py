@@ -116,3 +116,14 @@ def test_local_fleet_reports_a_failing_robot_instead_of_raising():
         assert isinstance(res[0], RobotFailure) and "shape" in res[0].message
     finally:
         fleet.close()
+
+
+def test_a_supervisor_override_changes_the_episode_returns():
+    from core.practice import apply_override
+
+    rec = EpisodeRecord(seed=0, instruction="x", d=[6.0, 5.0, 4.0], gt=[False] * 3, actions=[np.zeros(2)] * 2)
+    apply_override(rec, True)
+    assert rec.d[-1] == 0.0 and _episode_tuples(rec, 0.9, False)[1] == pytest.approx(6.0)
+    rec = EpisodeRecord(seed=0, instruction="x", d=[6.0, 5.0, 1.0], gt=[False] * 3, actions=[np.zeros(2)] * 2)
+    apply_override(rec, False)  # the detector fired wrongly: no credit for the last step's "progress"
+    assert _episode_tuples(rec, 0.9, False)[1] == pytest.approx(1.0)

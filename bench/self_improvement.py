@@ -1,0 +1,151 @@
+"""The paper's Fig. 3 at CPU scale on Block2Block: few demos + practice vs more demos.
+
+    python -m bench.self_improvement [--quick] [--pool P] [--seeds N] [--practice-episodes E]
+
+From one fixed pool of P demonstrations (seeds 0..P-1): behavioural cloning (Stage 1)
+on 10 %, 20 % and 80 % of the pool; and Stage 1 on 10 % followed by self-improvement
+(Stage 2: REINFORCE rewarded by the frozen steps-to-go model of the same 10 % run).
+Every arm is evaluated greedily on the same held-out seeds with a Wilson 95 % interval.
+Practice selects its best checkpoint on separate selection seeds, so the reported
+``si_10`` is not fitted to the test seeds.
+
+Writes ``<root>/self_improvement.png`` (success vs demonstration + practice episodes,
+every arm) and ``<root>/result.json``; the last line printed is ``RESULT {json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import print_result
+
+FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 16, 0.2: 12, 0.8: 6},
+            select_episodes=60, si_eval_every=5, si_eval_episodes=100)
+QUICK = dict(pool=2000, seeds=1, eval_episodes=200, practice_episodes=1500, epochs={0.1: 12, 0.2: 8, 0.8: 3},
+             select_episodes=40, si_eval_every=4, si_eval_episodes=60)
+FRACTIONS = (0.1, 0.2, 0.8)
+
+
+def _plot(path: Path, arms: dict[str, Any], pool: int) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=110)
+    for frac in FRACTIONS:
+        key = f"bc_{int(frac * 100)}"
+        if key in arms:
+            x = int(frac * pool)
+            s, (lo, hi) = arms[key]["success"], arms[key]["ci"]
+            ax.errorbar([x], [s], yerr=[[s - lo], [hi - s]], fmt="o", capsize=4, label=f"BC on {int(frac * 100)}%")
+    for i, curve in enumerate(arms.get("si_curves", [])):
+        xs = [int(0.1 * pool) + c["episodes_total"] for c in curve]
+        ax.plot(xs, [c["eval_success"] for c in curve], "-", color="C3", alpha=0.6,
+                label="SFT 10% + self-improvement (selection seeds)" if i == 0 else None)
+    if "si_10" in arms:
+        s, (lo, hi) = arms["si_10"]["success"], arms["si_10"]["ci"]
+        x = int(0.1 * pool) + arms["si_10"]["episodes"]
+        ax.errorbar([x], [s], yerr=[[s - lo], [hi - s]], fmt="*", ms=12, color="C3", capsize=4,
+                    label="SFT 10% + SI, best (test seeds)")
+    ax.set_xlabel("episodes used (demonstrations + practice)")
+    ax.set_ylabel("success rate (held-out seeds)")
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Block2Block: imitation vs self-improvement")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="1 seed, smaller pool and budget")
+    ap.add_argument("--pool", type=int)
+    ap.add_argument("--seeds", type=int)
+    ap.add_argument("--eval-episodes", type=int)
+    ap.add_argument("--practice-episodes", type=int)
+    ap.add_argument("--skip-bc80", action="store_true", help="leave out the slowest arm")
+    ap.add_argument("--root", default="data/bench/self_improvement")
+    ap.add_argument("--workers", type=int, default=2)
+    args = ap.parse_args(argv)
+    plan = dict(QUICK if args.quick else FULL)
+    for k in ("pool", "seeds", "eval_episodes", "practice_episodes"):
+        if getattr(args, k) is not None:
+            plan[k] = getattr(args, k)
+
+    from core.checkpoint import load_checkpoint
+    from core.demos import generate_demos
+    from core.evaluate import evaluate_policy
+    from core.practice import PracticeConfig, run_practice
+    from core.sft import SFTConfig, train_sft
+    from core.stats import wilson_interval
+
+    t0 = time.perf_counter()
+    root = Path(args.root)
+    env_config = {"family": "block2block"}
+    pool = plan["pool"]
+    data = root / "demos-pool"
+    generate_demos(data, pool, env_config=env_config, workers=args.workers)
+
+    def test_success(ckpt: str) -> tuple[int, int]:
+        model, _ = load_checkpoint(ckpt)
+        rep, _ = evaluate_policy(model, "tabletop", env_config, plan["eval_episodes"], threshold_s=1.0)
+        return round(rep.success * rep.episodes), rep.episodes
+
+    per_seed: dict[str, list[tuple[int, int]]] = {}
+    si_curves, si_eps = [], []
+    for seed in range(plan["seeds"]):
+        for frac in FRACTIONS:
+            if frac == 0.8 and args.skip_bc80:
+                continue
+            n = int(frac * pool)
+            run = root / f"sft-{int(frac * 100)}-s{seed}"
+            sft = train_sft(SFTConfig(data=str(data), out=str(run), max_episodes=n, epochs=plan["epochs"][frac],
+                                      eval_every=max(1, plan["epochs"][frac] // 3),
+                                      eval_episodes=plan["select_episodes"], seed=seed), progress=False)
+            per_seed.setdefault(f"bc_{int(frac * 100)}", []).append(test_success(sft["best_policy"]))
+            print(f"seed {seed} BC {int(frac * 100)}% ({n} demos): {per_seed[f'bc_{int(frac * 100)}'][-1]}",
+                  flush=True)
+            if frac == 0.1:
+                si = run_practice(PracticeConfig(
+                    policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
+                    out=str(root / f"si-10-s{seed}"), max_episodes=plan["practice_episodes"],
+                    eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
+                    plateau_evals=1000, min_precision=0.0, min_recall=0.0), progress=True)
+                rows = [json.loads(x) for x in (Path(si["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+                si_curves.append([r for r in rows if "eval_success" in r])
+                si_eps.append(si["episodes"])
+                per_seed.setdefault("si_10", []).append(test_success(si["best"]))
+                chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
+                per_seed.setdefault("detector", []).append((chk["precision"], chk["recall"]))
+                print(f"seed {seed} SFT 10% + SI ({si['episodes']} practice episodes): {per_seed['si_10'][-1]}",
+                      flush=True)
+
+    arms: dict[str, Any] = {"si_curves": si_curves}
+    result: dict[str, Any] = {}
+    for key, vals in per_seed.items():
+        if key == "detector":
+            continue
+        k, n = sum(v[0] for v in vals), sum(v[1] for v in vals)
+        arms[key] = {"success": k / n, "ci": wilson_interval(k, n), "episodes": int(sum(si_eps) / max(1, len(si_eps)))}
+        result[key] = k / n
+        result[f"{key}_ci"] = wilson_interval(k, n)
+        result[f"{key}_per_seed"] = [v[0] / v[1] for v in vals]
+    _plot(root / "self_improvement.png", arms, pool)
+    det = per_seed.get("detector", [])
+    result.update({
+        "si_episodes": si_eps, "pool": pool, "seeds": plan["seeds"], "eval_episodes_per_point": plan["eval_episodes"],
+        "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
+        "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick})
+    (root / "result.json").write_text(json.dumps(result, indent=2))
+    print_result(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
