@@ -20,8 +20,28 @@ def _tabletop_expert(env, seed: int, rng):
     return run_expert_episode(env, seed, rng)
 
 
-BACKENDS: dict[str, Callable[[dict[str, Any]], Any]] = {"tabletop": _tabletop}
-EXPERTS: dict[str, Callable] = {"tabletop": _tabletop_expert}
+def _gym(config: dict[str, Any]):
+    from sim_backends.gym_adapter import GymBackend, GymTaskConfig
+
+    return GymBackend(GymTaskConfig(**config))
+
+
+def _gym_expert(env, seed: int, rng):
+    from sim_backends.gym_adapter import run_gym_expert_episode
+
+    return run_gym_expert_episode(env, seed, rng)
+
+
+def _metaworld(config: dict[str, Any]):
+    from sim_backends.metaworld_backend import MetaWorldConfig, MetaWorldEnv
+
+    return MetaWorldEnv(MetaWorldConfig(**config))
+
+
+BACKENDS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "tabletop": _tabletop, "gym": _gym, "metaworld": _metaworld}
+EXPERTS: dict[str, Callable] = {
+    "tabletop": _tabletop_expert, "gym": _gym_expert, "metaworld": _gym_expert}
 
 
 def make_env(backend: str, config: dict[str, Any] | None = None):

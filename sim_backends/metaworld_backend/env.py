@@ -1,0 +1,235 @@
+"""Meta-World (PyPI ``metaworld`` 3.1.1, MuJoCo 3.3.0) as a Dojo backend.
+
+Built on the Gymnasium adapter (``sim_backends.gym_adapter``): ``MetaWorldRaw`` fixes what
+Meta-World itself leaves to the user, and ``GymTaskConfig`` does the rest.
+
+- Task and goal from the seed: Meta-World 3 samples a task's random vector (object and goal
+  positions) in ``reset()`` from ``self.np_random`` when ``seeded_rand_vec`` is set and the
+  vector is not frozen; ``reset(seed=s)`` calls ``env.seed(s)`` first, so a seed fixes the
+  episode. ``mj_resetData`` before every reset clears the solver warm start left over from the
+  previous episode, so two episodes with one seed match bit for bit. (The MT1/ML1 ``Task``
+  objects would limit each task to 50 pre-drawn goals and draw them from the global RNG.)
+- Observations: the goal-observable 39-d vector (hand xyz, gripper opening, object poses,
+  the previous frame of those, goal xyz) that the scripted policies parse; Dojo's proprio is
+  the hand position and gripper opening (first 4 entries), mapped to [-1, 1].
+- Images: an offscreen ``mujoco.Renderer`` at the requested size, shadows, reflections and
+  multisampling off (4x faster on software GL, the default on CPU machines). Meta-World's
+  corner cameras are defined upside down (they were made for mujoco-py, which flipped
+  frames); a camera whose up axis points below the horizon is turned 180 degrees, so the
+  table is at the bottom of the frame (``upright`` overrides).
+- Ground truth: ``info["success"]``; an episode ends at success (terminated) or the step limit.
+- Experts: ``metaworld.policies`` (one per task) with Gaussian action noise.
+"""
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+import warnings  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+from functools import partial  # noqa: E402
+from typing import Any  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import mujoco  # noqa: E402
+import numpy as np  # noqa: E402
+
+from sim_backends.base import BackendError  # noqa: E402
+from sim_backends.gym_adapter import GymBackend, GymTaskConfig, run_gym_expert_episode  # noqa: E402
+from sim_backends.metaworld_backend.tasks import INSTRUCTIONS, MAX_STEPS, check_task  # noqa: E402
+
+CAMERAS = ("corner", "corner2", "corner3", "corner4", "topview", "behindGripper", "gripperPOV")
+DEFAULT_CAMERA = "corner4"
+DEFAULT_NOISE = 0.1
+# Sawyer hand workspace (SawyerXYZEnv._HAND_SPACE) and gripper opening in [0, 1]: proprio scale.
+PROPRIO_LOW = (-0.525, 0.348, -0.0525, 0.0)
+PROPRIO_HIGH = (0.525, 1.025, 0.7, 1.0)
+
+
+@dataclass(frozen=True)
+class MetaWorldConfig:
+    task: str = "reach-v3"
+    """A Meta-World v3 task name, e.g. "push-v3" (``tasks.TASK_NAMES`` lists all 50)."""
+    image_size: int = 64
+    """Side of the square RGB frame, pixels."""
+    camera: str = DEFAULT_CAMERA
+    """A camera of the Meta-World scene: corner, corner2, corner3, corner4 (default: the
+    common close-up view of visual Meta-World work), topview, behindGripper, gripperPOV."""
+    upright: bool | None = None
+    """Turn the frame 180 degrees: None = when the camera's up axis points downwards."""
+    max_steps: int | None = None
+    """Step limit; None = the task's default (``tasks.MAX_STEPS``, 100 to 460)."""
+    expert_noise: float = DEFAULT_NOISE
+    """Std of Gaussian noise on the scripted expert's actions (in [-1, 1] units)."""
+    random_phrasing: bool = True
+    """Draw the instruction's phrasing per episode from the seed (False: the canonical one)."""
+    terminate_on_success: bool = True
+    """End an episode at the first successful step."""
+
+    def __post_init__(self) -> None:
+        check_task(self.task)
+        if self.camera not in CAMERAS:
+            raise ValueError(f"MetaWorldConfig.camera={self.camera!r}; choose from {CAMERAS}")
+        if not (isinstance(self.image_size, int) and 16 <= self.image_size <= 512):
+            raise ValueError(f"MetaWorldConfig.image_size={self.image_size!r}; expected an int 16..512")
+        if self.max_steps is not None and not (isinstance(self.max_steps, int) and 1 <= self.max_steps <= 500):
+            raise ValueError(f"MetaWorldConfig.max_steps={self.max_steps!r}; expected None or an int 1..500")
+        if not (0.0 <= float(self.expert_noise) <= 2.0):
+            raise ValueError(f"MetaWorldConfig.expert_noise={self.expert_noise!r}; expected 0..2")
+
+    @property
+    def step_limit(self) -> int:
+        return self.max_steps if self.max_steps is not None else MAX_STEPS[self.task]
+
+
+class MetaWorldRaw(gym.Wrapper):
+    """A Meta-World task env that seeds its goal from ``reset(seed=...)`` and renders offscreen."""
+
+    def __init__(self, task: str, image_size: int = 64, camera: str = DEFAULT_CAMERA,
+                 upright: bool | None = None, max_steps: int = 500) -> None:
+        from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+        check_task(task)
+        if task not in ALL_V3_ENVIRONMENTS:
+            raise BackendError(f"the installed metaworld has no {task!r}; requirements.txt pins metaworld==3.1.1")
+        env = ALL_V3_ENVIRONMENTS[task](width=image_size, height=image_size)
+        # Goal-observable observations (the scripted experts parse the goal from them).
+        env.__dict__.pop("sawyer_observation_space", None)
+        env._partially_observable = False
+        env.observation_space = env.sawyer_observation_space
+        env._set_task_called = True
+        env._freeze_rand_vec = False
+        env.seeded_rand_vec = True
+        env.max_path_length = max_steps
+        super().__init__(env)
+        self.task = task
+        self.image_size = image_size
+        model = env.model
+        model.vis.quality.offsamples = 0
+        model.vis.global_.offwidth = max(model.vis.global_.offwidth, image_size)
+        model.vis.global_.offheight = max(model.vis.global_.offheight, image_size)
+        try:
+            self._camera = model.camera(camera).id
+        except KeyError:
+            names = [model.camera(i).name for i in range(model.ncam)]
+            raise BackendError(f"{task}: no camera {camera!r}; this scene has {names}") from None
+        mujoco.mj_forward(model, env.data)
+        up_z = float(env.data.cam_xmat[self._camera].reshape(3, 3)[2, 1])
+        self.upright_flip = (up_z < 0) if upright is None else bool(upright)
+        self._renderer: mujoco.Renderer | None = None
+        self._seeded = False
+
+    @property
+    def render_mode(self) -> str:
+        return "rgb_array"
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        env = self.env.unwrapped
+        if seed is not None:
+            env.seed(int(seed))
+            self._seeded = True
+        elif not self._seeded:
+            env.seed(int(np.random.SeedSequence().generate_state(1)[0]))
+            self._seeded = True
+        mujoco.mj_resetData(env.model, env.data)
+        return env.reset()
+
+    def render(self) -> np.ndarray:
+        env = self.env.unwrapped
+        if self._renderer is None:
+            try:
+                self._renderer = mujoco.Renderer(env.model, self.image_size, self.image_size)
+            except Exception as e:  # noqa: BLE001 - re-raised with the fix
+                raise BackendError(
+                    f"cannot open a MuJoCo renderer ({e}); headless machines need MUJOCO_GL=egl (or "
+                    f"osmesa) set before mujoco is first imported (import sim_backends.metaworld_backend "
+                    f"before metaworld or mujoco); MUJOCO_GL={os.environ.get('MUJOCO_GL')!r}") from e
+            flags = self._renderer.scene.flags
+            flags[mujoco.mjtRndFlag.mjRND_SHADOW] = 0
+            flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
+        self._renderer.update_scene(env.data, camera=self._camera)
+        img = self._renderer.render()
+        return np.ascontiguousarray(img[::-1, ::-1]) if self.upright_flip else img.copy()
+
+    @property
+    def target_pos(self) -> np.ndarray:
+        return np.array(self.env.unwrapped._target_pos, dtype=np.float64)
+
+    def close(self) -> None:
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+        super().close()
+
+
+def expert_policy(task: str) -> Any:
+    """The ``metaworld.policies`` scripted policy for ``task``."""
+    import metaworld.policies as policies
+
+    check_task(task)
+    wanted = task.replace("-", "")
+    aliases = {"peginsertsidev3": "peginsertionsidev3"}
+    wanted = aliases.get(wanted, wanted)
+    for name in dir(policies):
+        if name.startswith("Sawyer") and name.endswith("Policy") and \
+                name[len("Sawyer"):-len("Policy")].lower() == wanted:
+            return getattr(policies, name)()
+    raise BackendError(f"metaworld.policies has no scripted policy for {task!r}")
+
+
+class MetaWorldExpert:
+    """``expert(raw_env, raw_obs)`` -> the scripted policy's action (Meta-World units = [-1, 1])."""
+
+    def __init__(self, task: str) -> None:
+        self.task = task
+        self.policy = expert_policy(task)
+
+    def __call__(self, raw_env: gym.Env, raw_obs: np.ndarray) -> np.ndarray:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "Constant(s) may be too high": the env clips
+            action = self.policy.get_action(np.asarray(raw_obs, dtype=np.float64))
+        return np.clip(action, -1.0, 1.0)
+
+
+def task_config(cfg: MetaWorldConfig) -> GymTaskConfig:
+    """The adapter config for a Meta-World task."""
+    instruction, *phrasings = INSTRUCTIONS[cfg.task]
+    return GymTaskConfig(
+        factory=partial(MetaWorldRaw, cfg.task, cfg.image_size, cfg.camera, cfg.upright, cfg.step_limit),
+        instruction=instruction, phrasings=tuple(phrasings), random_phrasing=cfg.random_phrasing,
+        image_size=cfg.image_size, proprio="0:4", proprio_low=PROPRIO_LOW, proprio_high=PROPRIO_HIGH,
+        max_steps=cfg.step_limit, success_key="success", terminate_on_success=cfg.terminate_on_success,
+        expert=MetaWorldExpert(cfg.task), expert_noise=float(cfg.expert_noise), name=cfg.task,
+    )
+
+
+class MetaWorldEnv(GymBackend):
+    """One Meta-World task as a Dojo backend: 4-d actions (dx, dy, dz, gripper) in [-1, 1],
+    64x64 RGB, proprio = normalised hand xyz + gripper opening."""
+
+    def __init__(self, config: MetaWorldConfig | None = None) -> None:
+        self.metaworld_config = config or MetaWorldConfig()
+        self.task = self.metaworld_config.task
+        super().__init__(task_config(self.metaworld_config))
+
+    @property
+    def goal(self) -> str:
+        return self.task
+
+    def privileged_state(self) -> dict[str, Any]:
+        """Ground truth for scripted experts and tests (policies see observations)."""
+        obs = np.asarray(self.raw_obs, dtype=np.float64)
+        return {"task": self.task, "hand": obs[:3].copy(), "gripper": float(obs[3]),
+                "goal": self.raw_env.target_pos, "raw_obs": obs.copy()}
+
+
+def run_expert_episode(env: MetaWorldEnv, seed: int, rng: np.random.Generator, noise: float | None = None,
+                       options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """One noisy scripted demonstration (format of ``tabletop.run_expert_episode``)."""
+    return run_gym_expert_episode(env, seed, rng, noise=noise, options=options)
+
+
+__all__ = ["CAMERAS", "DEFAULT_CAMERA", "DEFAULT_NOISE", "MetaWorldConfig", "MetaWorldEnv", "MetaWorldExpert",
+           "MetaWorldRaw", "expert_policy", "run_expert_episode", "task_config"]
