@@ -22,7 +22,21 @@ DEFAULT_DATA_DIR = Path(os.environ.get("DOJO_DATA", "data"))
 
 
 def _env_config(args) -> dict[str, Any]:
-    cfg: dict[str, Any] = {"family": args.family}
+    """Backend config from --env-config JSON plus the per-backend shortcuts
+    (--family for tabletop, --task for metaworld, --image-size for all)."""
+    cfg: dict[str, Any] = {}
+    if getattr(args, "env_config", None):
+        try:
+            cfg = json.loads(args.env_config)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--env-config must be a JSON object, e.g. '{{\"task\": \"push-v3\"}}' ({e})") from e
+        if not isinstance(cfg, dict):
+            raise ValueError("--env-config must be a JSON object")
+    backend = getattr(args, "backend", "tabletop")
+    if backend == "tabletop":
+        cfg.setdefault("family", args.family)
+    if getattr(args, "task", None):
+        cfg["task"] = args.task
     if getattr(args, "image_size", None):
         cfg["image_size"] = args.image_size
     return cfg
@@ -163,7 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="dataset directory (created; re-run to resume)")
     p.add_argument("--n", type=int, required=True, help="successful episodes wanted")
     p.add_argument("--backend", default="tabletop")
-    p.add_argument("--family", default="block2block", choices=["block2block", "block2location"])
+    p.add_argument("--family", default="block2block", choices=["block2block", "block2location"],
+                   help="tabletop instruction family")
+    p.add_argument("--task", help="metaworld task name, e.g. push-v3")
+    p.add_argument("--env-config", dest="env_config", help="backend config as a JSON object")
     p.add_argument("--image-size", dest="image_size", type=int)
     p.add_argument("--seed0", type=int, default=0, help="first environment seed")
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
