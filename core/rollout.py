@@ -26,6 +26,7 @@ END_OFF_TABLE = "off_table"
 END_PHYSICS_ERROR = "physics_error"
 END_STOPPED = "stopped"  # a supervisor stopped the robot
 END_ABORTED = "aborted"  # the robot failed or disconnected mid-episode
+HOLD = "hold"  # control verdict (not an end reason): a paused robot; this frame is dropped, no step
 
 
 @dataclass
@@ -86,7 +87,8 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
     ``fleet`` (owned by the caller, left open). ``on_episode`` is called as each episode
     ends; returning False stops early. ``control(robot, record)`` is asked before every
     step; returning END_STOPPED ends that robot's episode (a supervisor's stop), or
-    END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override).
+    END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override), or HOLD to skip
+    this robot for one loop (paused: the frame is not recorded and no action is sent).
     """
     policy.eval()
     if reward_model is not None:
@@ -145,6 +147,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                 if keep_frames:
                     rec.frames.append(s.obs[OBS_IMAGE])
                     rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
+                run_before = s.run
                 if detector is not None:
                     s.run = s.run + 1 if d[i] <= detector.threshold_s else 0
                     if s.run >= detector.patience and rec.detector_step is None:
@@ -154,6 +157,13 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                             s.finishing = True
                 if not s.finishing and control is not None:
                     verdict = control(s.index, rec)
+                    if verdict == HOLD:  # paused: forget this frame, do not step; asked again next loop
+                        rec.d.pop()
+                        if keep_frames:
+                            rec.frames.pop()
+                            rec.proprio.pop()
+                        s.run = run_before
+                        continue
                     if verdict:
                         rec.end_reason = verdict
                         s.finishing = True
