@@ -1,0 +1,45 @@
+"""Dojo supervisor web app: ``streamlit run app.py`` (scripts/run.sh starts it with the worker).
+
+Pages (pages/): Tasks & fleet, Live, Review, Training, Data, Users. Before log-in only the
+log-in page exists; every page also checks the user itself, and every action is checked
+again by storage against the user's role.
+"""
+from __future__ import annotations
+
+import streamlit as st
+
+from ui.app_state import current_user, login, sidebar_user
+
+st.set_page_config(page_title="Dojo", page_icon="🤖", layout="wide")
+
+
+def login_page() -> None:
+    st.title("Dojo")
+    st.caption("Supervise robots practising on their own: live fleet, overrides, review, training.")
+    with st.form("login"):
+        username = st.text_input("Username")
+        password = st.text_input("Password", type="password")
+        if st.form_submit_button("Log in", type="primary"):
+            if login(username.strip(), password) is None:
+                st.error("Wrong username or password, or the account is disabled.")
+            else:
+                st.rerun()
+    st.caption("The first admin's password is DOJO_ADMIN_PASSWORD, or the one ./scripts/run.sh printed "
+               "on its first start.")
+
+
+user = current_user()
+if user is None:
+    nav = st.navigation([st.Page(login_page, title="Log in", icon="🔑")])
+else:
+    sidebar_user(user)
+    pages = [
+        st.Page("pages/tasks.py", title="Tasks & fleet", icon="🗂️", default=True),
+        st.Page("pages/live.py", title="Live", icon="📡"),
+        st.Page("pages/review.py", title="Review", icon="🔎"),
+        st.Page("pages/training.py", title="Training", icon="📈"),
+        st.Page("pages/data.py", title="Data", icon="💾"),
+        st.Page("pages/users.py", title="Users", icon="👥"),
+    ]
+    nav = st.navigation(pages)
+nav.run()

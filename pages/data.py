@@ -1,0 +1,71 @@
+"""Data: import a demonstration archive (validated whole before anything is written) and
+export episodes as a LeRobot-style parquet dataset."""
+from __future__ import annotations
+
+import streamlit as st
+
+from storage import repo
+from storage.models import utcnow
+from ui import dataio, queries
+from ui.app_state import can, get_db, require_login
+from ui.config import data_dir
+
+user = require_login()
+db = get_db()
+st.title("Data")
+
+with db.read() as s:
+    tasks = repo.list_tasks(s)
+    n_episodes = queries.episode_count(s)
+names = {t.id: t.name for t in tasks}
+
+st.subheader("Import demonstrations")
+st.markdown("Upload a `.zip` or `.tar(.gz)` of a dataset folder: `dataset.json` + `episodes/ep_<seed>.npz` "
+            "(format in `core/dataset.py`). Every file is checked first; a bad archive is refused whole.")
+may_import = can(user, "enqueue_job")
+if not tasks:
+    st.info("No task to import into yet.")
+else:
+    task_id = st.selectbox("Into task", list(names), format_func=names.get, key="import_task")
+    upload = st.file_uploader("Dataset archive", type=["zip", "tar", "gz", "tgz"], disabled=not may_import)
+    if not may_import:
+        st.caption(f"Importing needs role supervisor; you are {user.role}.")
+    if upload is not None and st.button("Import", type="primary", disabled=not may_import):
+        try:
+            res = dataio.import_archive(db, upload.getvalue(), upload.name, task_id, actor=user,
+                                        datasets_dir=data_dir() / "datasets")
+        except dataio.ArchiveError as e:
+            st.error(str(e))
+        except repo.PermissionDenied as e:
+            st.error(str(e))
+        else:
+            st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {res.path}. "
+                       f"Train on it with `python -m core.cli sft --data {res.path} --out ...`.")
+
+st.subheader("Export episodes")
+st.markdown("LeRobot-style dataset (v2.1 layout): parquet per episode with JPEG frames embedded, "
+            "`meta/info.json`, `meta/episodes.jsonl`, `meta/tasks.jsonl`; columns are documented in its README.md.")
+st.caption(f"{n_episodes} episodes stored.")
+c1, c2, c3 = st.columns(3)
+ex_task = c1.selectbox("Task", [None] + list(names), format_func=lambda i: "all" if i is None else names[i],
+                       key="export_task")
+source = c2.selectbox("Source", [None, "practice", "demo", "eval"], format_func=lambda v: v or "all")
+limit = c3.number_input("Newest episodes", 1, 5000, 100)
+if st.button("Build export"):
+    try:
+        with st.spinner("Writing parquet..."):
+            blob, summary = dataio.export_lerobot(db, task_id=ex_task, source=source, limit=int(limit))
+    except ValueError as e:
+        st.error(str(e))
+    else:
+        name = f"dojo-export-{utcnow():%Y%m%d-%H%M%S}.zip"
+        out = data_dir() / "exports" / name
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(blob)
+        with db.write() as s:
+            repo.audit(s, user, "export", ("dataset", name), summary)
+        st.session_state["export"] = (name, blob, summary, str(out))
+if "export" in st.session_state:
+    name, blob, summary, path = st.session_state["export"]
+    st.success(f"{summary['episodes']} episodes, {summary['frames']} frames → {path}")
+    st.download_button("Download " + name, blob, file_name=name, mime="application/zip")

@@ -1,0 +1,100 @@
+"""Live: a grid of up to 8 robots, each with its camera feed, the steps-to-go curve of the
+running episode, detector state, step and checkpoint (drawn in the browser straight from the
+worker's websocket), and buttons to stop the robot or override the detector."""
+from __future__ import annotations
+
+import streamlit as st
+import streamlit.components.v1 as components
+
+from storage import repo
+from ui import actions, queries
+from ui.app_state import act, can, get_db, require_login
+from ui.config import telemetry
+from ui.live import CARD_HEIGHT, card_html
+
+GRID = 8
+COLUMNS = 4
+
+user = require_login()
+db = get_db()
+st.title("Live")
+
+with db.read() as s:
+    tasks = {t.id: t for t in repo.list_tasks(s)}
+    robots = repo.list_robots(s)
+    sessions = repo.list_sessions(s, active_only=True, limit=20)
+
+if not robots:
+    st.info("No robots yet. Start a practice session on Tasks & fleet; the worker registers its robots "
+            "and their feeds appear here.")
+    st.stop()
+
+task_ids = sorted({r.task_id for r in robots if r.task_id is not None})
+if len(task_ids) > 1:
+    pick = st.selectbox("Task", task_ids, format_func=lambda i: tasks[i].name if i in tasks else str(i))
+    robots = [r for r in robots if r.task_id == pick]
+if len(robots) > GRID:
+    pages = (len(robots) + GRID - 1) // GRID
+    page = st.number_input(f"Robots page (of {pages})", 1, pages, 1) - 1
+    robots = robots[page * GRID:(page + 1) * GRID]
+
+if sessions:
+    st.caption(" · ".join(f"session {p.id} ({tasks[p.task_id].name if p.task_id in tasks else p.task_id}): "
+                          f"{p.status}" for p in sessions))
+else:
+    st.caption("No practice session is running; feeds show the last frames the worker sent, if any.")
+
+tel = telemetry()
+may_control, may_override = can(user, "control_robot"), can(user, "override")
+for row_start in range(0, len(robots), COLUMNS):
+    cols = st.columns(COLUMNS)
+    for col, robot in zip(cols, robots[row_start:row_start + COLUMNS]):
+        task = tasks.get(robot.task_id)
+        threshold = task.detector_threshold if task is not None else None
+        index = (robot.spec or {}).get("index")
+        with col:
+            components.html(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel,
+                                      threshold=threshold, index=index), height=CARD_HEIGHT)
+            b1, b2, b3 = st.columns(3)
+            if robot.status == "stopped":
+                if b1.button("Resume", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
+                    act(user, "control_robot", repo.set_robot_status, robot.id, "online",
+                        success=f"{robot.name} resumed")
+                    st.rerun()
+            elif b1.button("Stop", key=f"stop{robot.id}", disabled=not may_control, width="stretch",
+                           help="stop this robot (its episode ends, the others go on)"):
+                act(user, "control_robot", repo.set_robot_status, robot.id, "stopped", success=f"{robot.name} stopped")
+                st.rerun()
+            for btn, label, verdict in ((b2, "✓ Success", True), (b3, "✗ Failure", False)):
+                if btn.button(label, key=f"ov{int(verdict)}{robot.id}", disabled=not may_override, width="stretch",
+                              help="override the detector on this robot's current episode"):
+                    ep_id = act(user, "override", actions.override_running, robot.id, verdict)
+                    if ep_id is not None:
+                        st.toast(f"episode {ep_id} marked {'success' if verdict else 'failure'}")
+                    elif repo.can(user, "override"):
+                        st.warning(f"{robot.name} has no episode to override yet.")
+            st.caption(f"{robot.name} · {robot.status}")
+if not may_override:
+    st.caption(f"Stopping robots and overriding the detector need role supervisor; you are {user.role}.")
+
+
+@st.fragment(run_every=3)
+def fleet_status() -> None:
+    ids = [r.id for r in robots]
+    with db.read() as s:
+        running = queries.running_episodes(s, ids)
+        summary = {r["robot_id"]: r for r in repo.robot_summary(s)}
+    rows = []
+    for r in robots:
+        ep = running.get(r.id)
+        sm = summary.get(r.id, {})
+        rows.append({"robot": r.name, "status": sm.get("status", r.status),
+                     "episode": ep.id if ep else None, "instruction": ep.instruction if ep else "",
+                     "checkpoint": ep.checkpoint_id if ep else None,
+                     "override": None if ep is None else ep.override_success,
+                     "episodes": sm.get("episodes", 0), "successes": sm.get("successes", 0)})
+    st.dataframe(rows, hide_index=True, width="stretch")
+
+
+st.subheader("Fleet")
+fleet_status()

@@ -1,0 +1,130 @@
+"""Tasks & fleet: pick a task, start/pause/stop practice, fleet size, the detector threshold s
+with its calibration, robots online/offline, the job queue with progress."""
+from __future__ import annotations
+
+import streamlit as st
+
+from storage import repo
+from ui import actions, bootstrap, queries
+from ui.app_state import act, can, get_db, require_login
+from ui.config import data_dir
+
+user = require_login()
+db = get_db()
+st.title("Tasks & fleet")
+
+with db.read() as s:
+    tasks = repo.list_tasks(s)
+if not tasks:
+    st.info("No task yet. ./scripts/run.sh seeds the demo task (Block2Block tabletop) on its first start.")
+    st.stop()
+
+names = [t.name for t in tasks]
+default = names.index(bootstrap.DEMO_TASK) if bootstrap.DEMO_TASK in names else 0
+task = tasks[st.selectbox("Task", range(len(tasks)), index=default, format_func=lambda i: names[i])]
+
+
+@st.fragment(run_every=3)
+def preparation_and_jobs() -> None:
+    with db.read() as s:
+        prep = bootstrap.preparation_status(s, task.id)
+        jobs = queries.job_rows(s, limit=25)
+    if any(p["job"] for p in prep) and not all(p["status"] == "done" for p in prep[:2]):
+        st.subheader("Preparing the demo task")
+        for p in prep:
+            label = f"{p['step']}: {p['status']}" + (f" (job {p['job']})" if p["job"] else "")
+            if p["message"]:
+                label += f" · {p['message'][:160]}"
+            st.progress(min(1.0, p["progress"]), text=label)
+    st.subheader("Jobs")
+    if not jobs:
+        st.caption("No jobs yet.")
+        return
+    st.dataframe(jobs, hide_index=True, width="stretch",
+                 column_order=("id", "kind", "status", "progress", "message", "error", "task_id", "session_id",
+                               "created_by", "created"),
+                 column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
+                                "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
+
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader("Practice sessions")
+    with db.read() as s:
+        sessions = repo.list_sessions(s, task_id=task.id, limit=10)
+    active = [p for p in sessions if p.status in ("running", "paused")]
+    for ps in active:
+        c1, c2, c3 = st.columns([3, 1, 1])
+        c1.markdown(f"**Session {ps.id}** · {ps.status} · fleet {ps.params.get('fleet_size', '?')} · "
+                    f"started {ps.started_at:%H:%M:%S} by {ps.created_by}")
+        if ps.status == "running":
+            if c2.button("Pause", key=f"pause{ps.id}", disabled=not can(user, "pause_session")):
+                act(user, "pause_session", repo.pause_session, ps.id, success=f"session {ps.id} paused")
+                st.rerun()
+        elif c2.button("Resume", key=f"resume{ps.id}", disabled=not can(user, "resume_session")):
+            act(user, "resume_session", repo.resume_session, ps.id, success=f"session {ps.id} resumed")
+            st.rerun()
+        if c3.button("Stop", key=f"stop{ps.id}", disabled=not can(user, "stop_session")):
+            act(user, "stop_session", actions.stop_practice, ps.id, success=f"session {ps.id} stopped")
+            st.rerun()
+    if not active:
+        st.caption("No practice session running for this task.")
+    with st.form("start_session"):
+        fleet = st.number_input("Robots (fleet size)", min_value=1, max_value=16, value=int(task.fleet_size or 1))
+        start = st.form_submit_button("Start practice session", type="primary",
+                                      disabled=not can(user, "start_session"))
+    if start:
+        ps = act(user, "start_session", actions.start_practice, task.id, fleet_size=int(fleet),
+                 data_dir=data_dir(), success="practice session started")
+        if ps is not None:
+            st.session_state["tasks_flash"] = (f"Practice session {ps.id} started: its job is queued for the "
+                                               "worker; watch it on Live.")
+            st.rerun()
+    if "tasks_flash" in st.session_state:
+        st.success(st.session_state.pop("tasks_flash"))
+    if not can(user, "start_session"):
+        st.caption(f"Starting and stopping sessions needs role supervisor; you are {user.role}.")
+
+with right:
+    st.subheader("Detector and fleet")
+    cal = task.calibration or {}
+    st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · "
+                f"threshold s = **{task.detector_threshold if task.detector_threshold is not None else 'not set'}** · "
+                f"patience {task.detector_patience}")
+    if cal:
+        st.caption("Calibration (how s was chosen)")
+        st.json(cal, expanded=False)
+    else:
+        st.caption("Not calibrated yet: Stage-1 training chooses s on held-out demonstrations.")
+    with st.form("task_settings"):
+        s_val = st.number_input("Detector threshold s (steps-to-go)", min_value=0.0, max_value=100.0,
+                                value=float(task.detector_threshold or 0.0), step=0.25)
+        patience = st.number_input("Patience (steps in a row)", min_value=1, max_value=20,
+                                   value=int(task.detector_patience))
+        fleet_size = st.number_input("Default fleet size", min_value=0, max_value=16, value=int(task.fleet_size))
+        save = st.form_submit_button("Save", disabled=not can(user, "edit_task"))
+    if save:
+        if act(user, "edit_task", repo.update_task, task.id, detector_threshold=float(s_val) or None,
+               detector_patience=int(patience), fleet_size=int(fleet_size), success="task saved") is not None:
+            st.rerun()
+
+st.subheader("Robots")
+with db.read() as s:
+    robots = repo.robot_summary(s)
+if not robots:
+    st.caption("No robots yet: the worker registers its fleet when a practice session runs.")
+for r in robots:
+    c1, c2 = st.columns([4, 1])
+    seen = r["last_seen"].strftime("%H:%M:%S") if r["last_seen"] else "never"
+    c1.markdown(f"**{r['name']}** · {r['status']} · last seen {seen} · {r['episodes']} episodes, "
+                f"{r['successes']} successes")
+    if r["status"] in ("stopped", "paused"):
+        if c2.button("Bring online", key=f"on{r['robot_id']}", disabled=not can(user, "control_robot")):
+            act(user, "control_robot", repo.set_robot_status, r["robot_id"], "online")
+            st.rerun()
+    elif c2.button("Take offline", key=f"off{r['robot_id']}", disabled=not can(user, "control_robot")):
+        act(user, "control_robot", repo.set_robot_status, r["robot_id"], "stopped",
+            success=f"{r['name']} taken offline")
+        st.rerun()
+
+preparation_and_jobs()

@@ -1,0 +1,98 @@
+"""Training: success against practice episodes (per task, per checkpoint), returns, losses,
+the detector's precision/recall against human labels, human effort beside the success gain,
+and the checkpoint lineage with promote and roll back."""
+from __future__ import annotations
+
+import streamlit as st
+
+from storage import repo
+from ui import charts, queries
+from ui.app_state import act, can, get_db, require_login
+
+user = require_login()
+db = get_db()
+st.title("Training")
+
+with db.read() as s:
+    tasks = repo.list_tasks(s)
+if not tasks:
+    st.info("No task yet.")
+    st.stop()
+names = {t.id: t.name for t in tasks}
+task_id = st.selectbox("Task", list(names), format_func=names.get)
+bucket = st.select_slider("Episodes per point", [5, 10, 20, 50, 100], value=20)
+
+with db.read() as s:
+    rows = queries.practice_outcomes(s, task_id)
+    by_ckpt = repo.success_by_checkpoint(s, task_id=task_id, source="practice")
+    effort = queries.human_effort_per_hour(s, hours=48)
+    per_hour = repo.episodes_per_hour(s, hours=48, task_id=task_id)
+    task_metrics = set(repo.metric_names(s, task_id=task_id))
+    metric_names = sorted(task_metrics) or repo.metric_names(s)
+    checkpoints = repo.list_checkpoints(s, task_id=task_id, limit=100)
+    promoted = repo.get_promoted(s, task_id)
+
+curve = queries.success_curve(rows, bucket)
+gain = charts.success_gain(curve)
+m1, m2, m3, m4 = st.columns(4)
+m1.metric("Practice episodes", len(rows))
+m2.metric("Success, last block", "-" if not curve or curve[-1]["success"] is None else f"{curve[-1]['success']:.0%}",
+          None if gain is None else f"{gain:+.0%} since the first block")
+m3.metric("Human actions (48 h)", sum(o + lab for _, o, lab in effort))
+m4.metric("Promoted checkpoint", "-" if promoted is None else f"#{promoted.id}")
+
+c1, c2 = st.columns(2)
+c1.plotly_chart(charts.success_vs_episodes(curve), width="stretch", key="succ_eps")
+c2.plotly_chart(charts.success_by_checkpoint(by_ckpt), width="stretch", key="succ_ckpt")
+c3, c4 = st.columns(2)
+c3.plotly_chart(charts.returns(curve), width="stretch", key="returns")
+loss_names = [n for n in metric_names if "loss" in n.lower()]
+with db.read() as s:
+    losses = {n: repo.metric_series(s, n, task_id=task_id if n in task_metrics else None, limit=5000)
+              for n in loss_names[:6]}
+if losses:
+    c4.plotly_chart(charts.series(losses, "Losses", "step / iteration", "loss"), width="stretch", key="losses")
+else:
+    c4.caption("No loss curves logged yet (training jobs log them as metrics named *loss*).")
+
+c5, c6 = st.columns(2)
+with db.read() as s:
+    quality = []
+    for ck in [None] + [c.id for c in checkpoints[:12]]:
+        dq = repo.compute_detector_quality(s, ck, task_id=task_id, store=False)
+        if dq.n_labeled:
+            quality.append({"checkpoint": "none" if ck is None else f"#{ck}", "precision": dq.precision,
+                            "recall": dq.recall, "n": dq.n_labeled})
+if quality:
+    c5.plotly_chart(charts.detector_quality(quality), width="stretch", key="detq")
+else:
+    c5.caption("Detector precision/recall appear once people label or override episodes (Review, Live).")
+c6.plotly_chart(charts.effort_and_gain(effort, per_hour), width="stretch", key="effort")
+
+st.subheader("Checkpoints")
+if not checkpoints:
+    st.caption("No checkpoints yet: Stage-1 training and each practice iteration add one.")
+    st.stop()
+table = [{"id": c.id, "stage": c.stage, "parent": c.parent_id, "iteration": c.iteration,
+          "eval success": c.eval_success, "eval episodes": c.eval_episodes, "promoted": c.promoted,
+          "created": c.created_at, "path": c.path} for c in checkpoints]
+st.dataframe(table, hide_index=True, width="stretch",
+             column_config={"eval success": st.column_config.NumberColumn(format="%.2f")})
+ids = [c.id for c in checkpoints]
+pick = st.selectbox("Checkpoint", ids, index=ids.index(promoted.id) if promoted is not None and promoted.id in ids else 0,
+                    format_func=lambda i: f"#{i}")
+with db.read() as s:
+    chain = repo.lineage(s, pick)
+st.markdown("Lineage: " + " → ".join(f"#{c.id} ({c.stage}{' it ' + str(c.iteration) if c.stage == 'si' else ''}"
+                                     f"{', ' + format(c.eval_success, '.0%') if c.eval_success is not None else ''})"
+                                     f"{' ★' if c.promoted else ''}" for c in chain))
+may = can(user, "promote")
+b1, b2, _ = st.columns([1, 1, 3])
+if b1.button("Promote", disabled=not may, help="serve it to the fleet; refused if its evaluated success is worse"):
+    if act(user, "promote", repo.promote, pick, success=f"checkpoint {pick} promoted") is not None:
+        st.rerun()
+if b2.button("Roll back to it", disabled=not may, help="serve this earlier checkpoint again, no gate"):
+    if act(user, "rollback", repo.rollback, pick, success=f"rolled back to checkpoint {pick}") is not None:
+        st.rerun()
+if not may:
+    st.caption(f"Promotion and roll back need role supervisor; you are {user.role}.")

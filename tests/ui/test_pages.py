@@ -1,0 +1,142 @@
+"""One AppTest per page against a seeded SQLite file: each renders without an exception and
+shows what it is for; actions go through and are refused for roles that may not do them."""
+from __future__ import annotations
+
+from sqlalchemy import select
+
+from storage import init_db, repo
+from storage.models import Episode, PracticeSession, Robot
+
+
+def _ok(at):
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _texts(at) -> str:
+    parts = [m.value for m in at.markdown] + [c.value for c in at.caption] + [t.value for t in at.title]
+    parts += [e.value for e in at.error] + [w.value for w in at.warning] + [i.value for i in at.info]
+    parts += [s.value for s in at.success]
+    return "\n".join(str(p) for p in parts)
+
+
+def _button(at, label):
+    return next(b for b in at.button if b.label == label)
+
+
+def test_login_page_logs_in(app):
+    at = _ok(app("app", role=None).run())
+    assert any(t.value == "Dojo" for t in at.title)
+    at.text_input[0].input("admin")
+    at.text_input[1].input("wrong-password")
+    _ok(at.button[0].click().run())
+    assert "Wrong username or password" in _texts(at)
+    at.text_input[1].input("password123")
+    _ok(at.button[0].click().run())
+    assert at.session_state["dojo_user_id"] is not None
+    assert any(t.value == "Tasks & fleet" for t in at.title)
+
+
+def test_pages_require_login(app):
+    at = _ok(app("live", role=None).run())
+    assert "Please log in first" in _texts(at)
+
+
+def test_tasks_page_starts_and_stops_a_session(app, seeded):
+    at = _ok(app("tasks", "supervisor").run())
+    assert at.selectbox[0].value == 0  # the demo task, preselected
+    assert "Session" in _texts(at) and "robot-0" in _texts(at)
+    _ok(_button(at, "Start practice session").click().run())
+    db = init_db(seeded.url)
+    with db.read() as s:
+        newest = repo.list_sessions(s, limit=1)[0]
+        jobs = repo.list_jobs(s, session_id=newest.id)
+    assert newest.status == "running" and newest.created_by == "supervisor"
+    assert jobs and jobs[0].kind == "practice" and "policy" in jobs[0].params
+    _ok(next(b for b in at.button if b.label == "Stop" and b.key == f"stop{newest.id}").click().run())
+    with db.read() as s:
+        assert s.get(PracticeSession, newest.id).status == "stopped"
+
+
+def test_reviewer_cannot_start_sessions(app, seeded):
+    at = _ok(app("tasks", "reviewer").run())
+    assert _button(at, "Start practice session").disabled
+    assert "needs role supervisor" in _texts(at)
+
+
+def test_live_page_grid_and_override(app, seeded):
+    at = _ok(app("live", "supervisor").run())
+    assert sum(1 for b in at.button if b.label == "✓ Success") == len(seeded.robot_ids)
+    robot = seeded.robot_ids[0]
+    _ok(next(b for b in at.button if b.key == f"ov1{robot}").click().run())
+    db = init_db(seeded.url)
+    with db.read() as s:
+        ep = s.get(Episode, seeded.running_ids[0])
+    assert ep.override_success is True and ep.override_by == "supervisor"
+    _ok(next(b for b in at.button if b.key == f"stop{robot}").click().run())
+    with db.read() as s:
+        assert s.get(Robot, robot).status == "stopped"
+    with db.write() as s:
+        repo.set_robot_status(s, robot, "online")
+
+
+def test_viewer_cannot_override(app, seeded):
+    at = _ok(app("live", "viewer").run())
+    robot = seeded.robot_ids[1]
+    assert next(b for b in at.button if b.key == f"ov0{robot}").disabled
+    assert next(b for b in at.button if b.key == f"stop{robot}").disabled
+    assert "need role supervisor" in _texts(at)
+
+
+def test_review_page_labels_with_who_and_when(app, seeded):
+    at = _ok(app("review", "reviewer").run())
+    assert "have no label yet" in _texts(at)
+    first = at.session_state["review_episode"]
+    _ok(at.slider[0].set_value(3).run())
+    _ok(_button(at, "Success (S)").click().run())
+    db = init_db(seeded.url)
+    with db.read() as s:
+        ep = s.get(Episode, first)
+    assert ep.label_success is True and ep.label_by == "reviewer" and ep.label_at is not None
+    assert f"episode {first} labelled success" in _texts(at)
+
+
+def test_viewer_cannot_label(app, seeded):
+    at = _ok(app("review", "viewer").run())
+    assert _button(at, "Success (S)").disabled and _button(at, "Failure (F)").disabled
+    assert "Labelling needs role reviewer" in _texts(at)
+
+
+def test_training_page_charts_and_promotion(app, seeded):
+    at = _ok(app("training", "supervisor").run())
+    assert len(at.get("plotly_chart")) >= 5
+    assert "Lineage" in _texts(at)
+    # Promote the newest (better) checkpoint, then roll back to the Stage-1 one.
+    newest = seeded.checkpoint_ids[-1]
+    at.selectbox[1].set_value(newest)
+    _ok(_button(at, "Promote").click().run())
+    db = init_db(seeded.url)
+    with db.read() as s:
+        assert repo.get_promoted(s, seeded.task_id).id == newest
+    at.selectbox[1].set_value(seeded.checkpoint_ids[0])
+    _ok(_button(at, "Roll back to it").click().run())
+    with db.read() as s:
+        assert repo.get_promoted(s, seeded.task_id).id == seeded.checkpoint_ids[0]
+
+
+def test_data_page_renders(app):
+    at = _ok(app("data", "viewer").run())
+    assert "Import demonstrations" in [h.value for h in at.subheader]
+    assert "Importing needs role supervisor" in _texts(at)
+
+
+def test_users_page_admin_and_audit(app):
+    at = _ok(app("users", "admin").run())
+    assert "Audit log" in [h.value for h in at.subheader]
+    assert len(at.dataframe) == 2
+
+
+def test_users_page_hidden_from_non_admins(app):
+    at = _ok(app("users", "supervisor").run())
+    assert "needs role admin" in _texts(at)
+    assert "Audit log" not in [h.value for h in at.subheader]

@@ -1,0 +1,145 @@
+"""First-run set-up the launcher does before serving the app, and the preparation chain.
+
+- ``ensure_admin``: the first admin, from ``DOJO_ADMIN_PASSWORD`` or a generated password
+  returned once (the launcher prints it; it is never stored in clear).
+- ``seed_demo_task``: the bundled demo task, Block2Block on the tabletop simulator.
+- ``advance_preparation``: on a fresh machine, the jobs that make the demo task practisable,
+  one after the other: demonstrations -> Stage-1 SFT (laptop-sized) -> a practice session.
+  Each is an ordinary job (visible with its progress on the Tasks page); the next one is
+  enqueued only when the previous is done, so it works with any number of workers. The
+  chain's state lives in the jobs table (``params["prepare"]``), so a restart of the
+  launcher picks it up where it was. Call it periodically.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage import repo
+from storage.models import Checkpoint, Job, Task, User
+
+DEMO_TASK = "Block2Block tabletop"
+PREPARE = "prepare"  # params key marking the preparation chain's jobs
+
+
+@dataclass(frozen=True)
+class PrepConfig:
+    """Sizes of the preparation chain, small enough for a 2-core laptop."""
+
+    demos: int = 150
+    """Scripted-expert demonstrations to generate."""
+    epochs: int = 6
+    """Stage-1 SFT epochs (capped by ``sft_minutes``)."""
+    sft_minutes: float = 4.0
+    """Wall-clock cap on Stage-1 training."""
+    fleet_size: int = 4
+    """Robots in the first practice session."""
+    workers: int = 1
+    """Processes generating demonstrations."""
+
+    @classmethod
+    def from_env(cls) -> "PrepConfig":
+        env = os.environ
+        return cls(demos=int(env.get("DOJO_PREP_DEMOS", cls.demos)),
+                   epochs=int(env.get("DOJO_PREP_EPOCHS", cls.epochs)),
+                   sft_minutes=float(env.get("DOJO_PREP_SFT_MINUTES", cls.sft_minutes)),
+                   fleet_size=int(env.get("DOJO_FLEET_SIZE", cls.fleet_size)),
+                   workers=int(env.get("DOJO_PREP_WORKERS", cls.workers)))
+
+
+def ensure_admin(s: Session, password: Optional[str] = None, username: str = "admin") -> Optional[str]:
+    """Create the first admin if there is no user at all. Returns the password when it was
+    generated here (to print once), else None."""
+    if s.scalar(select(func.count()).select_from(User)):
+        return None
+    generated = None
+    if not password:
+        password = generated = secrets.token_urlsafe(12)
+    repo.create_user(s, username, password, "admin")
+    return generated
+
+
+def seed_demo_task(s: Session, fleet_size: int = 4) -> Task:
+    return repo.get_or_create_task(
+        s, DEMO_TASK, "tabletop", {"family": "block2block"}, instruction_family="block2block",
+        fleet_size=fleet_size,
+        description="Push one coloured block to another (LanguageTable Block2Block), MuJoCo tabletop.")
+
+
+def _prep_jobs(s: Session, task_id: int) -> dict[str, Job]:
+    """The newest preparation job of each kind for the task."""
+    out: dict[str, Job] = {}
+    for job in s.scalars(select(Job).where(Job.task_id == task_id).order_by(Job.id)):
+        if (job.params or {}).get(PREPARE):
+            out[job.kind] = job
+    return out
+
+
+def needs_preparation(s: Session, task_id: int) -> bool:
+    """Fresh machine: no checkpoint for the task and no job of any kind ever enqueued for it."""
+    has_ckpt = s.scalar(select(func.count()).select_from(Checkpoint).where(Checkpoint.task_id == task_id))
+    has_job = s.scalar(select(func.count()).select_from(Job).where(Job.task_id == task_id))
+    return not has_ckpt and not has_job
+
+
+def prep_paths(data_dir: Path) -> dict[str, str]:
+    return {"demos": str(data_dir / "demos" / "block2block"), "sft": str(data_dir / "runs" / "sft-block2block"),
+            "practice": str(data_dir / "runs" / "practice-block2block")}
+
+
+def job_params(kind: str, cfg: PrepConfig, paths: dict[str, str], sft_result: Optional[dict[str, Any]] = None
+               ) -> dict[str, Any]:
+    """Job params for each step, named as the CLI's options (core.cli)."""
+    if kind == "demos":
+        return {PREPARE: True, "out": paths["demos"], "n": cfg.demos, "backend": "tabletop",
+                "family": "block2block", "workers": cfg.workers}
+    if kind == "sft":
+        return {PREPARE: True, "data": paths["demos"], "out": paths["sft"], "epochs": cfg.epochs,
+                "max_minutes": cfg.sft_minutes}
+    if kind == "practice":
+        res = sft_result or {}
+        return {PREPARE: True, "policy": res.get("best_policy", str(Path(paths["sft"]) / "best_policy.pt")),
+                "reward": res.get("best_stg", str(Path(paths["sft"]) / "best_stg.pt")),
+                "out": paths["practice"], "fleet_size": cfg.fleet_size}
+    raise ValueError(f"no preparation step {kind!r}; steps are demos, sft, practice")
+
+
+def advance_preparation(s: Session, task_id: int, data_dir: Path, cfg: PrepConfig, *, start: bool = False
+                        ) -> Optional[str]:
+    """Enqueue the next preparation job when the previous one is done. ``start=True`` begins
+    the chain (the launcher passes it on a fresh machine). Returns what it did, or None."""
+    jobs = _prep_jobs(s, task_id)
+    paths = prep_paths(data_dir)
+    if not jobs:
+        if not start:
+            return None
+        repo.enqueue_job(s, "demos", job_params("demos", cfg, paths), task_id=task_id)
+        return "enqueued demos"
+    if "sft" not in jobs and jobs.get("demos") is not None and jobs["demos"].status == "done":
+        repo.enqueue_job(s, "sft", job_params("sft", cfg, paths), task_id=task_id)
+        return "enqueued sft"
+    if "practice" not in jobs and jobs.get("sft") is not None and jobs["sft"].status == "done":
+        ps = repo.start_session(s, task_id, name="first practice (prepared on first run)",
+                                params={"fleet_size": cfg.fleet_size})
+        repo.enqueue_job(s, "practice", job_params("practice", cfg, paths, jobs["sft"].result),
+                         task_id=task_id, session_id=ps.id)
+        return "enqueued practice"
+    return None
+
+
+def preparation_status(s: Session, task_id: int) -> list[dict[str, Any]]:
+    """The chain's steps for the Tasks page: kind, status (or 'waiting'), progress, message."""
+    jobs = _prep_jobs(s, task_id)
+    out = []
+    for kind, title in (("demos", "demonstrations"), ("sft", "Stage-1 training"), ("practice", "practice")):
+        j = jobs.get(kind)
+        out.append({"step": title, "job": j.id if j else None, "status": j.status if j else "waiting",
+                    "progress": float(j.progress or 0) if j else 0.0,
+                    "message": (j.error or j.message or "") if j else ""})
+    return out

@@ -1,0 +1,85 @@
+"""Plotly figures for the Training page, built from plain rows (ui.queries), so each is
+tested without Streamlit."""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Optional, Sequence
+
+import plotly.graph_objects as go
+
+_LAYOUT = dict(margin=dict(l=40, r=10, t=40, b=40), height=320, legend=dict(orientation="h", y=-0.25))
+
+
+def _fig(title: str, x: str, y: str) -> go.Figure:
+    fig = go.Figure()
+    fig.update_layout(title=title, xaxis_title=x, yaxis_title=y, **_LAYOUT)
+    return fig
+
+
+def success_vs_episodes(curve: Sequence[dict[str, Any]], title: str = "Success vs practice episodes") -> go.Figure:
+    fig = _fig(title, "practice episodes", "success rate")
+    xs = [c["episodes"] for c in curve]
+    fig.add_scatter(x=xs, y=[c["success"] for c in curve], mode="lines+markers",
+                    name="success (detector, or override)")
+    if any(c["gt_success"] is not None for c in curve):
+        fig.add_scatter(x=xs, y=[c["gt_success"] for c in curve], mode="lines", line=dict(dash="dot"),
+                        name="ground truth (simulator)")
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def success_by_checkpoint(stats: Iterable[Any]) -> go.Figure:
+    """Bars per checkpoint from storage's SuccessStats (detector/override rate and ground truth)."""
+    stats = list(stats)
+    fig = _fig("Success per checkpoint", "checkpoint", "success rate")
+    labels = [f"#{st.checkpoint_id}" if st.checkpoint_id is not None else "none" for st in stats]
+    fig.add_bar(x=labels, y=[st.rate for st in stats], name="success",
+                text=[f"n={st.episodes}" for st in stats])
+    if any(st.gt_rate is not None for st in stats):
+        fig.add_bar(x=labels, y=[st.gt_rate for st in stats], name="ground truth")
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def returns(curve: Sequence[dict[str, Any]]) -> go.Figure:
+    fig = _fig("Mean return per block of episodes", "practice episodes", "return")
+    fig.add_scatter(x=[c["episodes"] for c in curve], y=[c["mean_return"] for c in curve], mode="lines+markers",
+                    name="mean return")
+    return fig
+
+
+def series(named: dict[str, list[tuple[float, float]]], title: str, x: str = "step", y: str = "value") -> go.Figure:
+    fig = _fig(title, x, y)
+    for name, pts in named.items():
+        fig.add_scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines", name=name)
+    return fig
+
+
+def detector_quality(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """rows: {checkpoint, precision, recall, n}."""
+    fig = _fig("Detector vs human labels", "checkpoint", "")
+    labels = [r["checkpoint"] for r in rows]
+    fig.add_bar(x=labels, y=[r["precision"] for r in rows], name="precision",
+                text=[f"n={r['n']}" for r in rows])
+    fig.add_bar(x=labels, y=[r["recall"] for r in rows], name="recall")
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
+def effort_and_gain(effort: Sequence[tuple[dt.datetime, int, int]],
+                    per_hour: Sequence[tuple[dt.datetime, int, int]]) -> go.Figure:
+    """Human effort (overrides + labels per hour, bars) beside the success rate per hour (line)."""
+    fig = _fig("Human effort and success per hour", "hour (UTC)", "actions per hour")
+    fig.add_bar(x=[h for h, _, _ in effort], y=[o for _, o, _ in effort], name="overrides")
+    fig.add_bar(x=[h for h, _, _ in effort], y=[lab for _, _, lab in effort], name="labels")
+    fig.add_scatter(x=[h for h, _, _ in per_hour], y=[(k / n) if n else None for _, n, k in per_hour],
+                    name="success rate", yaxis="y2", mode="lines+markers")
+    fig.update_layout(barmode="stack", yaxis2=dict(title="success rate", overlaying="y", side="right",
+                                                   range=[0, 1]))
+    return fig
+
+
+def success_gain(curve: Sequence[dict[str, Any]]) -> Optional[float]:
+    """Success of the last block minus the first (None with fewer than two blocks)."""
+    known = [c["success"] for c in curve if c["success"] is not None]
+    return known[-1] - known[0] if len(known) >= 2 else None

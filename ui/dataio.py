@@ -1,0 +1,463 @@
+"""Import demonstration archives and export episodes, for the Data page.
+
+Import: a ``.zip`` or ``.tar`` (optionally gzipped) holding one dataset in the format of
+``core/dataset.py`` (``dataset.json`` + ``episodes/ep_*.npz`` [+ ``rejected.jsonl``]), at
+the archive's root or inside one top-level folder. Every member is checked before anything
+is written (``validate_archive``): a bad archive raises ``ArchiveError`` listing each
+problem with the file it is in, and nothing is imported. A good one is extracted to a
+temporary folder, its episodes are written to the database (source ``demo``) in ONE
+transaction, and the folder is renamed into ``data/datasets/<name>`` last; if any step
+fails the folder is removed and the transaction rolled back.
+
+Export: episodes to a LeRobot-style dataset (the v2.1 layout: ``meta/info.json``,
+``meta/episodes.jsonl``, ``meta/tasks.jsonl``, ``data/chunk-000/episode_NNNNNN.parquet``)
+with the camera frames embedded in the parquet as JPEG images (LeRobot's ``image`` feature:
+a struct of ``bytes`` and ``path``) instead of mp4 video, so no video encoder is needed.
+``README.md`` inside the export documents every column. Zipped for download.
+"""
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+import tarfile
+import uuid
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any, Iterator, Optional
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage import repo
+from storage.models import Episode, Frame, Step, Task
+
+FORMAT = "dojo-demos"  # the same constants as core/dataset.py, which imports torch
+VERSION = 1
+REQUIRED_KEYS = ("frames", "proprio", "actions", "instruction", "seed", "success")
+OPTIONAL_KEYS = ("keypoints",)
+MAX_TOTAL_BYTES = 4 << 30  # uncompressed; a larger archive is refused before extraction
+MAX_PROBLEMS = 20
+_EP_RE = re.compile(r"^episodes/ep_[0-9]+\.npz$")
+
+
+class ArchiveError(ValueError):
+    """A bad archive; ``problems`` lists each issue, naming the file."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        shown = problems[:MAX_PROBLEMS]
+        more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
+        super().__init__("the archive was not imported (nothing was written):\n- " + "\n- ".join(shown) + more)
+
+
+@dataclass
+class DemoEpisode:
+    file: str
+    instruction: str
+    seed: int
+    success: bool
+    frames: np.ndarray  # uint8 [T+1, H, W, 3]
+    actions: np.ndarray  # float32 [T, A]
+
+
+@dataclass
+class ValidArchive:
+    meta: dict[str, Any]
+    episodes: list[DemoEpisode]
+    members: dict[str, bytes] = field(repr=False)  # path in the dataset -> content
+
+    @property
+    def n_frames(self) -> int:
+        return sum(len(e.frames) for e in self.episodes)
+
+
+# --- reading archives -------------------------------------------------------------------------
+
+def _members(data: bytes, filename: str) -> Iterator[tuple[str, bytes]]:
+    """(name, bytes) of each regular file; raises ArchiveError for unreadable or unsafe archives."""
+    total = 0
+    if zipfile.is_zipfile(io.BytesIO(data)):
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as zf:
+                infos = [i for i in zf.infolist() if not i.is_dir()]
+                total = sum(i.file_size for i in infos)
+                if total > MAX_TOTAL_BYTES:
+                    raise ArchiveError([f"{filename}: unpacks to {total / 2**30:.1f} GiB, over the "
+                                        f"{MAX_TOTAL_BYTES / 2**30:.0f} GiB limit; split the dataset"])
+                for info in infos:
+                    yield info.filename, zf.read(info)
+        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
+            raise ArchiveError([f"{filename}: not a readable zip archive ({e})"]) from None
+        return
+    try:
+        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
+    except (tarfile.TarError, OSError, EOFError) as e:
+        raise ArchiveError([f"{filename}: neither a zip nor a tar archive ({e}); upload a .zip, .tar or "
+                            ".tar.gz of a dataset folder (dataset.json + episodes/ep_*.npz)"]) from None
+    with tf:
+        try:
+            infos = tf.getmembers()
+        except (tarfile.TarError, OSError, EOFError) as e:
+            raise ArchiveError([f"{filename}: the tar archive is truncated or corrupt ({e})"]) from None
+        bad = [i.name for i in infos if i.issym() or i.islnk() or i.isdev()]
+        if bad:
+            raise ArchiveError([f"{name}: links and device files are not allowed in a dataset archive"
+                                for name in bad])
+        total = sum(i.size for i in infos if i.isfile())
+        if total > MAX_TOTAL_BYTES:
+            raise ArchiveError([f"{filename}: unpacks to {total / 2**30:.1f} GiB, over the "
+                                f"{MAX_TOTAL_BYTES / 2**30:.0f} GiB limit; split the dataset"])
+        for info in infos:
+            if info.isfile():
+                f = tf.extractfile(info)
+                try:
+                    yield info.name, f.read() if f is not None else b""
+                except (tarfile.TarError, OSError, EOFError) as e:
+                    raise ArchiveError([f"{info.name}: cannot be read from the archive ({e})"]) from None
+
+
+def _normalise(names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Map each member to its path inside the dataset (stripping one common top folder)."""
+    problems = []
+    clean = []
+    for n in names:
+        p = PurePosixPath(n.replace("\\", "/"))
+        if p.is_absolute() or ".." in p.parts:
+            problems.append(f"{n}: absolute or '..' paths are not allowed in a dataset archive")
+            continue
+        parts = [x for x in p.parts if x not in ("", ".")]
+        if parts and not any(x.startswith("__MACOSX") or x == ".DS_Store" for x in parts):
+            clean.append((n, parts))
+    prefix: Optional[str] = None
+    if clean and all(len(parts) > 1 for _, parts in clean) and len({parts[0] for _, parts in clean}) == 1 \
+            and not any(parts == ["dataset.json"] for _, parts in clean):
+        prefix = clean[0][1][0]
+    out = {}
+    for n, parts in clean:
+        rel = "/".join(parts[1:] if prefix else parts)
+        out[rel] = n
+    return out, problems
+
+
+def _check_meta(raw: bytes) -> tuple[dict[str, Any], list[str]]:
+    try:
+        meta = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        return {}, [f"dataset.json: not valid JSON ({e})"]
+    if not isinstance(meta, dict):
+        return {}, [f"dataset.json: must be a JSON object, got {type(meta).__name__}"]
+    problems = []
+    if meta.get("format") != FORMAT:
+        problems.append(f"dataset.json: format is {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("version") != VERSION:
+        problems.append(f"dataset.json: version is {meta.get('version')!r}; this Dojo reads version {VERSION}")
+    if not isinstance(meta.get("backend"), str) or not meta.get("backend"):
+        problems.append("dataset.json: 'backend' (e.g. \"tabletop\") is missing")
+    if "env_config" in meta and not isinstance(meta["env_config"], dict):
+        problems.append("dataset.json: 'env_config' must be an object")
+    return meta, problems
+
+
+def _check_episode(name: str, raw: bytes) -> tuple[Optional[DemoEpisode], list[str]]:
+    try:
+        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
+        return None, [f"{name}: not a readable numpy .npz file ({type(e).__name__}: {e})"]
+    missing = [k for k in REQUIRED_KEYS if k not in arrays]
+    if missing:
+        return None, [f"{name}: missing arrays {missing} (an episode needs {list(REQUIRED_KEYS)})"]
+    extra = sorted(set(arrays) - set(REQUIRED_KEYS) - set(OPTIONAL_KEYS))
+    problems = [f"{name}: unknown arrays {extra}"] if extra else []
+    frames, proprio, actions = arrays["frames"], arrays["proprio"], arrays["actions"]
+    if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+        problems.append(f"{name}: frames must be uint8 [T+1, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    if actions.ndim != 2 or not np.issubdtype(actions.dtype, np.floating):
+        problems.append(f"{name}: actions must be float [T, A], got {actions.dtype} {list(actions.shape)}")
+    elif not np.all(np.isfinite(actions)) or np.abs(actions).max(initial=0.0) > 1.0 + 1e-6:
+        problems.append(f"{name}: actions must be finite and within [-1, 1]")
+    if proprio.ndim != 2 or not np.issubdtype(proprio.dtype, np.floating):
+        problems.append(f"{name}: proprio must be float [T+1, P], got {proprio.dtype} {list(proprio.shape)}")
+    if frames.ndim == 4 and actions.ndim == 2:
+        if len(frames) != len(actions) + 1:
+            problems.append(f"{name}: {len(frames)} frames for {len(actions)} actions; frames must be T+1 "
+                            "(the last frame is the goal reached)")
+        if proprio.ndim == 2 and len(proprio) != len(frames):
+            problems.append(f"{name}: {len(proprio)} proprio rows for {len(frames)} frames; they must match")
+        if len(actions) == 0:
+            problems.append(f"{name}: an episode needs at least one action")
+    if "keypoints" in arrays:
+        kp = arrays["keypoints"]
+        if kp.ndim != 3 or kp.shape[-1] != 2 or len(kp) != len(frames):
+            problems.append(f"{name}: keypoints must be float [T+1, K, 2], got {list(kp.shape)}")
+    instr, seed, success = arrays["instruction"], arrays["seed"], arrays["success"]
+    if instr.ndim != 0 or instr.dtype.kind != "U" or not str(instr).strip():
+        problems.append(f"{name}: instruction must be a non-empty string, got {instr.dtype} {list(instr.shape)}")
+    if seed.ndim != 0 or seed.dtype.kind not in "iu":
+        problems.append(f"{name}: seed must be an integer scalar, got {seed.dtype} {list(seed.shape)}")
+    if success.ndim != 0 or success.dtype != np.bool_:
+        problems.append(f"{name}: success must be a bool scalar, got {success.dtype} {list(success.shape)}")
+    if problems:
+        return None, problems
+    return DemoEpisode(file=name, instruction=str(instr), seed=int(seed), success=bool(success),
+                       frames=frames, actions=actions.astype(np.float32)), []
+
+
+def validate_archive(data: bytes, filename: str = "archive") -> ValidArchive:
+    """Read and check every member; ArchiveError (listing each problem) if anything is wrong."""
+    if not data:
+        raise ArchiveError([f"{filename}: the file is empty"])
+    names_bytes = dict(_members(data, filename))
+    mapping, problems = _normalise(list(names_bytes))
+    members = {rel: names_bytes[orig] for rel, orig in mapping.items()}
+    if "dataset.json" not in members:
+        problems.append("dataset.json is missing (expected at the archive's root or in its one top folder); "
+                        "a dataset is dataset.json + episodes/ep_<seed>.npz, see core/dataset.py")
+        meta = {}
+    else:
+        meta, p = _check_meta(members["dataset.json"])
+        problems += p
+    episodes = []
+    ep_names = sorted(n for n in members if _EP_RE.match(n))
+    for rel in sorted(members):
+        if rel in ("dataset.json", "rejected.jsonl") or _EP_RE.match(rel):
+            continue
+        problems.append(f"{rel}: not part of the dataset format (allowed: dataset.json, rejected.jsonl, "
+                        "episodes/ep_<seed>.npz)")
+    if "rejected.jsonl" in members:
+        for i, line in enumerate(members["rejected.jsonl"].decode("utf-8", "replace").splitlines(), 1):
+            if line.strip():
+                try:
+                    json.loads(line)
+                except json.JSONDecodeError as e:
+                    problems.append(f"rejected.jsonl line {i}: not JSON ({e})")
+                    break
+    if not ep_names:
+        problems.append("episodes/: no episode files (episodes/ep_<seed>.npz)")
+    seeds: dict[int, str] = {}
+    for rel in ep_names:
+        ep, p = _check_episode(rel, members[rel])
+        problems += p
+        if ep is not None:
+            if ep.seed in seeds:
+                problems.append(f"{rel}: seed {ep.seed} repeats {seeds[ep.seed]}")
+            seeds[ep.seed] = rel
+            episodes.append(ep)
+    if problems:
+        raise ArchiveError(problems)
+    return ValidArchive(meta=meta, episodes=episodes, members=members)
+
+
+# --- importing --------------------------------------------------------------------------------
+
+def jpeg(frame: np.ndarray, quality: int = 85) -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(frame).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
+def _safe_name(name: str) -> str:
+    stem = re.sub(r"(\.tar\.gz|\.tgz|\.tar|\.zip)$", "", name, flags=re.I)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem).strip("-.") or "dataset"
+    return stem[:80]
+
+
+@dataclass
+class ImportResult:
+    path: Path
+    episodes: int
+    frames: int
+    episode_ids: list[int]
+
+
+def import_archive(db, data: bytes, filename: str, task_id: int, *, actor, datasets_dir: Path) -> ImportResult:
+    """Validate, then write files and episodes all-or-nothing (see the module docstring)."""
+    archive = validate_archive(data, filename)
+    with db.read() as s:
+        task = s.get(Task, task_id)
+        if task is None:
+            raise ArchiveError([f"task {task_id} does not exist"])
+        task_backend, task_name = task.backend, task.name
+    repo.require_role(actor, "enqueue_job")  # importing training data is a supervisor's action
+    if archive.meta.get("backend") != task_backend:
+        raise ArchiveError([f"dataset.json: backend {archive.meta.get('backend')!r} does not match task "
+                            f"{task_name!r} (backend {task_backend!r}); pick a task of that backend"])
+    datasets_dir.mkdir(parents=True, exist_ok=True)
+    base = _safe_name(filename)
+    final = datasets_dir / base
+    n = 1
+    while final.exists():
+        n += 1
+        final = datasets_dir / f"{base}-{n}"
+    tmp = datasets_dir / f".import-{uuid.uuid4().hex[:8]}"
+    try:
+        for rel, content in archive.members.items():
+            dest = tmp / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            dest.write_bytes(content)
+        batch = uuid.uuid4().hex[:8]
+        ids = []
+        with db.write() as s:
+            for ep in archive.episodes:
+                T = len(ep.actions)
+                steps = repo.steps_from_arrays(d=[float(T - t) for t in range(T + 1)],
+                                               actions=list(ep.actions) + [None])
+                res = repo.finish_episode(
+                    s, uid=f"import-{final.name}-{batch}-seed{ep.seed}", task_id=task_id, steps=steps,
+                    frames=[jpeg(f) for f in ep.frames], gt_success=ep.success, length=T,
+                    source="demo", instruction=ep.instruction, seed=ep.seed,
+                    meta={"dataset": str(final), "file": ep.file})
+                ids.append(res.episode.id)
+            repo.audit(s, actor, "import_dataset", ("dataset", final.name),
+                       {"file": filename, "episodes": len(ids), "task_id": task_id, "path": str(final)})
+        tmp.rename(final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ImportResult(path=final, episodes=len(ids), frames=archive.n_frames, episode_ids=ids)
+
+
+# --- exporting --------------------------------------------------------------------------------
+
+EXPORT_README = """# Dojo episode export (LeRobot-style, v2.1 layout)
+
+meta/info.json        dataset description: fps, features (name -> dtype, shape), counts
+meta/episodes.jsonl   one line per episode: episode_index, tasks [instruction], length, and
+                      Dojo's own fields (dojo_episode_id, source, checkpoint_id, outcomes)
+meta/tasks.jsonl      one line per distinct instruction: task_index, task
+data/chunk-000/episode_NNNNNN.parquet   one row per frame (Apache Parquet):
+  observation.image   struct<bytes: binary, path: string>  JPEG camera frame (LeRobot "image")
+  action              list<float32>  action taken at this frame (null on the last frame)
+  timestamp           float32        seconds since the episode start (frame_index / fps)
+  frame_index         int64          t within the episode
+  episode_index       int64
+  index               int64          row number across the whole export
+  task_index          int64          row of meta/tasks.jsonl
+  next.reward         float32        reward r_t = d(o_t,g) - d(o_t+1,g) where recorded
+  next.done           bool           true on the last frame
+  steps_to_go         float32        d(o_t, g): the model's steps-to-go estimate
+  detector_fired      bool           the success detector had fired by this frame
+Outcomes per episode (meta/episodes.jsonl): detector_success, override_success (a
+supervisor's), label_success (a reviewer's), gt_success (the simulator's), null if unknown.
+Read with pyarrow/pandas (pd.read_parquet) or LeRobot's dataset loader for image features.
+"""
+
+
+def export_lerobot(db, *, task_id: Optional[int] = None, source: Optional[str] = None,
+                   session_id: Optional[int] = None, limit: int = 100, fps: int = 10) -> tuple[bytes, dict[str, Any]]:
+    """Zip bytes of the newest ``limit`` finished episodes matching the filters, and a summary."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with db.read() as s:
+        q = select(Episode).where(Episode.status == "finished").order_by(Episode.id.desc()).limit(limit)
+        for col, v in ((Episode.task_id, task_id), (Episode.source, source), (Episode.session_id, session_id)):
+            if v is not None:
+                q = q.where(col == v)
+        episodes = list(s.scalars(q))[::-1]
+        if not episodes:
+            raise ValueError("no finished episodes match the filters; nothing to export")
+        tasks: dict[str, int] = {}
+        buf = io.BytesIO()
+        index = 0
+        image_shape = None
+        ep_lines = []
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
+            for ei, ep in enumerate(episodes):
+                steps = list(s.execute(select(Step.t, Step.action, Step.d, Step.reward, Step.detector_fired,
+                                              Step.frame_t).where(Step.episode_id == ep.id).order_by(Step.t)))
+                frames = {t: data for t, data in s.execute(select(Frame.t, Frame.data).where(Frame.episode_id == ep.id))}
+                task_index = tasks.setdefault(ep.instruction or "", len(tasks))
+                n = len(steps)
+                if image_shape is None and frames:
+                    image_shape = _jpeg_shape(next(iter(frames.values())))
+                fired = False
+                rows: dict[str, list] = {k: [] for k in ("observation.image", "action", "timestamp", "frame_index",
+                                                          "episode_index", "index", "task_index", "next.reward",
+                                                          "next.done", "steps_to_go", "detector_fired")}
+                for i, (t, action, d, reward, det, frame_t) in enumerate(steps):
+                    fired = fired or bool(det)
+                    img = frames.get(frame_t) if frame_t is not None else None
+                    rows["observation.image"].append(
+                        None if img is None else {"bytes": img, "path": f"episode_{ei:06d}/frame_{t:06d}.jpg"})
+                    rows["action"].append(None if action is None else [float(a) for a in action])
+                    rows["timestamp"].append(t / fps)
+                    rows["frame_index"].append(t)
+                    rows["episode_index"].append(ei)
+                    rows["index"].append(index)
+                    rows["task_index"].append(task_index)
+                    rows["next.reward"].append(reward)
+                    rows["next.done"].append(i == n - 1)
+                    rows["steps_to_go"].append(d)
+                    rows["detector_fired"].append(fired)
+                    index += 1
+                table = pa.table({
+                    "observation.image": pa.array(rows["observation.image"],
+                                                  pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+                    "action": pa.array(rows["action"], pa.list_(pa.float32())),
+                    "timestamp": pa.array(rows["timestamp"], pa.float32()),
+                    "frame_index": pa.array(rows["frame_index"], pa.int64()),
+                    "episode_index": pa.array(rows["episode_index"], pa.int64()),
+                    "index": pa.array(rows["index"], pa.int64()),
+                    "task_index": pa.array(rows["task_index"], pa.int64()),
+                    "next.reward": pa.array(rows["next.reward"], pa.float32()),
+                    "next.done": pa.array(rows["next.done"], pa.bool_()),
+                    "steps_to_go": pa.array(rows["steps_to_go"], pa.float32()),
+                    "detector_fired": pa.array(rows["detector_fired"], pa.bool_()),
+                })
+                pbuf = io.BytesIO()
+                pq.write_table(table, pbuf)
+                zf.writestr(f"data/chunk-000/episode_{ei:06d}.parquet", pbuf.getvalue())
+                ep_lines.append({"episode_index": ei, "tasks": [ep.instruction or ""], "length": n,
+                                 "dojo_episode_id": ep.id, "source": ep.source, "checkpoint_id": ep.checkpoint_id,
+                                 "robot_id": ep.robot_id, "seed": ep.seed,
+                                 "detector_success": ep.detector_success, "override_success": ep.override_success,
+                                 "label_success": ep.label_success, "gt_success": ep.gt_success})
+            action_dim = _action_dim(s, [e.id for e in episodes])
+            info = {
+                "codebase_version": "v2.1", "robot_type": "dojo-sim", "fps": fps,
+                "total_episodes": len(episodes), "total_frames": index, "total_tasks": len(tasks),
+                "chunks_size": 1000, "total_chunks": 1, "splits": {"train": f"0:{len(episodes)}"},
+                "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
+                "video_path": None,
+                "features": {
+                    "observation.image": {"dtype": "image", "shape": list(image_shape or (0, 0, 3)),
+                                          "names": ["height", "width", "channel"]},
+                    "action": {"dtype": "float32", "shape": [action_dim or 0], "names": None},
+                    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
+                    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
+                    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
+                    "index": {"dtype": "int64", "shape": [1], "names": None},
+                    "task_index": {"dtype": "int64", "shape": [1], "names": None},
+                    "next.reward": {"dtype": "float32", "shape": [1], "names": None},
+                    "next.done": {"dtype": "bool", "shape": [1], "names": None},
+                    "steps_to_go": {"dtype": "float32", "shape": [1], "names": None},
+                    "detector_fired": {"dtype": "bool", "shape": [1], "names": None},
+                },
+            }
+            zf.writestr("meta/info.json", json.dumps(info, indent=2))
+            zf.writestr("meta/episodes.jsonl", "".join(json.dumps(x) + "\n" for x in ep_lines))
+            zf.writestr("meta/tasks.jsonl", "".join(json.dumps({"task_index": i, "task": t}) + "\n"
+                                                    for t, i in tasks.items()))
+            zf.writestr("README.md", EXPORT_README)
+    return buf.getvalue(), {"episodes": len(episodes), "frames": index, "tasks": len(tasks)}
+
+
+def _action_dim(s: Session, ids: list[int]) -> Optional[int]:
+    for a in s.scalars(select(Step.action).where(Step.episode_id.in_(ids[:50])).limit(500)):
+        if a is not None:  # JSON null (the last frame's action) is not SQL NULL
+            return len(a)
+    return None
+
+
+def _jpeg_shape(data: bytes) -> tuple[int, int, int]:
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return (im.height, im.width, len(im.getbands()))

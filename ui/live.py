@@ -1,0 +1,178 @@
+"""The live robot card: a small HTML/JS page (rendered with ``st.components.v1.html``) that
+connects to the worker's websocket telemetry and draws, at the rate frames arrive, one
+robot's camera frame, the steps-to-go curve d(o,g) of its running episode with the
+detector threshold s, the detector state, the step and the checkpoint.
+
+Why in the browser: a Streamlit rerun per frame would cost a server round trip and a page
+diff per frame per robot; here frames go straight from the worker's socket to an <img>, and
+the Streamlit side only re-runs when a person clicks a button.
+
+The card reads the messages documented in ``core/telemetry.py``. It is lenient about field
+names so that it works with the worker's messages as they are: the robot is ``robot`` /
+``robot_id`` / ``robot_name``; the frame ``frame`` / ``jpeg`` / ``image`` (base64 JPEG,
+optionally a ``data:`` URL); ``step`` / ``t``; ``d``; ``reward``; ``detector`` (a string,
+or an object with ``state`` / ``count`` / ``fired``); ``checkpoint`` / ``checkpoint_id``;
+``episode`` / ``episode_id``. A message may carry a list of robots under ``robots``.
+Frames per second actually drawn are shown on the card and exposed as
+``document.body.dataset.fps`` (read by the end-to-end test).
+"""
+from __future__ import annotations
+
+import html
+import json
+from typing import Optional
+
+from ui.config import Telemetry
+
+CARD_HEIGHT = 300
+
+_TEMPLATE = r"""<!doctype html>
+<html><head><meta charset="utf-8"><style>
+ body { margin:0; font:12px system-ui, sans-serif; color:#e8e8e8; background:#0e1117; }
+ .card { border:1px solid #333; border-radius:8px; padding:6px; height:__H__px; box-sizing:border-box; }
+ .top { display:flex; gap:6px; }
+ img { width:150px; height:150px; image-rendering:pixelated; background:#222; border-radius:4px; }
+ .meta { flex:1; display:flex; flex-direction:column; gap:3px; overflow:hidden; }
+ .name { font-weight:600; font-size:13px; }
+ .badge { display:inline-block; padding:1px 6px; border-radius:8px; background:#444; }
+ .badge.fired { background:#1f7a3a; } .badge.near { background:#8a6d1a; } .badge.off { background:#6b2222; }
+ canvas { width:100%; height:110px; margin-top:4px; background:#161a22; border-radius:4px; }
+ .dim { color:#999; }
+</style></head><body data-fps="0" data-frames="0">
+<div class="card">
+ <div class="top">
+  <img id="frame" alt="live camera frame">
+  <div class="meta">
+   <div class="name">__NAME__</div>
+   <div>detector <span id="det" class="badge">waiting</span></div>
+   <div>step <b id="step">-</b> &nbsp; d(o,g) <b id="d">-</b></div>
+   <div>checkpoint <b id="ckpt">-</b></div>
+   <div>episode <b id="ep">-</b></div>
+   <div class="dim"><span id="fps">0.0</span> frames/s · <span id="conn">connecting</span></div>
+  </div>
+ </div>
+ <canvas id="curve" width="600" height="220"></canvas>
+</div>
+<script>
+(function () {
+  const CFG = __CFG__;
+  const $ = (id) => document.getElementById(id);
+  const img = $("frame"), canvas = $("curve"), ctx = canvas.getContext("2d");
+  let curve = [], lastStep = -1, lastEpisode = null, stamps = [], total = 0, threshold = CFG.threshold;
+
+  function mine(m) {
+    const keys = [m.robot, m.robot_id, m.robot_name, m.name].filter((k) => k !== undefined && k !== null);
+    return keys.some((k) => CFG.keys.includes(String(k)));
+  }
+  function pick(m, names) { for (const n of names) if (m[n] !== undefined && m[n] !== null) return m[n]; return undefined; }
+
+  function detectorText(det, d) {
+    if (det === undefined) {
+      if (d === undefined || threshold === null) return ["-", ""];
+      return d <= threshold ? ["below s", "near"] : ["watching", ""];
+    }
+    if (typeof det === "string") return [det, /fire|success|done/i.test(det) ? "fired" : (/below|near|count/i.test(det) ? "near" : "")];
+    if (typeof det === "boolean") return det ? ["fired", "fired"] : ["watching", ""];
+    if (det.fired) return ["fired", "fired"];
+    if (det.state) return detectorText(String(det.state), d);
+    if (det.count) return ["below s ×" + det.count, "near"];
+    return ["watching", ""];
+  }
+
+  function draw() {
+    const W = canvas.width, H = canvas.height, pad = 22;
+    ctx.clearRect(0, 0, W, H);
+    if (!curve.length) return;
+    const maxT = Math.max(10, curve[curve.length - 1][0]);
+    let maxD = 1; for (const p of curve) if (p[1] > maxD) maxD = p[1];
+    if (threshold !== null && threshold > maxD) maxD = threshold;
+    const x = (t) => pad + (W - 2 * pad) * t / maxT, y = (d) => H - pad - (H - 2 * pad) * d / maxD;
+    ctx.strokeStyle = "#444"; ctx.lineWidth = 1; ctx.beginPath(); ctx.moveTo(pad, H - pad); ctx.lineTo(W - pad, H - pad); ctx.stroke();
+    if (threshold !== null) {
+      ctx.strokeStyle = "#d9a400"; ctx.setLineDash([8, 6]); ctx.beginPath();
+      ctx.moveTo(pad, y(threshold)); ctx.lineTo(W - pad, y(threshold)); ctx.stroke(); ctx.setLineDash([]);
+      ctx.fillStyle = "#d9a400"; ctx.font = "20px sans-serif"; ctx.fillText("s", W - pad + 4, y(threshold) + 6);
+    }
+    ctx.strokeStyle = "#4fa3ff"; ctx.lineWidth = 3; ctx.beginPath();
+    curve.forEach((p, i) => (i ? ctx.lineTo(x(p[0]), y(p[1])) : ctx.moveTo(x(p[0]), y(p[1]))));
+    ctx.stroke();
+    ctx.fillStyle = "#aaa"; ctx.font = "18px sans-serif";
+    ctx.fillText("steps-to-go " + maxD.toFixed(0), 4, 18);
+  }
+
+  function handle(m) {
+    if (Array.isArray(m.robots)) { m.robots.forEach((r) => handle(Object.assign({}, m, {robots: undefined}, r))); return; }
+    if (!mine(m)) return;
+    const step = pick(m, ["step", "t"]), d = pick(m, ["d", "d_og", "steps_to_go"]);
+    const ep = pick(m, ["episode", "episode_id", "episode_uid"]);
+    const s = pick(m, ["threshold", "s", "detector_threshold"]);
+    if (s !== undefined && s !== null) threshold = Number(s);
+    if ((ep !== undefined && ep !== lastEpisode) || (step !== undefined && step < lastStep)) curve = [];
+    if (ep !== undefined) lastEpisode = ep;
+    if (step !== undefined) lastStep = step;
+    if (step !== undefined && d !== undefined && d !== null) { curve.push([Number(step), Number(d)]); if (curve.length > 2000) curve.shift(); }
+    let frame = pick(m, ["frame", "jpeg", "image"]);
+    if (typeof frame === "string" && frame.length) {
+      img.src = frame.startsWith("data:") ? frame : "data:image/jpeg;base64," + frame;
+      const now = performance.now(); stamps.push(now); total += 1;
+      while (stamps.length && now - stamps[0] > 2000) stamps.shift();
+    }
+    $("step").textContent = step === undefined ? "-" : step;
+    $("d").textContent = d === undefined || d === null ? "-" : Number(d).toFixed(1);
+    const ck = pick(m, ["checkpoint", "checkpoint_id", "policy_version"]);
+    $("ckpt").textContent = ck === undefined || ck === null ? "-" : ck;
+    $("ep").textContent = ep === undefined ? "-" : ep;
+    const [txt, cls] = detectorText(pick(m, ["detector", "detector_state"]), d);
+    const det = $("det"); det.textContent = txt; det.className = "badge " + cls;
+    draw();
+  }
+
+  setInterval(() => {
+    const now = performance.now();
+    while (stamps.length && now - stamps[0] > 2000) stamps.shift();
+    const fps = stamps.length >= 2 ? (stamps.length - 1) * 1000 / (stamps[stamps.length - 1] - stamps[0] || 1) : 0;
+    const shown = now - (stamps[stamps.length - 1] || 0) > 1500 ? 0 : fps;
+    $("fps").textContent = shown.toFixed(1);
+    document.body.dataset.fps = shown.toFixed(2); document.body.dataset.frames = String(total);
+  }, 500);
+
+  function url() {
+    let host = CFG.host;
+    if (!host) { try { host = window.parent.location.hostname; } catch (e) { host = ""; } }
+    if (!host) host = "localhost";
+    const proto = (function () { try { return window.parent.location.protocol === "https:" ? "wss" : "ws"; } catch (e) { return "ws"; } })();
+    const q = new URLSearchParams();
+    if (CFG.token) q.set("token", CFG.token);
+    q.set("robot", CFG.keys[0]);
+    return proto + "://" + host + ":" + CFG.port + "/?" + q.toString();
+  }
+
+  function connect() {
+    let ws;
+    try { ws = new WebSocket(url()); } catch (e) { $("conn").textContent = "bad address"; return; }
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => { $("conn").textContent = "live"; if (CFG.token) ws.send(JSON.stringify({token: CFG.token, subscribe: CFG.keys})); };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== "string") return;
+      try { handle(JSON.parse(ev.data)); } catch (e) { /* a malformed message is skipped, the feed goes on */ }
+    };
+    ws.onclose = (ev) => { $("conn").textContent = ev.code === 4401 || ev.code === 1008 ? "token refused" : "reconnecting"; setTimeout(connect, 1000); };
+    ws.onerror = () => { $("conn").textContent = "no telemetry (is the worker running?)"; };
+  }
+  connect();
+})();
+</script></body></html>
+"""
+
+
+def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float],
+              index: Optional[int] = None) -> str:
+    """The HTML for one robot's live card. ``index`` (its slot in the worker's fleet) is also
+    accepted as a key for messages that name robots by position."""
+    keys = [str(robot_id), robot_name] + ([str(index)] if index is not None else [])
+    cfg = {"keys": keys, "port": telemetry.port, "host": telemetry.host, "token": telemetry.token,
+           "threshold": threshold}
+    return (_TEMPLATE.replace("__H__", str(CARD_HEIGHT - 8))
+            .replace("__NAME__", html.escape(robot_name))
+            # </ inside the JSON would end the <script> early.
+            .replace("__CFG__", json.dumps(cfg).replace("</", "<\\/")))

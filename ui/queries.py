@@ -1,0 +1,86 @@
+"""Read queries the pages need beyond storage's: each is one or two indexed SELECTs that
+return plain Python (dicts, tuples), so pages render them without holding a session and the
+functions are tested on their own (tests/ui/test_queries.py).
+"""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+from typing import Any, Optional
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from storage.models import AuditEntry, Episode, Job, utcnow
+
+# Audit actions that are human effort spent supervising practice.
+EFFORT_ACTIONS = ("override", "label")
+
+
+def running_episodes(s: Session, robot_ids: Optional[list[int]] = None) -> dict[int, Episode]:
+    """robot id -> its running episode (the newest, if a crash left several)."""
+    q = select(Episode).where(Episode.status == "running", Episode.robot_id.is_not(None)).order_by(Episode.id)
+    if robot_ids is not None:
+        q = q.where(Episode.robot_id.in_(robot_ids))
+    return {ep.robot_id: ep for ep in s.scalars(q)}
+
+
+def practice_outcomes(s: Session, task_id: Optional[int] = None, *, source: str = "practice",
+                      limit: int = 50_000) -> list[dict[str, Any]]:
+    """Finished episodes in the order they ended: checkpoint, effective outcome (override
+    else detector), ground truth, return. Only the columns the charts need."""
+    eff = func.coalesce(Episode.override_success, Episode.detector_success)
+    q = (select(Episode.id, Episode.checkpoint_id, eff, Episode.gt_success, Episode.total_return,
+                Episode.task_id)
+         .where(Episode.status == "finished", Episode.source == source)
+         .order_by(Episode.ended_at, Episode.id).limit(limit))
+    if task_id is not None:
+        q = q.where(Episode.task_id == task_id)
+    return [{"id": r[0], "checkpoint_id": r[1], "success": None if r[2] is None else bool(r[2]),
+             "gt": None if r[3] is None else bool(r[3]), "return": r[4], "task_id": r[5]}
+            for r in s.execute(q)]
+
+
+def success_curve(rows: list[dict[str, Any]], bucket: int = 20) -> list[dict[str, Any]]:
+    """Success rate per block of ``bucket`` consecutive practice episodes (x = episodes so far),
+    for the effective outcome and for ground truth where known; the block's newest checkpoint."""
+    out = []
+    for i in range(0, len(rows), bucket):
+        block = rows[i:i + bucket]
+        known = [r["success"] for r in block if r["success"] is not None]
+        gt = [r["gt"] for r in block if r["gt"] is not None]
+        rets = [r["return"] for r in block if r["return"] is not None]
+        out.append({"episodes": i + len(block),
+                    "success": sum(known) / len(known) if known else None,
+                    "gt_success": sum(gt) / len(gt) if gt else None,
+                    "mean_return": sum(rets) / len(rets) if rets else None,
+                    "checkpoint_id": block[-1]["checkpoint_id"]})
+    return out
+
+
+def human_effort_per_hour(s: Session, *, hours: int = 48, now: Optional[dt.datetime] = None
+                          ) -> list[tuple[dt.datetime, int, int]]:
+    """(hour start UTC, overrides, labels) from the audit log, oldest first, empty hours omitted."""
+    now = now or utcnow()
+    since = now - dt.timedelta(hours=hours)
+    counts: Counter = Counter()
+    q = (select(AuditEntry.at, AuditEntry.action)
+         .where(AuditEntry.action.in_(EFFORT_ACTIONS), AuditEntry.at >= since, AuditEntry.username != "system"))
+    for at, action in s.execute(q):
+        counts[(at.replace(minute=0, second=0, microsecond=0), action)] += 1
+    hours_seen = sorted({h for h, _ in counts})
+    return [(h, counts[(h, "override")], counts[(h, "label")]) for h in hours_seen]
+
+
+def job_rows(s: Session, *, limit: int = 30) -> list[dict[str, Any]]:
+    rows = []
+    for j in s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)):
+        rows.append({"id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0.0),
+                     "message": j.message or "", "error": (j.error or "")[-400:], "task_id": j.task_id,
+                     "session_id": j.session_id, "created_by": j.created_by,
+                     "created": j.created_at, "finished": j.finished_at})
+    return rows
+
+
+def episode_count(s: Session) -> int:
+    return int(s.scalar(select(func.count()).select_from(Episode)) or 0)
