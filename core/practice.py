@@ -75,6 +75,9 @@ class PracticeConfig:
     """Detector threshold; default: the reward checkpoint's calibration on held-out demos."""
     patience: int = 2
     """Consecutive frames with d <= s before the detector fires."""
+    calibrate_on_rollouts: bool = True
+    """Without an explicit threshold_s, pick s on half of the check rollouts (simulation:
+    ground truth is known there) instead of on demonstration endings alone."""
     ground_truth_reward: bool = False
     """Use the simulator's success for termination and a +1 terminal reward (an oracle
     ablation; never the default)."""
@@ -117,20 +120,34 @@ def apply_override(rec: EpisodeRecord, success: bool) -> None:
 
 
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
-                   n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """Precision/recall of the detector against ground truth on held-out rollouts of the
-    starting policy (sampling, as in practice; ground truth does not end episodes)."""
+                   n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False
+                   ) -> dict[str, Any]:
+    """Precision/recall of the detector against ground truth on ``n`` held-out rollouts of
+    the starting policy (sampling, as in practice), each run to the step limit so that
+    every (s, patience) can be scored on the same frames.
+
+    ``calibrate``: pick s (max F1 for this patience) on the first half of the rollouts and
+    report precision/recall on the second half, so the figures are not fitted to the
+    episodes they are measured on. The demonstration-calibrated s only sees demo endings;
+    the policy's own failure states are what fool a detector (METHOD.md, known limits)."""
     gen = torch.Generator().manual_seed(seed + 17)
     recs = run_episodes(policy, None, list(range(CHECK_SEED0, CHECK_SEED0 + n)), fleet=fleet, greedy=False,
-                        reward_model=reward, stop_on_ground_truth=False, detector=spec, generator=gen)
+                        reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen)
+    pairs = [(r.d, r.gt) for r in recs if not r.error]
+    held = pairs
+    s_used, source = spec.threshold_s, "given"
+    if calibrate and len(pairs) >= 4:
+        fit, held = pairs[: len(pairs) // 2], pairs[len(pairs) // 2:]
+        s_used, _ = S.calibrate_threshold(fit, patience=spec.patience, tolerance=tolerance)
+        source = f"calibrated on {len(fit)} rollouts"
     counts = S.DetectorCounts()
-    for r in recs:
-        counts = counts + S.score_episode(r.d, r.gt, spec.threshold_s, spec.patience, tolerance)
+    for d, gt in held:
+        counts = counts + S.score_episode(d, gt, s_used, spec.patience, tolerance)
     p, rc, f1 = precision_recall_f1(counts)
-    return {"episodes": len(recs), "precision": p, "recall": rc, "f1": f1,
-            "counts": dataclasses.asdict(counts), "threshold_s": spec.threshold_s,
+    return {"episodes": len(held), "precision": p, "recall": rc, "f1": f1,
+            "counts": dataclasses.asdict(counts), "threshold_s": float(s_used), "threshold_source": source,
             "patience": spec.patience, "tolerance": tolerance,
-            "true_success_rate": float(np.mean([r.success for r in recs])) if recs else 0.0}
+            "true_success_rate": float(np.mean([any(gt) for _, gt in pairs])) if pairs else 0.0}
 
 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
@@ -236,13 +253,15 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     try:
         check_path = out / "detector_check.json"
         if cfg.check_episodes and not check_path.exists():
-            chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed)
+            chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
+                                 calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts)
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
                 f"(s={spec.threshold_s:.2f}, patience {spec.patience}, {chk['episodes']} rollouts)")
         if check_path.exists():
             chk = json.loads(check_path.read_text())
+            spec = DetectorSpec(float(chk["threshold_s"]), spec.patience)
             if not chk.get("passed", True):
                 raise PracticeRefused(
                     f"practice refused: the success detector scored precision {chk['precision']:.2f} / "
