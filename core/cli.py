@@ -6,6 +6,8 @@
             against ground truth, steps-to-go error on held-out demonstrations
   practice  Stage 2: self-improvement on a fleet, rewarded by a frozen Stage-1 model
   pipeline  demos -> sft -> eval on the bundled demo task, end to end
+  worker    the background worker: runs queued jobs, live telemetry, remote robots
+            (same as ``python -m core.worker``; see its --help)
 """
 from __future__ import annotations
 
@@ -265,10 +267,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=200)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_pipeline)
+
+    sub.add_parser("worker", add_help=False, help="the background worker (python -m core.worker --help)")
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["worker"]:
+        from core.worker import main as worker_main
+
+        return worker_main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.command == "eval" and args.reward_checkpoint is None:
         sibling = Path(args.checkpoint).with_name("best_stg.pt")
