@@ -51,10 +51,9 @@ for row_start in range(0, len(robots), COLUMNS):
     for col, robot in zip(cols, robots[row_start:row_start + COLUMNS]):
         task = tasks.get(robot.task_id)
         threshold = task.detector_threshold if task is not None else None
-        index = (robot.spec or {}).get("index")
         with col:
             components.html(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel,
-                                      threshold=threshold, index=index), height=CARD_HEIGHT)
+                                      threshold=threshold), height=CARD_HEIGHT)
             b1, b2, b3 = st.columns(3)
             if robot.status == "stopped":
                 if b1.button("Resume", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):

@@ -7,7 +7,6 @@ import streamlit as st
 from storage import repo
 from ui import actions, bootstrap, queries
 from ui.app_state import act, can, get_db, require_login
-from ui.config import data_dir
 
 user = require_login()
 db = get_db()
@@ -75,7 +74,7 @@ with left:
                                       disabled=not can(user, "start_session"))
     if start:
         ps = act(user, "start_session", actions.start_practice, task.id, fleet_size=int(fleet),
-                 data_dir=data_dir(), success="practice session started")
+                 success="practice session started")
         if ps is not None:
             st.session_state["tasks_flash"] = (f"Practice session {ps.id} started: its job is queued for the "
                                                "worker; watch it on Live.")

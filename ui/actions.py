@@ -2,39 +2,34 @@
 happens or nothing does) and each enforcing the actor's role through storage."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import repo
-from storage.models import Job, PracticeSession
-from ui.bootstrap import PREPARE, prep_paths
+from storage.models import PracticeSession
 
 
-def practice_params(s: Session, task_id: int, data_dir: Path, fleet_size: int) -> dict[str, Any]:
-    """Where a new practice session starts from: the task's promoted checkpoint, else the
-    newest finished Stage-1 job's best policy; the reward model is that Stage-1 run's
-    best_stg.pt (frozen during practice)."""
-    sft = s.scalar(select(Job).where(Job.task_id == task_id, Job.kind == "sft", Job.status == "done")
-                   .order_by(Job.id.desc()).limit(1))
-    res = (sft.result or {}) if sft is not None else {}
-    sft_dir = Path((sft.params or {}).get("out", prep_paths(data_dir)["sft"])) if sft is not None \
-        else Path(prep_paths(data_dir)["sft"])
+class NoCheckpoint(ValueError):
+    """Practice needs a starting policy; the message says how to get one."""
+
+
+def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]:
+    """Practice job params (core/worker.py JOB_PARAMS["practice"]): start from the task's
+    promoted checkpoint (its recorded Stage-1 reward model stays frozen), on a fleet of
+    ``fleet_size`` simulator processes."""
     promoted = repo.get_promoted(s, task_id)
-    policy = promoted.path if promoted is not None else res.get("best_policy", str(sft_dir / "best_policy.pt"))
-    return {"policy": policy, "reward": res.get("best_stg", str(sft_dir / "best_stg.pt")),
-            "fleet_size": int(fleet_size),
-            "checkpoint_id": promoted.id if promoted is not None else None}
+    if promoted is None:
+        raise NoCheckpoint("this task has no promoted checkpoint to practise from yet: wait for Stage-1 training "
+                           "to finish (Jobs below), or promote a checkpoint on the Training page")
+    return {"checkpoint_id": promoted.id, "fleet": {"kind": "process", "size": int(fleet_size)}}
 
 
-def start_practice(s: Session, task_id: int, *, fleet_size: int, data_dir: Path, actor,
-                   name: Optional[str] = None) -> PracticeSession:
+def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None) -> PracticeSession:
     """A practice session and the job that runs it (both audited, supervisor or above)."""
+    repo.require_role(actor, "start_session")
+    params = practice_params(s, task_id, fleet_size)
     ps = repo.start_session(s, task_id, name=name, params={"fleet_size": int(fleet_size)}, actor=actor)
-    params = practice_params(s, task_id, data_dir, fleet_size)
-    params["out"] = str(data_dir / "runs" / f"practice-session{ps.id}")
     repo.enqueue_job(s, "practice", params, task_id=task_id, session_id=ps.id, actor=actor)
     return ps
 
@@ -57,7 +52,3 @@ def override_running(s: Session, robot_id: int, success: bool, *, actor) -> Opti
         ep = eps[0]
     repo.override_episode(s, ep.id, success, actor=actor, note="from the Live page")
     return ep.id
-
-
-def is_prepare_job(job: Job) -> bool:
-    return bool((job.params or {}).get(PREPARE))

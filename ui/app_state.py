@@ -82,7 +82,7 @@ def act(user: User, action: str, fn: Callable[..., T], *args, success: str | Non
     try:
         with get_db().write() as s:
             out = fn(s, *args, actor=user, **kwargs)
-    except (repo.PermissionDenied, repo.InvalidTransition, repo.NotFound, repo.EpisodeError, repo.JobError,
+    except (repo.PermissionDenied, repo.InvalidTransition, LookupError, repo.NotFound, repo.EpisodeError, repo.JobError,
             repo.PromotionRefused, repo.AuthError, ValueError) as e:
         st.error(str(e))
         return None

@@ -6,9 +6,15 @@
 - ``advance_preparation``: on a fresh machine, the jobs that make the demo task practisable,
   one after the other: demonstrations -> Stage-1 SFT (laptop-sized) -> a practice session.
   Each is an ordinary job (visible with its progress on the Tasks page); the next one is
-  enqueued only when the previous is done, so it works with any number of workers. The
-  chain's state lives in the jobs table (``params["prepare"]``), so a restart of the
-  launcher picks it up where it was. Call it periodically.
+  enqueued only when the previous is done, so it works with any number of workers (the
+  worker runs jobs, it does not chain them). The chain's jobs are the task's jobs enqueued by
+  the system (``created_by == "system"``: only the launcher enqueues as the system), so a
+  restart of the launcher picks the chain up where it was. Call it periodically.
+
+Params follow ``core/worker.py``'s ``JOB_PARAMS`` (the worker refuses unknown keys):
+demos {n, out, backend, env_config, workers}; sft {demos_job, out, epochs, max_minutes} (the
+worker promotes the evaluated best policy); practice {checkpoint_id, fleet} (the reward model
+is the one recorded with that checkpoint).
 """
 from __future__ import annotations
 
@@ -25,7 +31,7 @@ from storage import repo
 from storage.models import Checkpoint, Job, Task, User
 
 DEMO_TASK = "Block2Block tabletop"
-PREPARE = "prepare"  # params key marking the preparation chain's jobs
+SYSTEM = "system"  # created_by of the jobs the launcher enqueues
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,9 @@ def seed_demo_task(s: Session, fleet_size: int = 4) -> Task:
 def _prep_jobs(s: Session, task_id: int) -> dict[str, Job]:
     """The newest preparation job of each kind for the task."""
     out: dict[str, Job] = {}
-    for job in s.scalars(select(Job).where(Job.task_id == task_id).order_by(Job.id)):
-        if (job.params or {}).get(PREPARE):
-            out[job.kind] = job
+    for job in s.scalars(select(Job).where(Job.task_id == task_id, Job.created_by == SYSTEM,
+                                           Job.kind.in_(("demos", "sft", "practice"))).order_by(Job.id)):
+        out[job.kind] = job
     return out
 
 
@@ -89,24 +95,24 @@ def needs_preparation(s: Session, task_id: int) -> bool:
 
 
 def prep_paths(data_dir: Path) -> dict[str, str]:
-    return {"demos": str(data_dir / "demos" / "block2block"), "sft": str(data_dir / "runs" / "sft-block2block"),
-            "practice": str(data_dir / "runs" / "practice-block2block")}
+    return {"demos": str(data_dir / "demos" / "block2block"), "sft": str(data_dir / "runs" / "sft-block2block")}
 
 
-def job_params(kind: str, cfg: PrepConfig, paths: dict[str, str], sft_result: Optional[dict[str, Any]] = None
-               ) -> dict[str, Any]:
-    """Job params for each step, named as the CLI's options (core.cli)."""
+def job_params(kind: str, cfg: PrepConfig, paths: dict[str, str], previous: Optional[Job] = None) -> dict[str, Any]:
+    """Job params for each step (core/worker.py JOB_PARAMS); ``previous`` is the finished
+    job of the step before."""
     if kind == "demos":
-        return {PREPARE: True, "out": paths["demos"], "n": cfg.demos, "backend": "tabletop",
-                "family": "block2block", "workers": cfg.workers}
+        return {"n": cfg.demos, "out": paths["demos"], "backend": "tabletop",
+                "env_config": {"family": "block2block"}, "workers": cfg.workers}
     if kind == "sft":
-        return {PREPARE: True, "data": paths["demos"], "out": paths["sft"], "epochs": cfg.epochs,
-                "max_minutes": cfg.sft_minutes}
+        return {"demos_job": previous.id if previous is not None else None, "out": paths["sft"],
+                "epochs": cfg.epochs, "max_minutes": cfg.sft_minutes}
     if kind == "practice":
-        res = sft_result or {}
-        return {PREPARE: True, "policy": res.get("best_policy", str(Path(paths["sft"]) / "best_policy.pt")),
-                "reward": res.get("best_stg", str(Path(paths["sft"]) / "best_stg.pt")),
-                "out": paths["practice"], "fleet_size": cfg.fleet_size}
+        res = (previous.result or {}) if previous is not None else {}
+        params: dict[str, Any] = {"fleet": {"kind": "process", "size": cfg.fleet_size}}
+        if res.get("checkpoint_id") is not None:
+            params["checkpoint_id"] = int(res["checkpoint_id"])
+        return params
     raise ValueError(f"no preparation step {kind!r}; steps are demos, sft, practice")
 
 
@@ -122,12 +128,12 @@ def advance_preparation(s: Session, task_id: int, data_dir: Path, cfg: PrepConfi
         repo.enqueue_job(s, "demos", job_params("demos", cfg, paths), task_id=task_id)
         return "enqueued demos"
     if "sft" not in jobs and jobs.get("demos") is not None and jobs["demos"].status == "done":
-        repo.enqueue_job(s, "sft", job_params("sft", cfg, paths), task_id=task_id)
+        repo.enqueue_job(s, "sft", job_params("sft", cfg, paths, jobs["demos"]), task_id=task_id)
         return "enqueued sft"
     if "practice" not in jobs and jobs.get("sft") is not None and jobs["sft"].status == "done":
         ps = repo.start_session(s, task_id, name="first practice (prepared on first run)",
                                 params={"fleet_size": cfg.fleet_size})
-        repo.enqueue_job(s, "practice", job_params("practice", cfg, paths, jobs["sft"].result),
+        repo.enqueue_job(s, "practice", job_params("practice", cfg, paths, jobs["sft"]),
                          task_id=task_id, session_id=ps.id)
         return "enqueued practice"
     return None

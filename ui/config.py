@@ -4,7 +4,8 @@ DOJO_DB / DATABASE_URL   the database (see storage.db.resolve_url)
 DOJO_DATA                data folder (imports, exports), default ``data``
 DOJO_TELEMETRY_PORT      the worker's websocket telemetry port (default 8765)
 DOJO_TELEMETRY_HOST      host the *browser* connects to; default: the host the page came from
-DOJO_TELEMETRY_TOKEN     shared token the worker requires on its websocket
+DOJO_TELEMETRY_TOKEN     shared token the worker requires on its websocket; default: the
+                         worker's ``<DOJO_DATA>/telemetry.token`` (core/telemetry.py writes it)
 """
 from __future__ import annotations
 
@@ -36,5 +37,11 @@ def telemetry() -> Telemetry:
         port = int(raw)
     except ValueError:
         raise ValueError(f"DOJO_TELEMETRY_PORT must be a port number, got {raw!r}") from None
-    return Telemetry(port=port, host=os.environ.get("DOJO_TELEMETRY_HOST", ""),
-                     token=os.environ.get("DOJO_TELEMETRY_TOKEN", ""))
+    token = os.environ.get("DOJO_TELEMETRY_TOKEN", "")
+    if not token:
+        path = data_dir() / "telemetry.token"
+        try:
+            token = path.read_text().strip()
+        except OSError:
+            token = ""
+    return Telemetry(port=port, host=os.environ.get("DOJO_TELEMETRY_HOST", ""), token=token)

@@ -1,19 +1,18 @@
 """The live robot card: a small HTML/JS page (rendered with ``st.components.v1.html``) that
-connects to the worker's websocket telemetry and draws, at the rate frames arrive, one
-robot's camera frame, the steps-to-go curve d(o,g) of its running episode with the
-detector threshold s, the detector state, the step and the checkpoint.
+connects to the worker's websocket telemetry (``core/telemetry.py``:
+``ws://HOST:PORT/telemetry?token=TOKEN``, JSON text frames) and draws, at the rate frames
+arrive, one robot's camera frame, the steps-to-go curve d(o,g) of its running episode with
+the detector threshold s, the detector state, the step, the checkpoint and the robot status.
 
 Why in the browser: a Streamlit rerun per frame would cost a server round trip and a page
 diff per frame per robot; here frames go straight from the worker's socket to an <img>, and
 the Streamlit side only re-runs when a person clicks a button.
 
-The card reads the messages documented in ``core/telemetry.py``. It is lenient about field
-names so that it works with the worker's messages as they are: the robot is ``robot`` /
-``robot_id`` / ``robot_name``; the frame ``frame`` / ``jpeg`` / ``image`` (base64 JPEG,
-optionally a ``data:`` URL); ``step`` / ``t``; ``d``; ``reward``; ``detector`` (a string,
-or an object with ``state`` / ``count`` / ``fired``); ``checkpoint`` / ``checkpoint_id``;
-``episode`` / ``episode_id``. A message may carry a list of robots under ``robots``.
-Frames per second actually drawn are shown on the card and exposed as
+Each card subscribes to its own robot (``{"type": "subscribe", "robots": [name]}``) and
+reads ``{"type": "frame"}`` messages: ``robot`` (name), ``robot_id``, ``step``, ``d``,
+``detector`` {count, patience, threshold, fired}, ``checkpoint_id``, ``episode_uid`` /
+``episode_id``, ``status``, ``jpeg`` (base64); and ``{"type": "episode"}`` events (the
+last outcome). Frames per second actually drawn are shown on the card and exposed as
 ``document.body.dataset.fps`` (read by the end-to-end test).
 """
 from __future__ import annotations
@@ -47,7 +46,8 @@ _TEMPLATE = r"""<!doctype html>
    <div>detector <span id="det" class="badge">waiting</span></div>
    <div>step <b id="step">-</b> &nbsp; d(o,g) <b id="d">-</b></div>
    <div>checkpoint <b id="ckpt">-</b></div>
-   <div>episode <b id="ep">-</b></div>
+   <div>episode <b id="ep">-</b> <span id="status" class="dim"></span></div>
+   <div class="dim" id="last">&nbsp;</div>
    <div class="dim"><span id="fps">0.0</span> frames/s · <span id="conn">connecting</span></div>
   </div>
  </div>
@@ -61,8 +61,8 @@ _TEMPLATE = r"""<!doctype html>
   let curve = [], lastStep = -1, lastEpisode = null, stamps = [], total = 0, threshold = CFG.threshold;
 
   function mine(m) {
-    const keys = [m.robot, m.robot_id, m.robot_name, m.name].filter((k) => k !== undefined && k !== null);
-    return keys.some((k) => CFG.keys.includes(String(k)));
+    return (m.robot !== undefined && m.robot !== null && String(m.robot) === CFG.name) ||
+           (m.robot_id !== undefined && m.robot_id !== null && String(m.robot_id) === CFG.id);
   }
   function pick(m, names) { for (const n of names) if (m[n] !== undefined && m[n] !== null) return m[n]; return undefined; }
 
@@ -75,7 +75,7 @@ _TEMPLATE = r"""<!doctype html>
     if (typeof det === "boolean") return det ? ["fired", "fired"] : ["watching", ""];
     if (det.fired) return ["fired", "fired"];
     if (det.state) return detectorText(String(det.state), d);
-    if (det.count) return ["below s ×" + det.count, "near"];
+    if (det.count) return ["below s " + det.count + (det.patience ? "/" + det.patience : ""), "near"];
     return ["watching", ""];
   }
 
@@ -101,10 +101,19 @@ _TEMPLATE = r"""<!doctype html>
   }
 
   function handle(m) {
-    if (Array.isArray(m.robots)) { m.robots.forEach((r) => handle(Object.assign({}, m, {robots: undefined}, r))); return; }
+    if (Array.isArray(m.robots) && m.type !== "hello") { m.robots.forEach((r) => handle(Object.assign({}, m, {robots: undefined}, r))); return; }
     if (!mine(m)) return;
+    if (m.type === "episode") {
+      const ok = m.override !== undefined && m.override !== null ? m.override : m.detector_success;
+      $("last").textContent = "last episode " + (m.episode_id ?? m.episode_uid ?? "") + ": " +
+        (ok ? "success" : "failure") + (m.end_reason ? " (" + m.end_reason + ")" : "");
+      return;
+    }
+    if (m.type !== undefined && m.type !== "frame") return;
     const step = pick(m, ["step", "t"]), d = pick(m, ["d", "d_og", "steps_to_go"]);
-    const ep = pick(m, ["episode", "episode_id", "episode_uid"]);
+    const ep = pick(m, ["episode_uid", "episode_id", "episode"]);
+    const det0 = pick(m, ["detector", "detector_state"]);
+    if (det0 && typeof det0 === "object" && det0.threshold !== undefined && det0.threshold !== null) threshold = Number(det0.threshold);
     const s = pick(m, ["threshold", "s", "detector_threshold"]);
     if (s !== undefined && s !== null) threshold = Number(s);
     if ((ep !== undefined && ep !== lastEpisode) || (step !== undefined && step < lastStep)) curve = [];
@@ -121,7 +130,9 @@ _TEMPLATE = r"""<!doctype html>
     $("d").textContent = d === undefined || d === null ? "-" : Number(d).toFixed(1);
     const ck = pick(m, ["checkpoint", "checkpoint_id", "policy_version"]);
     $("ckpt").textContent = ck === undefined || ck === null ? "-" : ck;
-    $("ep").textContent = ep === undefined ? "-" : ep;
+    const epId = pick(m, ["episode_id", "episode_uid", "episode"]);
+    $("ep").textContent = epId === undefined ? "-" : epId;
+    $("status").textContent = m.status && m.status !== "running" ? "(" + m.status + ")" : "";
     const [txt, cls] = detectorText(pick(m, ["detector", "detector_state"]), d);
     const det = $("det"); det.textContent = txt; det.className = "badge " + cls;
     draw();
@@ -143,20 +154,19 @@ _TEMPLATE = r"""<!doctype html>
     const proto = (function () { try { return window.parent.location.protocol === "https:" ? "wss" : "ws"; } catch (e) { return "ws"; } })();
     const q = new URLSearchParams();
     if (CFG.token) q.set("token", CFG.token);
-    q.set("robot", CFG.keys[0]);
-    return proto + "://" + host + ":" + CFG.port + "/?" + q.toString();
+    return proto + "://" + host + ":" + CFG.port + "/telemetry" + (CFG.token ? "?" + q.toString() : "");
   }
 
   function connect() {
     let ws;
     try { ws = new WebSocket(url()); } catch (e) { $("conn").textContent = "bad address"; return; }
     ws.binaryType = "arraybuffer";
-    ws.onopen = () => { $("conn").textContent = "live"; if (CFG.token) ws.send(JSON.stringify({token: CFG.token, subscribe: CFG.keys})); };
+    ws.onopen = () => { $("conn").textContent = "live"; ws.send(JSON.stringify({type: "subscribe", robots: [CFG.name]})); };
     ws.onmessage = (ev) => {
       if (typeof ev.data !== "string") return;
       try { handle(JSON.parse(ev.data)); } catch (e) { /* a malformed message is skipped, the feed goes on */ }
     };
-    ws.onclose = (ev) => { $("conn").textContent = ev.code === 4401 || ev.code === 1008 ? "token refused" : "reconnecting"; setTimeout(connect, 1000); };
+    ws.onclose = (ev) => { $("conn").textContent = ev.code === 4401 ? "token refused" : "reconnecting"; setTimeout(connect, 1000); };
     ws.onerror = () => { $("conn").textContent = "no telemetry (is the worker running?)"; };
   }
   connect();
@@ -165,13 +175,10 @@ _TEMPLATE = r"""<!doctype html>
 """
 
 
-def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float],
-              index: Optional[int] = None) -> str:
-    """The HTML for one robot's live card. ``index`` (its slot in the worker's fleet) is also
-    accepted as a key for messages that name robots by position."""
-    keys = [str(robot_id), robot_name] + ([str(index)] if index is not None else [])
-    cfg = {"keys": keys, "port": telemetry.port, "host": telemetry.host, "token": telemetry.token,
-           "threshold": threshold}
+def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float]) -> str:
+    """The HTML for one robot's live card (matched to telemetry by name or robots.id)."""
+    cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
+           "token": telemetry.token, "threshold": threshold}
     return (_TEMPLATE.replace("__H__", str(CARD_HEIGHT - 8))
             .replace("__NAME__", html.escape(robot_name))
             # </ inside the JSON would end the <script> early.

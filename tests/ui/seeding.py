@@ -63,7 +63,7 @@ def seed(url: str, *, episodes: int = 60, robots: int = 4, steps: int = 20, fram
         repo.promote(s, sft.id)
         ps = repo.start_session(s, task.id, name="seeded", params={"fleet_size": robots})
         for kind, status in (("demos", "done"), ("sft", "done"), ("practice", "running")):
-            job = repo.enqueue_job(s, kind, {"prepare": True}, task_id=task.id,
+            job = repo.enqueue_job(s, kind, {}, task_id=task.id,
                                    session_id=ps.id if kind == "practice" else None)
             job.status, job.progress = status, 1.0 if status == "done" else 0.4
         for i in range(30):

@@ -52,7 +52,7 @@ def test_tasks_page_starts_and_stops_a_session(app, seeded):
         newest = repo.list_sessions(s, limit=1)[0]
         jobs = repo.list_jobs(s, session_id=newest.id)
     assert newest.status == "running" and newest.created_by == "supervisor"
-    assert jobs and jobs[0].kind == "practice" and "policy" in jobs[0].params
+    assert jobs and jobs[0].kind == "practice" and jobs[0].params["checkpoint_id"] == seeded.checkpoint_ids[0]
     _ok(next(b for b in at.button if b.label == "Stop" and b.key == f"stop{newest.id}").click().run())
     with db.read() as s:
         assert s.get(PracticeSession, newest.id).status == "stopped"

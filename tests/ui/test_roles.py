@@ -28,9 +28,8 @@ def test_reviewer_cannot_start_a_session(db, seeded, tmp_path):
         before = len(repo.list_sessions(s))
     with pytest.raises(repo.PermissionDenied, match="needs role supervisor"):
         with db.write() as s:
-            actions.start_practice(s, seeded.task_id, fleet_size=2, data_dir=tmp_path, actor=reviewer)
-    assert act(reviewer, "start_session", actions.start_practice, seeded.task_id, fleet_size=2,
-               data_dir=tmp_path) is None
+            actions.start_practice(s, seeded.task_id, fleet_size=2, actor=reviewer)
+    assert act(reviewer, "start_session", actions.start_practice, seeded.task_id, fleet_size=2) is None
     with db.read() as s:
         assert len(repo.list_sessions(s)) == before
         assert not [j for j in repo.list_jobs(s) if j.created_by == "reviewer"]

@@ -1,0 +1,65 @@
+"""The UI process stays free of torch and MuJoCo; queries, charts and the live card alone."""
+from __future__ import annotations
+
+import ast
+import datetime as dt
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from storage import init_db, repo
+from storage.models import User
+from ui import charts, queries
+from ui.config import Telemetry
+from ui.live import card_html
+
+ROOT = Path(__file__).resolve().parents[2]
+HEAVY = ("torch", "mujoco", "core", "sim_backends", "transformers")
+
+
+def test_ui_imports_no_torch_or_mujoco():
+    code = ("import sys; import ui.app_state, ui.live, ui.dataio, ui.charts, ui.queries, ui.bootstrap, ui.actions; "
+            f"bad = [m for m in {HEAVY!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for path in [ROOT / "app.py", *sorted((ROOT / "pages").glob("*.py")), *sorted((ROOT / "ui").glob("*.py"))]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            for n in names:
+                assert n.split(".")[0] not in HEAVY, f"{path.name} imports {n}"
+
+
+def test_success_curve_blocks():
+    rows = [{"id": i, "checkpoint_id": 1 + i // 10, "success": i % 4 == 0 or i >= 10, "gt": None, "return": 1.0,
+             "task_id": 1} for i in range(20)]
+    curve = queries.success_curve(rows, bucket=10)
+    assert [c["episodes"] for c in curve] == [10, 20]
+    assert curve[0]["success"] == 0.3 and curve[1]["success"] == 1.0 and curve[1]["checkpoint_id"] == 2
+    assert charts.success_gain(curve) == 0.7
+    fig = charts.success_vs_episodes(curve)
+    assert len(fig.data) == 1
+
+
+def test_queries_on_seeded_db(seeded):
+    db = init_db(seeded.url)
+    with db.read() as s:
+        running = queries.running_episodes(s)
+        rows = queries.practice_outcomes(s, seeded.task_id)
+        effort = queries.human_effort_per_hour(s)
+        jobs = queries.job_rows(s)
+    assert set(running) == set(seeded.robot_ids)
+    assert len(rows) >= 60 and rows[0]["id"] < rows[-1]["id"]
+    assert sum(o for _, o, _ in effort) >= 1 and sum(lab for _, _, lab in effort) >= 1
+    assert {j["kind"] for j in jobs} >= {"demos", "sft", "practice"}
+    fig = charts.effort_and_gain(effort, [(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 10, 5)])
+    assert len(fig.data) == 3
+
+
+def test_live_card_carries_config_safely():
+    html = card_html(robot_id=3, robot_name="robot-</script>", threshold=1.5,
+                     telemetry=Telemetry(port=9999, host="", token="t0k"))
+    cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0].replace("<\\/", "</"))
+    assert cfg == {"name": "robot-</script>", "id": "3", "port": 9999, "host": "", "token": "t0k", "threshold": 1.5}
+    assert html.count("</script>") == 1  # the robot name cannot end the script early
