@@ -21,7 +21,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from core.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
 from core.dataset import FrameTable, load_episodes
 from core.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.policy import DojoPolicy, PolicyConfig
@@ -154,7 +154,12 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
     last = out / "last.pt"
     if resume and last.exists():
         payload = read_checkpoint(last)
-        model.load_state_dict(payload["state_dict"])
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{last}: cannot resume, it was written by a different model ({str(e).splitlines()[-1].strip()[:200]}); "
+                f"train with --fresh to start over, or choose another --out") from e
         if "optimizer" in payload:
             opt.load_state_dict(payload["optimizer"])
         state.update(payload["meta"].get("train_state", {}))

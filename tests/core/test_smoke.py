@@ -77,3 +77,11 @@ def test_sft_on_a_missing_dataset_exits_2(tmp_path, capsys):
     assert main(["sft", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "run"),
                  "--device", "cpu", "--quiet"]) == 2
     assert "dataset.json" in capsys.readouterr().err
+
+
+def test_resuming_sft_with_a_different_model_names_the_file_and_the_fix(run, capsys):
+    data, out = run  # trained above with --d-model 32
+    assert main(["sft", "--data", str(data), "--out", str(out), "--epochs", "3", "--d-model", "64",
+                 "--n-layers", "1", "--eval-episodes", "0", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "last.pt" in err and "--fresh" in err
