@@ -10,7 +10,7 @@ import streamlit as st
 
 from ui.app_state import current_user, login, sidebar_user
 
-st.set_page_config(page_title="Dojo", page_icon="🤖", layout="wide")
+st.set_page_config(page_title="Dojo", page_icon=":material/smart_toy:", layout="wide")
 
 
 def login_page() -> None:
@@ -30,16 +30,16 @@ def login_page() -> None:
 
 user = current_user()
 if user is None:
-    nav = st.navigation([st.Page(login_page, title="Log in", icon="🔑")])
+    nav = st.navigation([st.Page(login_page, title="Log in", icon=":material/login:")])
 else:
     sidebar_user(user)
     pages = [
-        st.Page("pages/tasks.py", title="Tasks & fleet", icon="🗂️", default=True),
-        st.Page("pages/live.py", title="Live", icon="📡"),
-        st.Page("pages/review.py", title="Review", icon="🔎"),
-        st.Page("pages/training.py", title="Training", icon="📈"),
-        st.Page("pages/data.py", title="Data", icon="💾"),
-        st.Page("pages/users.py", title="Users", icon="👥"),
+        st.Page("pages/tasks.py", title="Tasks & fleet", icon=":material/dashboard:", default=True),
+        st.Page("pages/live.py", title="Live", icon=":material/videocam:"),
+        st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
+        st.Page("pages/training.py", title="Training", icon=":material/monitoring:"),
+        st.Page("pages/data.py", title="Data", icon=":material/database:"),
+        st.Page("pages/users.py", title="Users", icon=":material/group:"),
     ]
     nav = st.navigation(pages)
 nav.run()

@@ -4,7 +4,6 @@ worker's websocket), and buttons to stop the robot or override the detector."""
 from __future__ import annotations
 
 import streamlit as st
-import streamlit.components.v1 as components
 
 from storage import repo
 from ui import actions, queries
@@ -52,18 +51,19 @@ for row_start in range(0, len(robots), COLUMNS):
         task = tasks.get(robot.task_id)
         threshold = task.detector_threshold if task is not None else None
         with col:
-            components.html(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel,
-                                      threshold=threshold), height=CARD_HEIGHT)
-            b1, b2, b3 = st.columns(3)
+            # Our own template (the robot name is escaped); scripts run so the card can open its socket.
+            st.iframe(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel, threshold=threshold),
+                      height=CARD_HEIGHT)
             if robot.status == "stopped":
-                if b1.button("Resume", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
+                if st.button("Resume robot", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
                     act(user, "control_robot", repo.set_robot_status, robot.id, "online",
                         success=f"{robot.name} resumed")
                     st.rerun()
-            elif b1.button("Stop", key=f"stop{robot.id}", disabled=not may_control, width="stretch",
+            elif st.button("Stop robot", key=f"stop{robot.id}", disabled=not may_control, width="stretch",
                            help="stop this robot (its episode ends, the others go on)"):
                 act(user, "control_robot", repo.set_robot_status, robot.id, "stopped", success=f"{robot.name} stopped")
                 st.rerun()
+            b2, b3 = st.columns(2)
             for btn, label, verdict in ((b2, "✓ Success", True), (b3, "✗ Failure", False)):
                 if btn.button(label, key=f"ov{int(verdict)}{robot.id}", disabled=not may_override, width="stretch",
                               help="override the detector on this robot's current episode"):
@@ -72,7 +72,6 @@ for row_start in range(0, len(robots), COLUMNS):
                         st.toast(f"episode {ep_id} marked {'success' if verdict else 'failure'}")
                     elif repo.can(user, "override"):
                         st.warning(f"{robot.name} has no episode to override yet.")
-            st.caption(f"{robot.name} · {robot.status}")
 if not may_override:
     st.caption(f"Stopping robots and overriding the detector need role supervisor; you are {user.role}.")
 

@@ -70,11 +70,19 @@ with left:
         st.caption("No practice session running for this task.")
     with st.form("start_session"):
         fleet = st.number_input("Robots (fleet size)", min_value=1, max_value=16, value=int(task.fleet_size or 1))
+        extra_text = st.text_input("Extra practice params (JSON, optional)", value="",
+                                   placeholder='{"check_episodes": 0, "max_episodes": 500}',
+                                   help="any practice job param of the worker (python -m core.worker --params)")
         start = st.form_submit_button("Start practice session", type="primary",
                                       disabled=not can(user, "start_session"))
     if start:
-        ps = act(user, "start_session", actions.start_practice, task.id, fleet_size=int(fleet),
-                 success="practice session started")
+        try:
+            extra = actions.parse_extra(extra_text)
+        except ValueError as e:
+            st.error(str(e))
+            extra = None
+        ps = None if extra is None else act(user, "start_session", actions.start_practice, task.id,
+                                            fleet_size=int(fleet), extra=extra, success="practice session started")
         if ps is not None:
             st.session_state["tasks_flash"] = (f"Practice session {ps.id} started: its job is queued for the "
                                                "worker; watch it on Live.")

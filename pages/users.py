@@ -79,8 +79,7 @@ who = f2.selectbox("User", [None, "system"] + [u.username for u in users], forma
 limit = f3.number_input("Rows", 10, 1000, 100)
 with db.read() as s:
     log = repo.audit_log(s, limit=int(limit), action=action, username=who)
-st.dataframe([{"when (UTC)": e.at, "user": e.username, "action": e.action,
-               "target": f"{e.target_type or ''} {e.target_id or ''}".strip(),
-               "details": "" if not e.details else str(e.details)[:300]} for e in log],
-             hide_index=True, width="stretch",
-             column_config={"when (UTC)": st.column_config.DatetimeColumn(format="YYYY-MM-DD HH:mm:ss")})
+# A plain table (not a canvas grid): readable, searchable with the browser's find, printable.
+st.table([{"when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "user": e.username, "action": e.action,
+           "target": f"{e.target_type or ''} {e.target_id or ''}".strip(),
+           "details": "" if not e.details else str(e.details)[:200]} for e in log])

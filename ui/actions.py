@@ -25,10 +25,14 @@ def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]
     return {"checkpoint_id": promoted.id, "fleet": {"kind": "process", "size": int(fleet_size)}}
 
 
-def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None) -> PracticeSession:
-    """A practice session and the job that runs it (both audited, supervisor or above)."""
+def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None,
+                   extra: Optional[dict[str, Any]] = None) -> PracticeSession:
+    """A practice session and the job that runs it (both audited, supervisor or above).
+    ``extra``: more practice job params (core/worker.py JOB_PARAMS, e.g. check_episodes)."""
     repo.require_role(actor, "start_session")
     params = practice_params(s, task_id, fleet_size)
+    for k, v in (extra or {}).items():
+        params[k] = {**params[k], **v} if k == "fleet" and isinstance(v, dict) else v
     ps = repo.start_session(s, task_id, name=name, params={"fleet_size": int(fleet_size)}, actor=actor)
     repo.enqueue_job(s, "practice", params, task_id=task_id, session_id=ps.id, actor=actor)
     return ps
@@ -52,3 +56,19 @@ def override_running(s: Session, robot_id: int, success: bool, *, actor) -> Opti
         ep = eps[0]
     repo.override_episode(s, ep.id, success, actor=actor, note="from the Live page")
     return ep.id
+
+
+def parse_extra(text: str) -> dict[str, Any]:
+    """The Tasks page's "extra params" box: a JSON object, or empty."""
+    import json
+
+    text = (text or "").strip()
+    if not text:
+        return {}
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"extra params must be a JSON object, e.g. {{\"check_episodes\": 0}} ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"extra params must be a JSON object, got {type(value).__name__}")
+    return value

@@ -1,4 +1,4 @@
-"""The live robot card: a small HTML/JS page (rendered with ``st.components.v1.html``) that
+"""The live robot card: a small HTML/JS page (rendered with ``st.iframe``) that
 connects to the worker's websocket telemetry (``core/telemetry.py``:
 ``ws://HOST:PORT/telemetry?token=TOKEN``, JSON text frames) and draws, at the rate frames
 arrive, one robot's camera frame, the steps-to-go curve d(o,g) of its running episode with

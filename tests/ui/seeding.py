@@ -43,7 +43,7 @@ def tiny_jpeg(seed: int, size: int = 32) -> bytes:
     return buf.getvalue()
 
 
-def seed(url: str, *, episodes: int = 60, robots: int = 4, steps: int = 20, frames_for: int | None = None,
+def seed(url: str, *, episodes: int = 60, robots: int = 4, steps: int = 20, frames_for: int | None = None, steps_for: int | None = None,
          rng_seed: int = 0) -> Seeded:
     rnd = random.Random(rng_seed)
     db = init_db(url)
@@ -90,17 +90,23 @@ def seed(url: str, *, episodes: int = 60, robots: int = 4, steps: int = 20, fram
             s.execute(insert(Episode.__table__), rows[i:i + 1000])
         s.flush()
         ids = [e.id for e in repo.list_episodes(s, limit=episodes)][::-1]
-        # Steps and frames (frames_for: only for the newest that many; None: all).
+        # Steps for the newest ``steps_for`` episodes, frames for the newest ``frames_for`` (None: all).
         step_rows, frame_rows = [], []
-        for eid in (ids if frames_for is None else ids[len(ids) - frames_for:]):
+        with_steps = ids if steps_for is None else ids[len(ids) - steps_for:]
+        with_frames = set(ids if frames_for is None else ids[len(ids) - frames_for:])
+        for eid in with_steps:
             d0 = rnd.uniform(10, 20)
             for t in range(steps):
                 step_rows.append({"episode_id": eid, "t": t, "action": [0.1, -0.2], "d": d0 * (1 - t / steps),
-                                  "reward": d0 / steps, "detector_count": 0, "detector_fired": False, "frame_t": t})
-                frame_rows.append({"episode_id": eid, "t": t, "media_type": "image/jpeg", "data": tiny_jpeg(eid * 100 + t)})
-        if step_rows:
-            s.execute(insert(Step), step_rows)
-            s.execute(insert(Frame), frame_rows)
+                                  "reward": d0 / steps, "detector_count": 0, "detector_fired": False,
+                                  "frame_t": t if eid in with_frames else None})
+                if eid in with_frames:
+                    frame_rows.append({"episode_id": eid, "t": t, "media_type": "image/jpeg",
+                                       "data": tiny_jpeg(eid * 100 + t)})
+        for i in range(0, len(step_rows), 20_000):
+            s.execute(insert(Step), step_rows[i:i + 20_000])
+        for i in range(0, len(frame_rows), 5_000):
+            s.execute(insert(Frame), frame_rows[i:i + 5_000])
         running = [repo.start_episode(s, uid=f"seed-running-{r}", task_id=task.id, session_id=ps.id,
                                       robot_id=r, checkpoint_id=sft.id, worker="seed",
                                       instruction="push the red moon to the blue cube").id for r in robot_ids]
