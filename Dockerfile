@@ -1,9 +1,20 @@
-# Dojo on a CPU machine. Software OpenGL (Mesa llvmpipe through EGL) renders MuJoCo
-# headless; no GPU needed. Build: docker build -t dojo .   Run: docker run --rm -v dojo-data:/app/data dojo
+# Dojo on a CPU machine: the web app and the worker, started together by scripts/launch.py
+# (the same launcher as ./scripts/run.sh). Software OpenGL (Mesa llvmpipe through EGL)
+# renders MuJoCo headless; no GPU needed.
+#
+#   docker build -t dojo .
+#   docker run --rm -p 8501:8501 -p 8765:8765 -v dojo-data:/app/data \
+#              -e DOJO_ADMIN_PASSWORD=change-me-please dojo
+#   open http://localhost:8501   (without DOJO_ADMIN_PASSWORD the log prints a generated one once)
+#
+# The browser also connects to the worker's live-feed websocket on port 8765 (publish it).
+# If the page is opened under another host name than the one serving 8765, set
+# DOJO_TELEMETRY_PUBLIC_HOST to the host the browser should use.
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
     MUJOCO_GL=egl \
     PYOPENGL_PLATFORM=egl \
     HF_HUB_OFFLINE=1 \
@@ -18,16 +29,23 @@ RUN apt-get update \
 RUN useradd --create-home --uid 1000 dojo
 WORKDIR /app
 
-# Dependencies before code, so code changes reuse this layer. torch first, from the
-# CPU index: a plain resolve would pull several GB of CUDA packages.
+# Dependencies before code, so a code change reuses these layers. As in scripts/setup.sh,
+# torch 2.13.0 (the CPU build) goes in first, so that requirements.txt's torch pin is already
+# satisfied and no CUDA packages are pulled; TORCH_INDEX is where the CPU build comes from.
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY requirements.txt .
-RUN pip install torch==2.13.0 --index-url https://download.pytorch.org/whl/cpu \
+RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX}" \
  && pip install -r requirements.txt
 
 COPY --chown=dojo:dojo . .
 RUN mkdir -p /app/data && chown dojo:dojo /app/data
 USER dojo
 VOLUME ["/app/data"]
+EXPOSE 8501 8765
 
-# The bundled demo task end to end (demonstrations -> Stage 1 -> evaluation).
-CMD ["python", "-m", "core.cli", "pipeline", "--root", "/app/data"]
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s \
+  CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8501/_stcore/health', timeout=4)"
+
+# SIGTERM (docker stop) reaches the launcher, which stops the worker (its job is re-queued) and the app.
+STOPSIGNAL SIGTERM
+CMD ["python", "scripts/launch.py", "--host", "0.0.0.0"]

@@ -94,7 +94,10 @@ with left:
 
 with right:
     st.subheader("Detector and fleet")
-    cal = task.calibration or {}
+    with db.read() as s:
+        promoted = repo.get_promoted(s, task.id)
+    # The task's own calibration, else the one Stage-1 training recorded with the served checkpoint.
+    cal = task.calibration or ((promoted.metrics or {}).get("calibration") if promoted is not None else None) or {}
     st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · "
                 f"threshold s = **{task.detector_threshold if task.detector_threshold is not None else 'not set'}** · "
                 f"patience {task.detector_patience}")

@@ -168,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_worker:
         if (ROOT / "core" / "worker.py").exists():
             children.append(Child("worker", [sys.executable, "-m", "core.worker", "--db", db_url, "--data", str(data),
-                                             "--telemetry-port", str(args.telemetry_port), "--token", token],
+                                             "--telemetry-port", str(args.telemetry_port), "--token", token,
+                                             "--host", args.host],
                                   env, restart=True))
         else:
             log("core/worker.py is not there: jobs stay queued until a worker runs")

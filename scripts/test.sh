@@ -69,6 +69,15 @@ if [ -z "${DOJO_TEST_POSTGRES_URL:-}" ] && [ "${DOJO_TEST_POSTGRES:-1}" != 0 ]; 
   start_test_postgres
 fi
 
+# The end-to-end browser test (tests/e2e, slow marker) drives Debian's Chromium: install it
+# only when this run selects slow or e2e tests and it is missing.
+if [[ " $* " == *slow* || " $* " == *e2e* ]] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo -n"
+  echo "[test] installing Chromium (Debian package) for the end-to-end browser test"
+  { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
+      --no-install-recommends chromium; } >/dev/null 2>&1 || echo "[test] could not install chromium; the e2e test will skip"
+fi
+
 rc=0
 .venv/bin/python -m pytest -q "$@" || rc=$?
 exit $rc

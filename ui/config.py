@@ -3,7 +3,7 @@
 DOJO_DB / DATABASE_URL   the database (see storage.db.resolve_url)
 DOJO_DATA                data folder (imports, exports), default ``data``
 DOJO_TELEMETRY_PORT      the worker's websocket telemetry port (default 8765)
-DOJO_TELEMETRY_HOST      host the *browser* connects to; default: the host the page came from
+DOJO_TELEMETRY_PUBLIC_HOST  host the *browser* connects to; default: the host the page came from
 DOJO_TELEMETRY_TOKEN     shared token the worker requires on its websocket; default: the
                          worker's ``<DOJO_DATA>/telemetry.token`` (core/telemetry.py writes it)
 """
@@ -44,4 +44,4 @@ def telemetry() -> Telemetry:
             token = path.read_text().strip()
         except OSError:
             token = ""
-    return Telemetry(port=port, host=os.environ.get("DOJO_TELEMETRY_HOST", ""), token=token)
+    return Telemetry(port=port, host=os.environ.get("DOJO_TELEMETRY_PUBLIC_HOST", ""), token=token)
