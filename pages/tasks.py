@@ -24,10 +24,9 @@ task = tasks[st.selectbox("Task", range(len(tasks)), index=default, format_func=
 
 
 @st.fragment(run_every=3)
-def preparation_and_jobs() -> None:
+def preparation() -> None:
     with db.read() as s:
         prep = bootstrap.preparation_status(s, task.id)
-        jobs = queries.job_rows(s, limit=25)
     if any(p["job"] for p in prep) and not all(p["status"] == "done" for p in prep[:2]):
         st.subheader("Preparing the demo task")
         for p in prep:
@@ -35,6 +34,12 @@ def preparation_and_jobs() -> None:
             if p["message"]:
                 label += f" · {p['message'][:160]}"
             st.progress(min(1.0, p["progress"]), text=label)
+
+
+@st.fragment(run_every=3)
+def jobs_table() -> None:
+    with db.read() as s:
+        jobs = queries.job_rows(s, limit=25)
     st.subheader("Jobs")
     if not jobs:
         st.caption("No jobs yet.")
@@ -44,8 +49,13 @@ def preparation_and_jobs() -> None:
                                "created_by", "created"),
                  column_config={"progress": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0),
                                 "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
+    failed = [j for j in jobs if j["status"] == "failed"]
+    if failed:
+        with st.expander(f"Job {failed[0]['id']} ({failed[0]['kind']}) failed: why"):
+            st.code(failed[0]["error"] or "no error recorded")
 
 
+preparation()
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Practice sessions")
@@ -137,4 +147,4 @@ for r in robots:
             success=f"{r['name']} taken offline")
         st.rerun()
 
-preparation_and_jobs()
+jobs_table()

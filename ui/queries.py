@@ -76,7 +76,7 @@ def job_rows(s: Session, *, limit: int = 30) -> list[dict[str, Any]]:
     rows = []
     for j in s.scalars(select(Job).order_by(Job.id.desc()).limit(limit)):
         rows.append({"id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0.0),
-                     "message": j.message or "", "error": (j.error or "")[-400:], "task_id": j.task_id,
+                     "message": j.message or "", "error": (j.error or "")[:800], "task_id": j.task_id,
                      "session_id": j.session_id, "created_by": j.created_by,
                      "created": j.created_at, "finished": j.finished_at})
     return rows

@@ -82,3 +82,24 @@ def test_no_promoted_checkpoint_refuses_with_the_fix(fresh):
     with fresh.read() as s:
         with pytest.raises(actions.NoCheckpoint, match="wait for Stage-1 training"):
             actions.practice_params(s, task.id, 2)
+
+
+def test_extra_practice_params_merge_and_validate(seeded):
+    from core.worker import check_params
+
+    assert actions.parse_extra("") == {}
+    with pytest.raises(ValueError, match="JSON object"):
+        actions.parse_extra("[1, 2]")
+    with pytest.raises(ValueError, match="JSON object"):
+        actions.parse_extra("{check_episodes: 0}")
+    db = init_db(seeded.url)
+    with db.read() as s:
+        sup = repo.get_user(s, "supervisor")
+    with db.write() as s:
+        ps = actions.start_practice(s, seeded.task_id, fleet_size=3, actor=sup,
+                                    extra=actions.parse_extra('{"check_episodes": 0, "fleet": {"kind": "local"}}'))
+        job = repo.list_jobs(s, session_id=ps.id)[0]
+    assert job.params["fleet"] == {"kind": "local", "size": 3} and job.params["check_episodes"] == 0
+    check_params("practice", job.params)
+    with db.write() as s:
+        repo.stop_session(s, ps.id, actor=sup)
