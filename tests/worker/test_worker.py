@@ -1,0 +1,291 @@
+"""The worker: job kinds, failure handling, practice recording, checkpoint lineage and the
+supervisor's commands (pause/resume/stop of a robot or a session, overrides)."""
+from __future__ import annotations
+
+import io
+import re
+import threading
+import time
+
+import pytest
+from sqlalchemy import select
+
+from core.worker import JobParamsError, Worker, check_params, job_params_spec
+from storage import init_db, repo
+from storage.models import Episode, Robot
+from tests.worker.conftest import practice_params
+
+
+class Recorder:
+    """Stands in for the TelemetryHub: keeps what the control loop published."""
+
+    n_clients = 0
+
+    def __init__(self):
+        self.frames: list[tuple[float, str, dict]] = []
+        self.events: list[dict] = []
+        self.lock = threading.Lock()
+
+    def publish(self, robot, msg, jpeg=None):
+        with self.lock:
+            self.frames.append((time.monotonic(), robot, dict(msg)))
+
+    def publish_event(self, robot, msg):
+        with self.lock:
+            self.events.append({**msg, "robot": robot})
+
+    def of(self, robot, since=0.0):
+        with self.lock:
+            return [m for t, r, m in self.frames if r == robot and t >= since]
+
+
+def wait_for(pred, timeout=30.0, every=0.05, what="condition"):
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        v = pred()
+        if v:
+            return v
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def test_params_are_checked_against_the_published_schema():
+    assert check_params("demos", {"n": 3})["seed0"] == 0
+    with pytest.raises(JobParamsError, match="unknown params"):
+        check_params("demos", {"n": 3, "nn": 4})
+    with pytest.raises(JobParamsError, match="required"):
+        check_params("demos", {})
+    with pytest.raises(JobParamsError, match="must be int"):
+        check_params("practice", {"max_episodes": "many"})
+    spec = job_params_spec("practice")
+    for key in ("policy_checkpoint", "checkpoint_id", "reward_checkpoint", "fleet", "max_episodes", "threshold_s"):
+        assert key in spec
+    assert spec["env_config"]["type"] == "dict" and spec["freeze_vision"]["type"] == "bool"
+
+
+def test_bad_jobs_fail_with_a_fix_and_the_worker_goes_on(tmp_path, stage1):
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        task = repo.create_task(s, "b2b", "tabletop", {"family": "block2block", "image_size": 32})
+        ck = repo.add_checkpoint(s, "sft", str(stage1.policy), task_id=task.id,
+                                 metrics={"reward_checkpoint": str(stage1.reward)})
+        bad_key = repo.enqueue_job(s, "practice", {"bogus": 1}, task_id=task.id).id
+        missing = repo.enqueue_job(s, "eval", {"checkpoint": str(tmp_path / "nope.pt")}, task_id=task.id).id
+        good = repo.enqueue_job(s, "eval", {"checkpoint_id": ck.id, "episodes": 2, "n_envs": 2, "promote": True},
+                                task_id=task.id).id
+    assert Worker(db, name="w", data_dir=tmp_path).run(exit_when_idle=True) == 3
+    with db.read() as s:
+        j1, j2, j3 = (repo.get_job(s, i) for i in (bad_key, missing, good))
+        ck = repo.get_checkpoint(s, ck.id)
+    assert j1.status == "failed" and "bogus" in j1.error and "Fix:" in j1.error
+    assert j2.status == "failed" and "nope.pt" in j2.error and "Fix:" in j2.error
+    assert j3.status == "done", j3.error
+    assert ck.eval_episodes == 2 and ck.eval_success is not None and ck.promoted
+    assert j3.result["checkpoint_id"] == ck.id and j3.result["promoted"] is True
+
+
+def test_practice_job_records_episodes_checkpoints_and_metrics(tmp_path, stage1):
+    from PIL import Image
+
+    from core.checkpoint import read_checkpoint
+
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(stage1, max_episodes=4)).id
+    tele = Recorder()
+    t0 = time.perf_counter()
+    assert Worker(db, name="w1", data_dir=tmp_path, telemetry=tele).run(exit_when_idle=True) == 1
+    elapsed = time.perf_counter() - t0
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        assert job.status == "done", job.error
+        sess = repo.get_session(s, job.session_id)
+        eps = repo.list_episodes(s, session_id=sess.id, limit=1000)
+        cks = sorted(repo.list_checkpoints(s, task_id=job.task_id), key=lambda c: c.id)
+        robots = repo.list_robots(s, worker="w1")
+        steps = {e.id: repo.episode_steps(s, e.id) for e in eps}
+        frames = {e.id: repo.frame_times(s, e.id) for e in eps}
+        one_frame = repo.get_frame(s, eps[0].id, 0)
+        metric_names = repo.metric_names(s, session_id=sess.id)
+    assert sess.status == "finished"
+    run_dir = tmp_path / "runs" / f"practice-job{job_id}"
+    iters = sorted(int(p.stem.split("_")[1]) for p in run_dir.glob("iter_*.pt"))
+    assert iters and iters == list(range(1, len(iters) + 1))
+
+    # every episode the learner used is one finished row, under its deterministic uid
+    finished = [e for e in eps if e.status == "finished"]
+    assert len(finished) == len(eps) == job.result["episodes_recorded"]
+    for it in iters:
+        stats = read_checkpoint(run_dir / f"iter_{it:04d}.pt")["meta"]["stats"]
+        assert sum(e.uid.startswith(f"job{job_id}-it{it:04d}-seed") for e in finished) == stats["episodes"]
+    for e in finished:
+        assert re.fullmatch(rf"job{job_id}-it\d{{4}}-seed\d+", e.uid)
+        st = steps[e.id]
+        assert [x.t for x in st] == list(range(e.length + 1))
+        assert all(x.d is not None and x.detector_count is not None for x in st)
+        assert all(x.reward is not None and len(x.action) == 2 for x in st[:-1]) and st[-1].action is None
+        assert sum(x.reward for x in st[:-1]) == pytest.approx(e.total_return, abs=1e-4)
+        assert frames[e.id] == list(range(e.length + 1))  # frame_every=1
+        assert e.detector_threshold == 1.0 and e.gt_success is not None and e.robot_id is not None
+        assert e.checkpoint_id is not None and e.meta["end_reason"]
+    assert Image.open(io.BytesIO(one_frame.data)).size == (32, 32)
+
+    # lineage: sft start -> iteration 1 -> 2 ...; each evaluated; one promoted
+    start, si = cks[0], cks[1:]
+    assert start.stage == "sft" and [c.iteration for c in si] == iters
+    assert [c.parent_id for c in si] == [start.id] + [c.id for c in si[:-1]]
+    assert all(c.eval_success is not None for c in cks)
+    assert sum(c.promoted for c in cks) == 1
+    assert {"mean_return", "loss", "eval_success", "episodes"} <= set(metric_names)
+    assert {r.name for r in robots} == {"w1/sim-0", "w1/sim-1"} and all(r.status == "offline" for r in robots)
+
+    # telemetry: a frame per control step with the documented fields, and episode events
+    msg = tele.of("w1/sim-0")[-1]
+    for key in ("step", "d", "reward", "detector", "checkpoint_id", "episode_uid", "status", "instruction"):
+        assert key in msg
+    assert {"count", "patience", "threshold", "fired"} == set(msg["detector"])
+    assert len(tele.events) == len(finished)
+    print(f"practice job: {len(iters)} iterations, {len(finished)} episodes in {elapsed:.1f} s")
+
+
+def _running_episode(db, robot_id):
+    with db.read() as s:
+        return s.scalar(select(Episode).where(Episode.robot_id == robot_id, Episode.status == "running")
+                        .order_by(Episode.id.desc()))
+
+
+def test_supervisor_commands_take_effect_at_the_next_control_step(tmp_path, stage1):
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        sup = repo.create_user(s, "sup", "a-long-password", "supervisor")
+        task = repo.create_task(s, "b2b", "tabletop", {"family": "block2block", "image_size": 32})
+        sess = repo.start_session(s, task.id)
+        params = practice_params(stage1, tuples_per_iteration=100_000, eval_every=0, max_episodes=100_000)
+        params["env_config"]["max_steps"] = 80
+        job_id = repo.enqueue_job(s, "practice", params, session_id=sess.id, task_id=task.id).id
+    tele = Recorder()
+    w = Worker(db, name="w2", data_dir=tmp_path, telemetry=tele, poll_s=0.05)
+    th = threading.Thread(target=w.run, kwargs={"exit_when_idle": True}, daemon=True)
+    th.start()
+    try:
+        r0, r1 = "w2/sim-0", "w2/sim-1"
+        wait_for(lambda: len(tele.of(r0)) > 20 and len(tele.of(r1)) > 20, 60, what="both robots stepping")
+        with db.read() as s:
+            rid = {r.name: r.id for r in repo.list_robots(s, worker="w2")}
+        with tele.lock:
+            times = [t for t, r, _ in tele.frames if r == r0][-20:]
+        dt_step = (times[-1] - times[0]) / 19  # one control step of the fleet
+        print(f"control step {dt_step * 1000:.1f} ms")
+
+        # pause one robot: it holds mid-episode within a poll + a step; the other goes on
+        wait_for(lambda: _running_episode(db, rid[r1]), 30, what="robot 1's episode row")
+        with db.write() as s:
+            repo.set_robot_status(s, rid[r1], "paused", actor=sup)
+        t_cmd = time.monotonic()
+        first = wait_for(lambda: next((m for m in tele.of(r1, t_cmd) if m["status"] == "paused"), None), 5,
+                         what="robot 1 paused")
+        held_at = (first["episode_uid"], first["step"])
+        n0 = len(tele.of(r0))
+        time.sleep(0.6)
+        later = tele.of(r1, t_cmd + 0.05 + 3 * dt_step + 0.2)
+        assert later and {(m["episode_uid"], m["step"]) for m in later} == {held_at}
+        assert {m["status"] for m in later} == {"paused"}
+        assert len(tele.of(r0)) > n0  # the rest of the fleet goes on
+
+        # resume: it continues the same episode
+        with db.write() as s:
+            repo.set_robot_status(s, rid[r1], "online", actor=sup)
+        t_cmd = time.monotonic()
+        wait_for(lambda: any(m["episode_uid"] == held_at[0] and m["step"] > held_at[1]
+                             for m in tele.of(r1, t_cmd)), 5, what="robot 1 resumed")
+
+        # override a running episode as a success: it ends at its next step, as a success
+        eid = _fresh_episode(tele, r0)
+        with db.write() as s:
+            repo.override_episode(s, eid, True, actor=sup)
+        done = wait_for(lambda: _finished(db, eid), 5, what="overridden episode finished")
+        assert done.override_success is True and done.outcome is True
+        assert done.meta["end_reason"] == "detector" and done.detector_success is False
+        assert done.length < 80
+
+        # stop one robot: its episode ends now as "stopped", then it holds
+        eid = _fresh_episode(tele, r1)
+        with db.write() as s:
+            repo.set_robot_status(s, rid[r1], "stopped", actor=sup)
+        done = wait_for(lambda: _finished(db, eid), 5, what="stopped episode finished")
+        assert done.meta["end_reason"] == "stopped" and done.length < 80
+        t_cmd = time.monotonic()
+        wait_for(lambda: [m for m in tele.of(r1, t_cmd) if m["status"] == "stopped"], 5, what="robot 1 held")
+
+        # pause the session: every robot holds; resume: they go on
+        with db.write() as s:
+            repo.pause_session(s, sess.id, actor=sup)
+        t_cmd = time.monotonic()
+        first = wait_for(lambda: next((m for m in tele.of(r0, t_cmd) if m["status"] == "session_paused"), None), 5,
+                         what="session paused")
+        time.sleep(0.5)
+        assert {(m["episode_uid"], m["step"]) for m in tele.of(r0, t_cmd + 0.4 + 3 * dt_step)} <= \
+            {(first["episode_uid"], first["step"])}
+        with db.write() as s:
+            repo.resume_session(s, sess.id, actor=sup)
+            repo.set_robot_status(s, rid[r1], "online", actor=sup)
+        t_cmd = time.monotonic()
+        wait_for(lambda: [m for m in tele.of(r0, t_cmd) if m["status"] == "running"], 5, what="session resumed")
+
+        # stop the session: the job ends, nothing is left running
+        with db.write() as s:
+            repo.stop_session(s, sess.id, actor=sup)
+        th.join(30)
+        assert not th.is_alive()
+    finally:
+        w.stop()
+        th.join(30)
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        left = s.scalars(select(Episode).where(Episode.status == "running")).all()
+        aborted = s.scalars(select(Episode).where(Episode.status == "aborted")).all()
+        robots = s.scalars(select(Robot)).all()
+    assert job.status == "done" and "session stopped" in job.message
+    assert not left and all("session stopped" in (e.abort_reason or "") for e in aborted)
+    assert {r.status for r in robots} <= {"offline", "stopped", "paused"}
+
+
+def _fresh_episode(tele, robot):
+    """The id of an episode of ``robot`` that has just begun (so it cannot end by itself soon)."""
+    t0 = time.monotonic()
+    m = wait_for(lambda: next((m for m in tele.of(robot, t0) if m["episode_id"] and 1 <= m["step"] <= 5), None),
+                 30, what=f"a fresh episode of {robot}")
+    return m["episode_id"]
+
+
+def _finished(db, episode_id):
+    with db.read() as s:
+        e = s.get(Episode, episode_id)
+        return e if e is not None and e.status == "finished" else None
+
+
+def test_a_cancelled_job_stops_and_aborts_its_running_episodes(tmp_path, stage1):
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(stage1, tuples_per_iteration=100_000, eval_every=0,
+                                                                 max_episodes=100_000)).id
+    w = Worker(db, name="w3", data_dir=tmp_path, telemetry=Recorder(), poll_s=0.1)
+    th = threading.Thread(target=w.run, kwargs={"exit_when_idle": True}, daemon=True)
+    th.start()
+    try:
+        wait_for(lambda: _count(db, "running") >= 1, 60, what="a running episode")
+        with db.write() as s:
+            repo.cancel_job(s, job_id, reason="test")
+        th.join(10)
+        assert not th.is_alive()
+    finally:
+        w.stop()
+        th.join(30)
+    with db.read() as s:
+        assert repo.get_job(s, job_id).status == "cancelled"
+    assert _count(db, "running") == 0 and _count(db, "aborted") >= 1
+
+
+def _count(db, status):
+    with db.read() as s:
+        return len(s.scalars(select(Episode.id).where(Episode.status == status)).all())
