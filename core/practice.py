@@ -202,7 +202,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     ``control`` and ``on_step`` (see ``run_episodes``: stops, overrides, telemetry), and
     ``outcome_override(record)`` -> True/False where a supervisor overrode the detector's
     verdict on that episode: its terminal step then gets d = 0 (success) or keeps the
-    episode's last d with no terminal progress (failure), and the returns follow."""
+    episode's last d with no terminal progress (failure), and the returns follow. It is asked
+    when the episode ends and again before the iteration's update, so a verdict given while
+    the episode is still in the buffer is used too."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
@@ -286,6 +288,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             it = state["iteration"] + 1
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
             buffer: list[tuple] = []
+            spans: list[tuple[EpisodeRecord, int, bool | None, float]] = []  # rec, buffer start, verdict, d_T
             recs: list[EpisodeRecord] = []
             ep_returns: list[float] = []
             seed_next = PRACTICE_SEED0 + cfg.seed * 1_000_000 + state["episodes"]
@@ -294,6 +297,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 if rec.length == 0 or rec.error:
                     return True
                 verdict = outcome_override(rec) if outcome_override is not None else None
+                spans.append((rec, len(buffer), verdict, rec.d[-1] if rec.d else 0.0))
                 if verdict is not None:
                     apply_override(rec, verdict)
                 returns, ret = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
@@ -312,6 +316,15 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                          detector=None if cfg.ground_truth_reward else spec,
                          keep_frames=True, generator=gen, on_episode=on_episode, control=control,
                          on_step=on_step)
+            if outcome_override is not None:  # verdicts given after an episode ended, before this update
+                for k, (rec, start, verdict, d_last) in enumerate(spans):
+                    now = outcome_override(rec)
+                    if now is None or now == verdict:
+                        continue
+                    rec.d[-1] = d_last
+                    apply_override(rec, now)
+                    returns, ep_returns[k] = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
+                    buffer[start:start + rec.length] = _tuples(rec, returns)
             used = max([r.seed for r in recs], default=seed_next - 1) - seed_next + 1
             rng = np.random.default_rng([cfg.seed, it])
             order = rng.permutation(len(buffer))[: cfg.tuples_per_iteration]
