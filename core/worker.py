@@ -347,6 +347,7 @@ class PracticeRunner:
         self._last_go = time.monotonic()
         self._last_sleep = 0.0
         self.recorded = 0
+        self._ep_of: dict[int, tuple[Any, int]] = {}  # id(record) -> (record, episodes.id), this iteration
 
     # --- helpers -----------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -487,6 +488,7 @@ class PracticeRunner:
                                     detector_threshold=self.threshold)
             st.episode_id = ep.id
         st.started = True
+        self._ep_of[id(rec)] = (rec, ep.id)
 
     def on_failure(self, i: int, failure: Any) -> None:
         st = self.slots[i]
@@ -499,11 +501,13 @@ class PracticeRunner:
             st.started, st.episode_id = False, None
 
     def outcome_override(self, rec: Any) -> bool | None:
-        st = next((s for s in self.slots if s.rec is rec), None)
-        if st is None or st.episode_id is None:
+        """The supervisor's verdict on this episode, if any (asked at its end and again before
+        the learner's update, while it is still in the buffer)."""
+        entry = self._ep_of.get(id(rec))
+        if entry is None or entry[0] is not rec:
             return None
         with self.db.read() as s:
-            return repo.episode_override(s, st.episode_id)
+            return repo.episode_override(s, entry[1])
 
     def on_episode_end(self, rec: Any, returns: np.ndarray, iteration: int) -> None:
         i = next((k for k, s in enumerate(self.slots) if s.rec is rec), None)
@@ -539,6 +543,7 @@ class PracticeRunner:
             override = res.episode.override_success
             eid = res.episode.id
         self.recorded += int(res.written)
+        self._ep_of[id(rec)] = (rec, eid)
         self.iter_steps += T
         if self.iter_steps >= self.cfg.tuples_per_iteration:
             self.buffer_full = True
@@ -554,6 +559,7 @@ class PracticeRunner:
         self.iteration = int(row["iteration"]) + 1
         self.episodes_total = int(row.get("episodes_total", self.episodes_total))
         self.iter_steps, self.buffer_full = 0, False
+        self._ep_of.clear()
         self.sync_checkpoints()
         cfg = self.cfg
         self.ctx.progress = min(1.0, self.episodes_total / max(1, cfg.max_episodes))

@@ -289,3 +289,26 @@ def test_a_cancelled_job_stops_and_aborts_its_running_episodes(tmp_path, stage1)
 def _count(db, status):
     with db.read() as s:
         return len(s.scalars(select(Episode.id).where(Episode.status == status)).all())
+
+
+def test_an_override_given_while_the_episode_is_in_the_buffer_changes_its_returns(tmp_path, stage1):
+    """run_practice asks outcome_override at the episode's end and again before the update."""
+    from core.practice import PracticeConfig, run_practice
+
+    p = practice_params(stage1, eval_every=0, max_episodes=2)
+    cfg = PracticeConfig(policy_checkpoint=p["policy_checkpoint"], reward_checkpoint=p["reward_checkpoint"],
+                         out=str(tmp_path / "si"), env_config=p["env_config"], fleet_size=2, processes=False,
+                         tuples_per_iteration=32, minibatch=16, check_episodes=0, eval_every=0, eval_episodes=0,
+                         max_episodes=2, threshold_s=1.0)
+    asked: dict[int, int] = {}
+    ended = []
+
+    def override(rec):  # nothing at the episode's end; a success verdict arrives before the update
+        asked[id(rec)] = asked.get(id(rec), 0) + 1
+        return None if asked[id(rec)] == 1 else True
+
+    run_practice(cfg, progress=False, outcome_override=override,
+                 on_episode_end=lambda rec, returns, it: ended.append((rec, returns.copy())))
+    assert ended and all(asked[id(rec)] == 2 for rec, _ in ended)
+    for rec, _ in ended:
+        assert rec.d[-1] == 0.0  # the late verdict was applied: all remaining progress earned
