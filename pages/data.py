@@ -7,7 +7,7 @@ import streamlit as st
 from storage import repo
 from storage.models import utcnow
 from ui import dataio, queries
-from ui.app_state import can, get_db, require_login
+from ui.app_state import act, can, get_db, require_login
 from ui.config import data_dir
 
 user = require_login()
@@ -39,8 +39,16 @@ else:
         except repo.PermissionDenied as e:
             st.error(str(e))
         else:
-            st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {res.path}. "
-                       f"Train on it with `python -m core.cli sft --data {res.path} --out ...`.")
+            st.session_state["imported"] = (str(res.path), task_id)
+            st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {res.path}.")
+    if "imported" in st.session_state and may_import:
+        path, tid = st.session_state["imported"]
+        if st.button(f"Train Stage 1 on {path}", help="enqueue an sft job on this dataset (progress on Tasks & fleet)"):
+            job = act(user, "enqueue_job", repo.enqueue_job, "sft", {"data": path}, task_id=tid,
+                      success="Stage-1 training queued")
+            if job is not None:
+                st.session_state.pop("imported")
+                st.success(f"sft job {job.id} queued; its progress shows on Tasks & fleet.")
 
 st.subheader("Export episodes")
 st.markdown("LeRobot-style dataset (v2.1 layout): parquet per episode with JPEG frames embedded, "

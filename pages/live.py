@@ -28,6 +28,8 @@ if not robots:
             "and their feeds appear here.")
     st.stop()
 
+# Robots that are driven now first (online, paused, stopped), then the offline ones.
+robots.sort(key=lambda r: (r.status == "offline", r.name))
 task_ids = sorted({r.task_id for r in robots if r.task_id is not None})
 if len(task_ids) > 1:
     pick = st.selectbox("Task", task_ids, format_func=lambda i: tasks[i].name if i in tasks else str(i))

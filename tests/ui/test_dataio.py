@@ -182,3 +182,9 @@ def test_data_page_upload_good_and_bad(app, seeded):
     next(b for b in at.button if b.label == "Import").click().run()
     assert not at.exception
     assert any("Imported 2 episodes" in s.value for s in at.success)
+    next(b for b in at.button if b.label.startswith("Train Stage 1 on")).click().run()
+    assert not at.exception
+    db = init_db(seeded.url)
+    with db.read() as s:
+        job = repo.list_jobs(s, kind="sft", limit=1)[0]
+    assert job.created_by == "supervisor" and job.params["data"].endswith("good")
