@@ -22,7 +22,9 @@ Jobs (``jobs`` table, enqueued by the UI with ``storage.jobs.enqueue_job``; para
   holds mid-episode), stop (its episode ends now, ``stopped``; it then holds), resume
   ("online"); an override on a running episode (success: the episode ends as a success;
   failure: it continues and its outcome is failure) and on a finished episode still in the
-  learner's buffer (``outcome_override``).
+  learner's buffer (``outcome_override``). Not covered: the evaluation rollouts a practice job
+  runs every ``eval_every`` iterations (and the detector check before the first) use every
+  robot, paused ones included; with real robots set ``eval_every=0`` and use ``eval`` jobs.
 - ``eval``: evaluate a checkpoint (``core.cli.evaluate_checkpoint``), store its success and
   optionally promote it.
 
@@ -684,6 +686,7 @@ class Worker:
     def run(self, *, exit_when_idle: bool = False, max_jobs: int | None = None) -> int:
         """Claim and run jobs until stopped (or idle, or ``max_jobs``). Returns jobs handled."""
         self.recover()
+        self._closed.clear()
         self._house = threading.Thread(target=self._housekeeping, name="dojo-heartbeat", daemon=True)
         self._house.start()
         handled, last_stale = 0, time.monotonic()
@@ -926,6 +929,8 @@ class Worker:
             s.execute(update(Job).where(Job.id == ctx.job_id).values(session_id=session_id, task_id=task_id)
                       .execution_options(synchronize_session=False))
             task = repo.get_task(s, task_id)
+            if repo.get_session(s, session_id).status in ("stopped", "finished"):
+                raise JobStopped("session stopped")
             if start_id is None:
                 existing = s.scalar(select(Checkpoint).where(Checkpoint.path == policy_path))
                 start_id = existing.id if existing else repo.add_checkpoint(
