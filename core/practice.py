@@ -83,7 +83,7 @@ class PracticeConfig:
     ablation; never the default)."""
     check_episodes: int = 100
     """Held-out rollouts of the starting policy for the pre-practice detector check (0 = skip)."""
-    min_precision: float = 0.8
+    min_precision: float = 0.5
     min_recall: float = 0.5
     eval_every: int = 5
     eval_episodes: int = 200

@@ -38,11 +38,11 @@ SYSTEM = "system"  # created_by of the jobs the launcher enqueues
 class PrepConfig:
     """Sizes of the preparation chain, small enough for a 2-core laptop."""
 
-    demos: int = 150
+    demos: int = 300
     """Scripted-expert demonstrations to generate."""
-    epochs: int = 6
+    epochs: int = 8
     """Stage-1 SFT epochs (capped by ``sft_minutes``)."""
-    sft_minutes: float = 4.0
+    sft_minutes: float = 6.0
     """Wall-clock cap on Stage-1 training."""
     fleet_size: int = 4
     """Robots in the first practice session."""
