@@ -62,7 +62,7 @@ from sqlalchemy import select, update
 
 from storage import repo
 from storage.db import Database, init_db
-from storage.models import Checkpoint, Episode, Job, PracticeSession, Robot, Task, utcnow
+from storage.models import Checkpoint, Episode, Job, PracticeSession, Robot, Task
 
 log = logging.getLogger("dojo.worker")
 
