@@ -58,6 +58,20 @@ def main(argv=None) -> dict:
     ev = evaluate_checkpoint(sft["best_policy"], plan["eval_episodes"], reward_checkpoint=sft["best_stg"])
     eval_seconds = time.perf_counter() - t_eval
     model, _ = load_checkpoint(sft["best_policy"])
+    # The detector as practice uses it: s calibrated on 50 of the policy's own sampled
+    # rollouts (run to the step limit), precision/recall measured on 50 others.
+    from core.fleet import LocalFleet
+    from core.practice import detector_check
+    from core.rollout import DetectorSpec
+    from sim_backends.registry import make_env
+
+    reward, _ = load_checkpoint(sft["best_stg"])
+    fleet = LocalFleet(lambda: make_env("tabletop", {**env_config, "terminate_on_success": False}), 8)
+    try:
+        chk = detector_check(model, reward, fleet, DetectorSpec(ev["threshold_s"], 2), 100, args.seed,
+                             calibrate=True)
+    finally:
+        fleet.close()
     lat = policy_latency_ms(model, "tabletop", env_config)
     result = {
         "bc_success": ev["success"], "bc_success_ci": ev["success_ci"],
@@ -66,6 +80,9 @@ def main(argv=None) -> dict:
         "detector_precision": ev["detector_precision"], "detector_recall": ev["detector_recall"],
         "detector_f1": ev["detector_f1"], "detector_counts": ev["detector_counts"],
         "threshold_s": ev["threshold_s"],
+        "rollout_detector_precision": chk["precision"], "rollout_detector_recall": chk["recall"],
+        "rollout_detector_threshold_s": chk["threshold_s"], "rollout_detector_patience": chk["patience"],
+        "rollout_detector_counts": chk["counts"],
         "demo_d_final_mean": ev.get("calibration", {}).get("d_final_mean"),
         "demo_d_other_mean": ev.get("calibration", {}).get("d_other_mean"),
         "demos": plan["demos"], "expert_success_rate": demos["expert_success_rate"],
