@@ -46,15 +46,9 @@ def telemetry_token(data: Path) -> str:
     tok = os.environ.get("DOJO_TELEMETRY_TOKEN", "").strip()
     if tok:
         return tok
-    path = data / "telemetry.token"
-    if path.exists() and path.read_text().strip():
-        return path.read_text().strip()
-    tok = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tok + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return tok
+    from core.telemetry import load_or_create_token  # no torch/MuJoCo behind this import
+
+    return load_or_create_token(data)
 
 
 def port_free(host: str, port: int) -> bool:
