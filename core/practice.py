@@ -260,7 +260,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
-                f"(s={spec.threshold_s:.2f}, patience {spec.patience}, {chk['episodes']} rollouts)")
+                f"(s={chk['threshold_s']:.2f} {chk['threshold_source']}, patience {spec.patience}, "
+                f"{chk['episodes']} rollouts scored)")
         if check_path.exists():
             chk = json.loads(check_path.read_text())
             spec = DetectorSpec(float(chk["threshold_s"]), spec.patience)
