@@ -23,17 +23,22 @@ from typing import Any
 DEFAULT_DATA_DIR = Path(os.environ.get("DOJO_DATA", "data"))
 
 
+def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
+    if not text:
+        return None
+    try:
+        cfg = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"task\": \"push-v3\"}}' ({e})") from e
+    if not isinstance(cfg, dict):
+        raise ValueError(f"{flag} must be a JSON object, got {type(cfg).__name__}")
+    return cfg
+
+
 def _env_config(args) -> dict[str, Any]:
     """Backend config from --env-config JSON plus the per-backend shortcuts
     (--family for tabletop, --task for metaworld, --image-size for all)."""
-    cfg: dict[str, Any] = {}
-    if getattr(args, "env_config", None):
-        try:
-            cfg = json.loads(args.env_config)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"--env-config must be a JSON object, e.g. '{{\"task\": \"push-v3\"}}' ({e})") from e
-        if not isinstance(cfg, dict):
-            raise ValueError("--env-config must be a JSON object")
+    cfg: dict[str, Any] = _json_object(getattr(args, "env_config", None), "--env-config") or {}
     backend = getattr(args, "backend", "tabletop")
     if backend == "tabletop":
         cfg.setdefault("family", args.family)
@@ -75,12 +80,16 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
                         data: str | None = None, threshold: float | None = None, patience: int = 1,
                         tolerance: int | None = None,
                         seed0: int | None = None, n_envs: int = 16, device: str = "auto",
-                        progress: bool = True) -> dict[str, Any]:
-    """The eval command's work, as a function the bench and tests call too."""
+                        progress: bool = True, backend: str | None = None,
+                        env_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The eval command's work, as a function the bench and tests call too.
+
+    ``backend`` / ``env_config`` evaluate on another task than the checkpoint was trained
+    on (e.g. a new object); by default, the checkpoint's own."""
     from tqdm import tqdm
 
     from core.checkpoint import load_checkpoint
-    from core.dataset import load_episodes
+    from core.dataset import held_out_episodes
     from core.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos, evaluate_policy
     from core.sft import resolve_device
 
@@ -90,22 +99,22 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
     reward_path = reward_checkpoint or checkpoint
     reward, rmeta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
     out: dict[str, Any] = {"checkpoint": checkpoint, "reward_checkpoint": reward_path}
-    data = data or rmeta.get("dataset")
-    val_seeds = rmeta.get("val_seeds")
-    if data and val_seeds:
-        _, eps = load_episodes(Path(data))
-        held = [e for e in eps if e.seed in set(val_seeds)]
-        if held:
-            calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
-            out["calibration"] = calib
-            out["stg_mae_steps"] = calib["stg_mae_steps"]
+    held = held_out_episodes(rmeta, data)
+    if held:
+        calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
+        out["calibration"] = calib
+        out["stg_mae_steps"] = calib["stg_mae_steps"]
     if threshold is None:
         threshold = out.get("calibration", {}).get("threshold_s", rmeta.get("threshold_s"))
     if threshold is None:
         raise SystemExit(f"no detector threshold: {reward_path} holds none and no held-out demos were "
                          "found; pass --threshold S or --data DATASET")
     bar = tqdm(total=episodes, desc="eval", disable=not progress)
-    report, _ = evaluate_policy(policy, meta["backend"], meta["env_config"], episodes, threshold,
+    from sim_backends.multitask import resolve_task
+
+    backend, env_config = resolve_task(meta["backend"], meta["env_config"], backend, env_config)
+    out.update({"backend": backend, "env_config": env_config})
+    report, _ = evaluate_policy(policy, backend, env_config, episodes, threshold,
                                 patience=patience, tolerance=tolerance,
                                 seed0=EVAL_SEED0 if seed0 is None else seed0,
                                 n_envs=n_envs, reward_model=None if reward is policy else reward,
@@ -120,7 +129,8 @@ def cmd_eval(args) -> dict[str, Any]:
                                data=args.data, threshold=args.threshold, patience=args.patience,
                                tolerance=args.tolerance,
                                seed0=args.seed0, n_envs=args.n_envs, device=args.device,
-                               progress=not args.quiet)
+                               progress=not args.quiet, backend=args.backend,
+                               env_config=_json_object(args.env_config, "--env-config"))
 
 
 def cmd_practice(args) -> dict[str, Any]:
@@ -128,6 +138,8 @@ def cmd_practice(args) -> dict[str, Any]:
 
     fields = {f.name for f in dataclasses.fields(PracticeConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
+    if "env_config" in kw:
+        kw["env_config"] = _json_object(kw["env_config"], "--env-config")
     return run_practice(PracticeConfig(**kw), progress=not args.quiet)
 
 
@@ -190,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_demos)
 
     p = sub.add_parser("sft", help="Stage 1: train BC + steps-to-go on a dataset")
-    p.add_argument("--data", required=True)
+    p.add_argument("--data", required=True, help="dataset directory; several, comma-separated, train one "
+                   "multi-task model (evaluation then cycles through their tasks)")
     p.add_argument("--out", required=True, help="run directory (resumes from last.pt if present)")
     p.add_argument("--max-episodes", type=int, help="use only the first N episodes (by seed)")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -220,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tolerance", type=int, help="steps before the goal at which a firing still "
                    "counts as correct (default 3)")
     p.add_argument("--seed0", type=int)
+    p.add_argument("--backend", help="evaluate on another backend than the checkpoint's (default: its own)")
+    p.add_argument("--env-config", dest="env_config",
+                   help="evaluate on another task, as a JSON backend config, e.g. "
+                        "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
     p.add_argument("--n-envs", type=int, default=16)
     p.add_argument("--device", default="auto")
     p.add_argument("--quiet", action="store_true")
@@ -232,6 +249,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="frozen reward model / success detector (Stage-1 best_stg.pt)")
     p.add_argument("--out", required=True, help="run directory (resumes from its last completed iteration)")
     p.add_argument("--fleet-size", dest="fleet_size", type=int, help="robots (default: cores)")
+    p.add_argument("--backend", help="practise on another backend than the reward model's")
+    p.add_argument("--env-config", dest="env_config",
+                   help="practise on another task (JSON backend config), e.g. a new object: "
+                        "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
     p.add_argument("--in-process", dest="processes", action="store_const", const=False,
                    help="simulators in this process instead of one process per robot")
     p.add_argument("--gamma", type=float, help="discount (default 0.9)")

@@ -51,6 +51,7 @@ class Episode:
     seed: int
     success: bool
     keypoints: np.ndarray | None = None  # float32 [T+1, K, 2], optional privileged label
+    source: int = 0  # which dataset of a multi-dataset run it came from (load_datasets)
 
     @property
     def length(self) -> int:
@@ -156,6 +157,69 @@ def load_episodes(root: Path, limit: int | None = None) -> tuple[dict[str, Any],
     if limit is not None:
         files = files[:limit]
     return meta, [read_episode(f) for f in files]
+
+
+def dataset_dirs(spec: str | Path | list | tuple) -> list[Path]:
+    """``"a,b"`` or ``[a, b]`` -> [Path(a), Path(b)]: several datasets train one model."""
+    if isinstance(spec, (list, tuple)):
+        parts = [str(p) for p in spec]
+    else:
+        parts = str(spec).split(",")
+    dirs = [Path(p.strip()) for p in parts if p.strip()]
+    if not dirs:
+        raise DatasetError(f"no dataset directory given ({spec!r}); pass one, or several separated by commas")
+    return dirs
+
+
+def load_datasets(spec: str | Path | list | tuple, limit: int | None = None
+                  ) -> tuple[dict[str, Any], list[Episode]]:
+    """Episodes of one or several datasets (``limit`` applies to each), and the task they
+    define: the dataset's own (backend, env_config) when they all share one, else a
+    ``multitask`` backend over the distinct ones (sim_backends/multitask.py), so that
+    evaluation and practice run every task the model was trained on."""
+    dirs = dataset_dirs(spec)
+    tasks: list[dict[str, Any]] = []
+    episodes: list[Episode] = []
+    first: dict[str, Any] | None = None
+    for k, d in enumerate(dirs):
+        meta, eps = load_episodes(d, limit)
+        for e in eps:
+            e.source = k
+        first = first or meta
+        task = {"backend": meta["backend"], "env_config": meta["env_config"]}
+        if task not in tasks:
+            tasks.append(task)
+        episodes.extend(eps)
+    assert first is not None
+    if len(tasks) == 1:
+        return {**first, "datasets": [str(d) for d in dirs]}, episodes
+    shapes = {(e.frames.shape[1:], e.proprio.shape[1], e.actions.shape[1]) for e in episodes}
+    if len(shapes) > 1:
+        raise DatasetError(
+            f"datasets {[str(d) for d in dirs]} disagree on (image shape, proprio size, action size): "
+            f"{sorted(shapes)}; one model reads them all, so generate them with the same image_size "
+            f"and a backend with the same action and proprioception sizes")
+    return {"backend": "multitask", "env_config": {"tasks": tasks},
+            "datasets": [str(d) for d in dirs]}, episodes
+
+
+def held_out_key(e: Episode) -> list[int]:
+    """How a checkpoint names one of its held-out episodes: [dataset index, seed]."""
+    return [int(e.source), int(e.seed)]
+
+
+def held_out_episodes(ckpt_meta: dict[str, Any], data: str | None = None) -> list[Episode]:
+    """The held-out demonstrations a Stage-1 checkpoint was validated on (for calibrating
+    the detector), from ``data`` or the dataset(s) it was trained on; [] if unknown."""
+    data = data or ckpt_meta.get("dataset")
+    if not data:
+        return []
+    _, eps = load_datasets(data)
+    if ckpt_meta.get("val_keys") is not None:
+        keys = {tuple(k) for k in ckpt_meta["val_keys"]}
+        return [e for e in eps if tuple(held_out_key(e)) in keys]
+    val = set(ckpt_meta.get("val_seeds") or [])
+    return [e for e in eps if e.seed in val]
 
 
 @dataclass

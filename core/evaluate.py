@@ -3,7 +3,7 @@ threshold calibration and steps-to-go error on held-out demonstrations."""
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, Sequence
 
@@ -38,6 +38,8 @@ class EvalReport:
     end_reasons: dict[str, int]
     env_steps: int
     seconds: float
+    per_task: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Multi-task backends: {task name: {episodes, success, success_ci}}."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +80,16 @@ def calibrate_on_demos(model: DojoPolicy, episodes: Sequence[Episode], patience:
             "episodes": len(episodes)}
 
 
+def per_task_success(records: Sequence[EpisodeRecord]) -> dict[str, dict[str, Any]]:
+    """Success per task for records of a multi-task backend ({} when there is one task)."""
+    groups: dict[str, list[bool]] = {}
+    for r in records:
+        if r.task:
+            groups.setdefault(r.task, []).append(r.success)
+    return {t: {"episodes": len(v), "success": sum(v) / len(v), "success_ci": wilson_interval(sum(v), len(v))}
+            for t, v in groups.items()}
+
+
 def score_records(records: Sequence[EpisodeRecord], threshold_s: float, patience: int = 1,
                   tolerance: int = DEFAULT_TOLERANCE) -> tuple[S.DetectorCounts, tuple[float, float, float]]:
     counts = S.DetectorCounts()
@@ -108,5 +120,6 @@ def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any],
         mean_length=float(np.mean([rec.length for rec in records])) if records else 0.0,
         threshold_s=threshold_s, patience=patience, tolerance=tolerance, detector_precision=p, detector_recall=r,
         detector_f1=f1, detector_counts=asdict(counts), end_reasons=reasons,
-        env_steps=int(sum(rec.length for rec in records)), seconds=seconds)
+        env_steps=int(sum(rec.length for rec in records)), seconds=seconds,
+        per_task=per_task_success(records))
     return report, records

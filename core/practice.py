@@ -211,8 +211,10 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     dev = torch.device(cfg.device)
     reward, rmeta = load_checkpoint(cfg.reward_checkpoint, dev)
     reward.eval().requires_grad_(False)
-    backend = cfg.backend or rmeta.get("backend", "tabletop")
-    env_config = dict(cfg.env_config if cfg.env_config is not None else rmeta.get("env_config", {}))
+    from sim_backends.multitask import resolve_task
+
+    backend, env_config = resolve_task(rmeta.get("backend", "tabletop"), rmeta.get("env_config", {}),
+                                       cfg.backend, cfg.env_config)
     env_config["terminate_on_success"] = bool(cfg.ground_truth_reward)
 
     state_path = out / "state.json"
@@ -235,14 +237,13 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     if threshold is None and int(rmeta.get("patience", 1)) == cfg.patience:
         threshold = rmeta.get("threshold_s")
     if threshold is None:
-        from core.dataset import load_episodes
+        from core.dataset import held_out_episodes
 
-        data, val = rmeta.get("dataset"), set(rmeta.get("val_seeds") or [])
-        if not (data and val):
+        held = held_out_episodes(rmeta)
+        if not held:
             raise PracticeRefused(f"{cfg.reward_checkpoint} carries no detector threshold and no held-out "
                                   "demonstrations to calibrate one; pass threshold_s (--threshold)")
-        _, eps = load_episodes(Path(data))
-        threshold = calibrate_on_demos(reward, [e for e in eps if e.seed in val], cfg.patience)["threshold_s"]
+        threshold = calibrate_on_demos(reward, held, cfg.patience)["threshold_s"]
     spec = DetectorSpec(float(threshold), cfg.patience)
 
     own = fleet is None

@@ -43,6 +43,8 @@ class EpisodeRecord:
     end_reason: str = ""
     detector_step: int | None = None
     error: str = ""
+    task: str = ""
+    """The task's name when the backend holds several (``info["task_name"]``), else ""."""
 
     @property
     def success(self) -> bool:
@@ -121,7 +123,8 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
             obs, info = res
             slot.obs, slot.finishing, slot.run = obs, False, 0
             slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
-            slot.rec = EpisodeRecord(seed=int(seed), instruction=obs[OBS_INSTRUCTION])
+            slot.rec = EpisodeRecord(seed=int(seed), instruction=obs[OBS_INSTRUCTION],
+                                     task=str(info.get("task_name", "")))
             slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
             return
         slot.rec = None

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
-from core.dataset import FrameTable, load_episodes
+from core.dataset import FrameTable, held_out_key, load_datasets
 from core.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.policy import DojoPolicy, PolicyConfig
 
@@ -32,11 +32,12 @@ class SFTConfig:
     """Stage-1 training settings; stored as run.json in the run directory."""
 
     data: str
-    """Dataset directory (see core/dataset.py)."""
+    """Dataset directory (see core/dataset.py); several, comma-separated, train one model
+    on all of them (a multi-task run: evaluation then cycles through their tasks)."""
     out: str
     """Run directory for checkpoints and logs."""
     max_episodes: int | None = None
-    """Use only the first N episodes of the dataset (by seed), e.g. 10% of a pool."""
+    """Use only the first N episodes of each dataset (by seed), e.g. 10% of a pool."""
     val_fraction: float = 0.1
     """Fraction of episodes held out for validation and detector calibration."""
     epochs: int = 20
@@ -119,7 +120,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed)
-    meta, episodes = load_episodes(Path(cfg.data), cfg.max_episodes)
+    meta, episodes = load_datasets(cfg.data, cfg.max_episodes)
     train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
     train_eps = [episodes[i] for i in train_ids]
     val_eps = [episodes[i] for i in val_ids]
@@ -172,7 +173,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
     def ckpt_meta(extra: dict[str, Any]) -> dict[str, Any]:
         return {"stage": "sft", "backend": meta["backend"], "env_config": meta["env_config"],
                 "dataset": str(cfg.data), "train_episodes": len(train_eps),
-                "val_seeds": [e.seed for e in val_eps],
+                "val_seeds": [e.seed for e in val_eps], "val_keys": [held_out_key(e) for e in val_eps],
                 "train_state": dict(state), **calib, **extra}
 
     t_start = time.perf_counter() - state["train_seconds"]

@@ -1068,17 +1068,16 @@ def _calibrated_threshold(reward_path: str, rmeta: dict[str, Any], patience: int
     if rmeta.get("threshold_s") is not None and int(rmeta.get("patience", 1)) == patience:
         return float(rmeta["threshold_s"])
     from core.checkpoint import load_checkpoint
-    from core.dataset import load_episodes
+    from core.dataset import held_out_episodes
     from core.evaluate import calibrate_on_demos
     from core.practice import PracticeRefused
 
-    data, val = rmeta.get("dataset"), set(rmeta.get("val_seeds") or [])
-    if not (data and val):
+    held = held_out_episodes(rmeta)
+    if not held:
         raise PracticeRefused(f"{reward_path} carries no detector threshold and no held-out demonstrations to "
                               "calibrate one; pass threshold_s in the job params or set the task's detector threshold")
     reward, _ = load_checkpoint(reward_path, "cpu")
-    _, eps = load_episodes(Path(data))
-    return float(calibrate_on_demos(reward, [e for e in eps if e.seed in val], patience)["threshold_s"])
+    return float(calibrate_on_demos(reward, held, patience)["threshold_s"])
 
 
 def _jsonable(x: Any) -> Any:

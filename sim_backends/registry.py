@@ -38,10 +38,23 @@ def _metaworld(config: dict[str, Any]):
     return MetaWorldEnv(MetaWorldConfig(**config))
 
 
+def _multitask(config: dict[str, Any]):
+    from sim_backends.multitask import MultiTaskConfig, MultiTaskEnv
+
+    return MultiTaskEnv(MultiTaskConfig(**config))
+
+
+def _multitask_expert(env, seed: int, rng):
+    from sim_backends.multitask import run_multitask_expert_episode
+
+    return run_multitask_expert_episode(env, seed, rng)
+
+
 BACKENDS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "tabletop": _tabletop, "gym": _gym, "metaworld": _metaworld}
+    "tabletop": _tabletop, "gym": _gym, "metaworld": _metaworld, "multitask": _multitask}
 EXPERTS: dict[str, Callable] = {
-    "tabletop": _tabletop_expert, "gym": _gym_expert, "metaworld": _gym_expert}
+    "tabletop": _tabletop_expert, "gym": _gym_expert, "metaworld": _gym_expert,
+    "multitask": _multitask_expert}
 
 
 def make_env(backend: str, config: dict[str, Any] | None = None):

@@ -290,3 +290,49 @@ def test_frame_table_batch_one_frame(table):
     assert tuple(b[P.PROPRIO].shape) == (2, 1, 2)
     assert torch.equal(b[P.FRAMES][:, 0], torch.from_numpy(t.frames[[1, 2]]))
     assert int(b[P.ACTION_BINS].max()) <= 4
+
+
+# ------------------------------------------------------------------ several datasets
+def _dataset(root, backend_cfg, seeds, size=16):
+    write_meta(root, {"backend": "tabletop", "env_config": backend_cfg, "seed0": 0})
+    for s in seeds:
+        write_episode(root, make_episode(seed=s, T=4, size=size))
+
+
+def test_load_datasets_same_task_concatenates_and_limits_each(tmp_path):
+    from core.dataset import load_datasets
+
+    _dataset(tmp_path / "a", {"family": "block2block"}, [0, 1, 2])
+    _dataset(tmp_path / "b", {"family": "block2block"}, [0, 1])
+    meta, eps = load_datasets(f"{tmp_path / 'a'},{tmp_path / 'b'}", limit=2)
+    assert meta["backend"] == "tabletop" and meta["env_config"] == {"family": "block2block"}
+    assert [(e.source, e.seed) for e in eps] == [(0, 0), (0, 1), (1, 0), (1, 1)]
+
+
+def test_load_datasets_of_different_tasks_define_a_multitask_backend(tmp_path):
+    from core.dataset import held_out_episodes, load_datasets
+
+    _dataset(tmp_path / "a", {"family": "block2block"}, [0, 1])
+    _dataset(tmp_path / "b", {"family": "block2location"}, [0, 1])
+    spec = [str(tmp_path / "a"), str(tmp_path / "b")]
+    meta, eps = load_datasets(spec)
+    assert meta["backend"] == "multitask"
+    assert meta["env_config"] == {"tasks": [
+        {"backend": "tabletop", "env_config": {"family": "block2block"}},
+        {"backend": "tabletop", "env_config": {"family": "block2location"}}]}
+    # held-out episodes are named by (dataset, seed): seed 1 of the second dataset only
+    held = held_out_episodes({"dataset": ",".join(spec), "val_keys": [[1, 1]]})
+    assert [(e.source, e.seed) for e in held] == [(1, 1)]
+    # older checkpoints name them by seed alone
+    assert len(held_out_episodes({"dataset": ",".join(spec), "val_seeds": [1]})) == 2
+
+
+def test_load_datasets_with_different_image_sizes_is_refused(tmp_path):
+    from core.dataset import load_datasets
+
+    _dataset(tmp_path / "a", {"family": "block2block"}, [0], size=16)
+    _dataset(tmp_path / "b", {"family": "block2location"}, [0], size=24)
+    with pytest.raises(DatasetError, match="disagree on .*image shape"):
+        load_datasets(f"{tmp_path / 'a'},{tmp_path / 'b'}")
+    with pytest.raises(DatasetError, match="no dataset directory"):
+        load_datasets(" , ")

@@ -56,6 +56,38 @@ def test_demos_sft_eval_end_to_end(run, capsys):
     assert sum(ev["end_reasons"].values()) == 4
 
 
+def test_multi_task_sft_on_two_datasets_and_eval_per_task(run, tmp_path, capsys):
+    """Two datasets of different tasks train one model; eval cycles through both tasks and
+    reports success per task; --env-config evaluates on a task it never saw."""
+    data, _ = run
+    if not data.exists():
+        assert main(["demos", "--out", str(data), "--n", "6", "--workers", "1", "--image-size", "32",
+                     "--quiet"]) == 0
+    b2l = tmp_path / "b2l"
+    assert main(["demos", "--out", str(b2l), "--n", "4", "--workers", "1", "--image-size", "32",
+                 "--family", "block2location", "--quiet"]) == 0
+    capsys.readouterr()
+    out = tmp_path / "mt"
+    assert main(["sft", "--data", f"{data},{b2l}", "--out", str(out), "--epochs", "1", "--d-model", "32",
+                 "--n-layers", "1", "--eval-episodes", "2", "--batch-size", "32", "--threads", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    meta = read_checkpoint(out / "best_stg.pt")["meta"]
+    assert meta["backend"] == "multitask"
+    assert [t["env_config"]["family"] for t in meta["env_config"]["tasks"]] == ["block2block", "block2location"]
+    assert all(len(k) == 2 for k in meta["val_keys"])
+    assert main(["eval", "--checkpoint", str(out / "best_policy.pt"), "--episodes", "4", "--n-envs", "2",
+                 "--device", "cpu", "--quiet"]) == 0
+    ev = _json_out(capsys)
+    assert set(ev["per_task"]) == {"block2block", "block2location"}
+    assert all(v["episodes"] == 2 for v in ev["per_task"].values())
+    banana = '{"family": "block2location", "blocks": [], "objects": ["banana"], "image_size": 32}'
+    assert main(["eval", "--checkpoint", str(out / "best_policy.pt"), "--episodes", "2", "--n-envs", "2",
+                 "--device", "cpu", "--quiet", "--env-config", banana]) == 0
+    ev = _json_out(capsys)
+    assert ev["env_config"]["objects"] == ["banana"] and ev["episodes"] == 2
+
+
 def test_eval_of_a_corrupt_checkpoint_exits_2_naming_the_file(tmp_path, capsys):
     bad = tmp_path / "broken.pt"
     bad.write_bytes(b"\x00garbage, not a checkpoint" * 50)

@@ -1,0 +1,216 @@
+"""Several tasks behind one backend: each episode is one of them, chosen by its seed.
+
+A multi-task Dojo run (one policy and one steps-to-go model over many tasks, e.g.
+Meta-World's MT10, or both tabletop instruction families) needs every part that takes
+"a task" (fleet, practice, evaluation, demos) to take a *set* of tasks. Rather than
+teach each of them about sets, this backend is one environment that holds one
+sub-environment per task and hands each episode to task ``seed % n_tasks`` (or the
+task named in ``reset(options={"task": i})``). Consecutive seeds therefore cycle
+through the tasks, so any evaluation over a seed range is balanced across them, and
+``info["task"]`` / ``info["task_name"]`` say which task an episode was::
+
+    make_env("multitask", {"tasks": [
+        {"backend": "metaworld", "env_config": {"task": "reach-v3"}},
+        {"backend": "metaworld", "env_config": {"task": "push-v3"}},
+    ]})
+
+Every task must give the same image shape, proprioception size and action size (one
+policy reads them all). ``terminate_on_success`` here, when set, overrides each task's
+(practice turns it off so that only the learned detector ends episodes).
+"""
+from __future__ import annotations
+
+import json
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from sim_backends.base import BackendError
+
+INFO_TASK = "task"
+INFO_TASK_NAME = "task_name"
+
+
+def task_name(task: dict[str, Any]) -> str:
+    """A short readable name: Meta-World's task, the tabletop family, or the backend."""
+    if task.get("name"):
+        return str(task["name"])
+    cfg = task.get("env_config") or {}
+    for key in ("task", "family", "env_id"):
+        if cfg.get(key):
+            extra = "+".join(cfg.get("objects") or ())
+            return f"{cfg[key]}[{extra}]" if extra else str(cfg[key])
+    return str(task.get("backend"))
+
+
+@dataclass(frozen=True)
+class MultiTaskConfig:
+    tasks: tuple[dict[str, Any], ...]
+    """One entry per task: {"backend": name, "env_config": {...}, "name": optional}."""
+    terminate_on_success: bool | None = None
+    """When set, overrides every task's own terminate_on_success."""
+    max_live: int = 2
+    """Sub-environments kept open at once (least recently used closed first). A Meta-World
+    environment holds ~130 MB once reset, so a fleet of robots each holding all of MT10
+    would not fit in memory; switching tasks costs one environment build (~0.4 s)."""
+
+    def __post_init__(self) -> None:
+        tasks = tuple(dict(t) for t in (self.tasks or ()))
+        if not tasks:
+            raise ValueError("MultiTaskConfig.tasks is empty; give at least one "
+                             "{'backend': ..., 'env_config': {...}}")
+        for i, t in enumerate(tasks):
+            if not isinstance(t.get("backend"), str):
+                raise ValueError(f"MultiTaskConfig.tasks[{i}] = {t!r} has no 'backend' name; "
+                                 "each task is {'backend': ..., 'env_config': {...}}")
+            if t["backend"] == "multitask":
+                raise ValueError(f"MultiTaskConfig.tasks[{i}]: a multitask task cannot nest another multitask")
+            if not isinstance(t.get("env_config", {}), dict):
+                raise ValueError(f"MultiTaskConfig.tasks[{i}].env_config must be a dict, got {t['env_config']!r}")
+        if not (isinstance(self.max_live, int) and self.max_live >= 1):
+            raise ValueError(f"MultiTaskConfig.max_live={self.max_live!r}; expected an int >= 1")
+        object.__setattr__(self, "tasks", tasks)
+
+    @property
+    def names(self) -> list[str]:
+        return [task_name(t) for t in self.tasks]
+
+
+# (backend, env_config) -> (image_shape, proprio_dim, action_dim, max_steps), per process.
+_SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {}
+
+
+def _task_key(backend: str, env_config: dict[str, Any]) -> str:
+    return json.dumps([backend, env_config], sort_keys=True, default=str)
+
+
+class MultiTaskEnv:
+    """One environment per task, opened when an episode needs it; an episode runs on the
+    task its seed picks."""
+
+    def __init__(self, config: MultiTaskConfig) -> None:
+        self.config = config
+        self.names = config.names
+        self._configs = []
+        for t in config.tasks:
+            env_config = dict(t.get("env_config") or {})
+            if config.terminate_on_success is not None:
+                env_config["terminate_on_success"] = bool(config.terminate_on_success)
+            self._configs.append((t["backend"], env_config))
+        self._live: OrderedDict[int, Any] = OrderedDict()
+        shapes = [self._shape_of(i) for i in range(len(self._configs))]
+        first = shapes[0]
+        for name, shp in zip(self.names, shapes):
+            for k, attr in enumerate(("image_shape", "proprio_dim", "action_dim")):
+                if shp[k] != first[k]:
+                    self.close()
+                    raise BackendError(
+                        f"task {name!r} has {attr}={shp[k]} but task {self.names[0]!r} has {first[k]}; one "
+                        f"policy reads every task, so all tasks need the same {attr} ("
+                        + ("give every task the same image_size)" if attr == "image_shape" else
+                           "these backends cannot share one policy: train separate runs)"))
+        self.image_shape, self.proprio_dim, self.action_dim = first[0], first[1], first[2]
+        self.max_steps = max(s[3] for s in shapes)
+        self.current = 0
+        self.episode_id = 0
+
+    def _shape_of(self, i: int) -> tuple[tuple[int, ...], int, int, int]:
+        key = _task_key(*self._configs[i])
+        if key not in _SHAPES:
+            env = self._env(i)
+            _SHAPES[key] = (tuple(int(x) for x in env.image_shape), int(env.proprio_dim),
+                            int(env.action_dim), int(env.max_steps))
+        return _SHAPES[key]
+
+    def _env(self, i: int) -> Any:
+        from sim_backends.registry import make_env
+
+        if i in self._live:
+            self._live.move_to_end(i)
+            return self._live[i]
+        while len(self._live) >= self.config.max_live:
+            _, old = self._live.popitem(last=False)
+            old.close()
+        backend, env_config = self._configs[i]
+        try:
+            env = make_env(backend, env_config)
+        except Exception as e:
+            raise BackendError(f"multitask: cannot build task {self.names[i]!r} "
+                               f"({backend}, {env_config}): {type(e).__name__}: {e}") from e
+        self._live[i] = env
+        return env
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self._configs)
+
+    def task_of_seed(self, seed: int | None) -> int:
+        return 0 if seed is None else int(seed) % self.n_tasks
+
+    def select(self, task: int | str) -> Any:
+        """Make ``task`` (index or name) current and return its environment."""
+        if isinstance(task, str):
+            if task not in self.names:
+                raise BackendError(f"unknown task {task!r}; this multitask env has {self.names}")
+            task = self.names.index(task)
+        if not 0 <= int(task) < self.n_tasks:
+            raise BackendError(f"task index {task} out of range; this multitask env has {self.n_tasks} tasks")
+        self.current = int(task)
+        return self._env(self.current)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None
+              ) -> tuple[dict[str, Any], dict[str, Any]]:
+        options = dict(options or {})
+        task = options.pop("task", None)
+        env = self.select(self.task_of_seed(seed) if task is None else task)
+        self.episode_id += 1
+        obs, info = env.reset(seed=seed, options=options or None)
+        return obs, self._tag(info)
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        obs, reward, terminated, truncated, info = self._env(self.current).step(action)
+        return obs, reward, terminated, truncated, self._tag(info)
+
+    def _tag(self, info: dict[str, Any]) -> dict[str, Any]:
+        return {**info, INFO_TASK: self.current, INFO_TASK_NAME: self.names[self.current]}
+
+    def render(self) -> np.ndarray:
+        return self._env(self.current).render()
+
+    def __getattr__(self, name: str) -> Any:
+        # Backend-specific helpers (privileged_state, goal_keypoints, instruction, ...) of
+        # the task the current episode runs on, so scripted experts work unchanged.
+        if name.startswith("_") or name in ("config", "names", "current"):
+            raise AttributeError(name)
+        return getattr(self._env(self.current), name)
+
+    def close(self) -> None:
+        live = self.__dict__.get("_live") or {}
+        while live:
+            _, env = live.popitem()
+            try:
+                env.close()
+            except Exception:  # noqa: BLE001 - close the rest
+                pass
+
+
+def run_multitask_expert_episode(env: MultiTaskEnv, seed: int, rng) -> dict[str, Any]:
+    """The chosen task's own scripted expert."""
+    from sim_backends.registry import expert_episode
+
+    i = env.task_of_seed(seed)
+    return expert_episode(env.config.tasks[i]["backend"], env.select(i), seed, rng)
+
+
+def resolve_task(default_backend: str, default_config: dict[str, Any], backend: str | None,
+                 env_config: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    """The task to run: the given one, else a checkpoint's own. A config given without a
+    backend for a multi-task checkpoint is a single task of that checkpoint's (first) backend,
+    e.g. a tabletop scene with a new object for a model trained on both tabletop families."""
+    if env_config is None:
+        return backend or default_backend, dict(default_config)
+    if backend is None and default_backend == "multitask" and "tasks" not in env_config:
+        backend = (default_config.get("tasks") or [{}])[0].get("backend")
+    return backend or default_backend, dict(env_config)
