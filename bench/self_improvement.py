@@ -12,6 +12,12 @@ Practice selects its best checkpoint on separate selection seeds, so the reporte
 Pool sizing: 300 demonstrations gave BC 34.5 % [28, 41] (200 test seeds) with the default
 model, inside the paper's 25-50 % band for "BC on 10 %", so the pool is 3,000.
 
+New skill by practice (the paper's BananaTable): Stage 1 on blocks only (Block2Block and
+Block2Location, 10 % of the pool each), then practice on a banana alone on the table,
+never seen in a demonstration, rewarded by that run's frozen steps-to-go model:
+``novel_before`` / ``novel_after`` on the same held-out seeds (``--only-novel`` runs just
+this arm, ``--skip-novel`` leaves it out).
+
 Writes ``<root>/self_improvement.png`` (success vs demonstration + practice episodes,
 every arm) and ``<root>/result.json``; the last line printed is ``RESULT {json}``.
 """
@@ -26,10 +32,13 @@ from typing import Any
 from bench.common import print_result
 
 FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 10, 0.2: 8, 0.8: 4},
-            select_episodes=60, si_eval_every=5, si_eval_episodes=100)
+            select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000)
 QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1500, epochs={0.1: 8, 0.2: 6, 0.8: 3},
-             select_episodes=40, si_eval_every=4, si_eval_episodes=60)
+             select_episodes=40, si_eval_every=4, si_eval_episodes=60, novel_practice_episodes=1000)
 FRACTIONS = (0.1, 0.2, 0.8)
+# The paper's BananaTable: a banana alone on the table, never seen in any demonstration,
+# pushed to one of the nine regions ("push the banana to the top left of the table").
+NOVEL_ENV = {"family": "block2location", "blocks": [], "objects": ["banana"]}
 
 
 def _plot(path: Path, arms: dict[str, Any], pool: int) -> None:
@@ -65,6 +74,41 @@ def _plot(path: Path, arms: dict[str, Any], pool: int) -> None:
     plt.close(fig)
 
 
+def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_success) -> dict[str, Any]:
+    """A new skill by practice: Stage 1 on blocks only (both instruction families, 10 % of
+    the pool each), then practice on a banana it never saw, rewarded by the same frozen
+    steps-to-go model. Success on the banana before and after, on the same test seeds."""
+    from core.demos import generate_demos
+    from core.practice import PracticeConfig, run_practice
+    from core.sft import SFTConfig, train_sft
+
+    n = int(0.1 * plan["pool"])
+    b2l = root / "demos-block2location"
+    generate_demos(b2l, n, env_config={"family": "block2location"}, workers=args.workers)
+    sft = train_sft(SFTConfig(data=f"{pool_dir},{b2l}", out=str(root / "sft-both-10-s0"), max_episodes=n,
+                              epochs=plan["epochs"][0.1], eval_every=max(1, plan["epochs"][0.1] // 3),
+                              eval_episodes=plan["select_episodes"], seed=0), progress=False)
+    both = test_success(sft["best_policy"], {"family": "block2location"})
+    before = test_success(sft["best_policy"], NOVEL_ENV)
+    print(f"novel: Stage 1 on blocks (both families, {2 * n} demos): block2location {both}, banana {before}",
+          flush=True)
+    si = run_practice(PracticeConfig(
+        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], backend="tabletop",
+        env_config=NOVEL_ENV, out=str(root / "si-novel-s0"), max_episodes=plan["novel_practice_episodes"],
+        eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
+        min_precision=0.0, min_recall=0.0, fleet_size=args.fleet, lr=args.lr), progress=True)
+    after = test_success(si["best"], NOVEL_ENV)
+    chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
+    print(f"novel: after {si['episodes']} practice episodes on the banana: {after}", flush=True)
+    from core.stats import wilson_interval
+
+    return {"novel_before": before[0] / before[1], "novel_before_ci": wilson_interval(*before),
+            "novel_after": after[0] / after[1], "novel_after_ci": wilson_interval(*after),
+            "novel_episodes": si["episodes"], "novel_blocks_block2location": both[0] / both[1],
+            "novel_detector_precision": chk["precision"], "novel_detector_recall": chk["recall"],
+            "novel_detector_threshold_s": chk["threshold_s"]}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, smaller pool and budget")
@@ -77,9 +121,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fleet", type=int, default=8, help="robots (simulator processes) in practice")
     ap.add_argument("--lr", type=float, default=3e-5, help="practice learning rate")
+    ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
+    ap.add_argument("--only-novel", action="store_true", help="run only the new-object (banana) arm")
+    ap.add_argument("--novel-practice-episodes", type=int)
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
-    for k in ("pool", "seeds", "eval_episodes", "practice_episodes"):
+    for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 
@@ -97,14 +144,14 @@ def main(argv=None) -> dict:
     data = root / "demos-pool"
     generate_demos(data, pool, env_config=env_config, workers=args.workers)
 
-    def test_success(ckpt: str) -> tuple[int, int]:
+    def test_success(ckpt: str, task: dict | None = None) -> tuple[int, int]:
         model, _ = load_checkpoint(ckpt)
-        rep, _ = evaluate_policy(model, "tabletop", env_config, plan["eval_episodes"], threshold_s=1.0)
+        rep, _ = evaluate_policy(model, "tabletop", task or env_config, plan["eval_episodes"], threshold_s=1.0)
         return round(rep.success * rep.episodes), rep.episodes
 
     per_seed: dict[str, list[tuple[int, int]]] = {}
     si_curves, si_eps = [], []
-    for seed in range(plan["seeds"]):
+    for seed in range(0 if args.only_novel else plan["seeds"]):
         for frac in FRACTIONS:
             if frac == 0.8 and args.skip_bc80:
                 continue
@@ -142,13 +189,16 @@ def main(argv=None) -> dict:
         result[key] = k / n
         result[f"{key}_ci"] = wilson_interval(k, n)
         result[f"{key}_per_seed"] = [v[0] / v[1] for v in vals]
-    _plot(root / "self_improvement.png", arms, pool)
+    if not args.skip_novel:
+        result.update(novel_arm(plan, root, data, args, test_success))
+    if not args.only_novel:
+        _plot(root / "self_improvement.png", arms, pool)
     det = per_seed.get("detector", [])
     result.update({
         "si_episodes": si_eps, "pool": pool, "seeds": plan["seeds"], "eval_episodes_per_point": plan["eval_episodes"],
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
         "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick})
-    (root / "result.json").write_text(json.dumps(result, indent=2))
+    (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)
     return result
 

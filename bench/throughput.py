@@ -1,0 +1,189 @@
+"""Practice throughput against the bare simulator, and the per-step inference latency.
+
+    python -m bench.throughput [--fleet K] [--policy best_policy.pt --reward best_stg.pt]
+
+Measured in one run, on the same cores:
+
+- ``bare_steps_per_s``: K simulator processes stepping random actions with rendering,
+  nothing else (the ceiling for this machine).
+- ``practice_steps_per_s``: what practice collects: the same K robots as a ProcessFleet,
+  the policy sampling actions batched across the fleet, the frozen reward model giving
+  d(o, g) for every frame, the detector ending episodes (``core.practice``'s rollout).
+  ``practice_with_updates_steps_per_s`` adds the REINFORCE updates (one practice
+  iteration: >= 1,024 tuples collected, then 16 gradient steps; fleet start-up excluded).
+- ``ratio`` = practice / bare.
+- ``latency_*``: one control step of policy + reward model + detector test, at batch 1
+  and at batch K, p50/p99 over 300 calls.
+
+Without checkpoints the default model is built untrained (speed does not depend on the
+weights; the detector then rarely fires, so episodes run to the step limit, as a weak
+policy's do). The last line printed is ``RESULT {json}``.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import multiprocessing as mp
+import os
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+
+from bench.common import print_result
+
+
+def _bare_worker(args: tuple[str, dict[str, Any], int, int]) -> int:
+    from bench.common import env_steps_per_second
+
+    backend, env_config, steps, seed = args
+    import torch
+
+    torch.set_num_threads(1)
+    env_steps_per_second(backend, env_config, steps=50, seed=seed)  # warm-up: GL context, caches
+    t0 = time.perf_counter()
+    env_steps_per_second(backend, env_config, steps=steps, seed=seed)
+    return int(steps / (time.perf_counter() - t0) * 1000)
+
+
+def bare_steps_per_s(backend: str, env_config: dict[str, Any], k: int, steps: int) -> float:
+    """K processes stepping random actions with rendering at the same time: total steps/s."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(k) as pool:
+        rates = pool.map(_bare_worker, [(backend, env_config, steps, i) for i in range(k)])
+    return sum(rates) / 1000.0
+
+
+def step_latency_ms(policy, reward, backend: str, env_config: dict[str, Any], batch: int, s: float,
+                    iters: int = 300) -> dict[str, float]:
+    """One control step's inference: sample actions, d(o, g) from the reward model, d <= s."""
+    import torch
+
+    from core.policy import make_obs_batch
+    from core.stats import percentiles_ms
+    from sim_backends.registry import make_env
+
+    env = make_env(backend, env_config)
+    try:
+        obs, _ = env.reset(seed=0)
+    finally:
+        env.close()
+    n = policy.config.n_frames
+    frames = np.repeat(np.stack([obs["image"]] * n)[None], batch, 0)
+    prop = np.repeat(np.stack([obs["proprio"]] * n)[None], batch, 0)
+    b = make_obs_batch(frames, prop, [obs["instruction"]] * batch)
+    gen = torch.Generator().manual_seed(0)
+    policy.eval()
+    reward.eval()
+
+    def once():
+        policy.act(b, greedy=False, generator=gen)
+        with torch.no_grad():
+            d = reward.steps_to_go(b).cpu().numpy()
+        return d <= s
+
+    for _ in range(15):
+        once()
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        once()
+        times.append(time.perf_counter() - t0)
+    return percentiles_ms(times)
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--fleet", type=int, default=os.cpu_count() or 1, help="robots K (default: cores)")
+    ap.add_argument("--policy", help="policy checkpoint (default: the default model, untrained)")
+    ap.add_argument("--reward", help="reward model checkpoint (default: the policy itself)")
+    ap.add_argument("--episodes", type=int, default=24, help="practice rollout episodes to time")
+    ap.add_argument("--bare-steps", type=int, default=1500, help="random steps per bare process")
+    ap.add_argument("--skip-updates", action="store_true", help="leave out the two practice iterations")
+    args = ap.parse_args(argv)
+
+    import torch
+
+    from core.checkpoint import load_checkpoint, save_checkpoint
+    from core.fleet import ProcessFleet
+    from core.policy import DojoPolicy, PolicyConfig
+    from core.rollout import DetectorSpec, run_episodes
+
+    backend, env_config = "tabletop", {"family": "block2block", "terminate_on_success": False}
+    k = max(1, args.fleet)
+    t_all = time.perf_counter()
+    if args.policy:
+        policy, meta = load_checkpoint(args.policy)
+        backend = meta.get("backend", backend)
+        env_config = {**meta.get("env_config", {}), "terminate_on_success": False}
+        reward = load_checkpoint(args.reward if args.reward else args.policy)[0]
+        s = float((load_checkpoint(args.reward)[1] if args.reward else meta).get("threshold_s", 1.0))
+    else:
+        torch.manual_seed(0)
+        policy = DojoPolicy(PolicyConfig())
+        reward, s = copy.deepcopy(policy), 1.0  # practice's reward model is a separate frozen network
+
+    bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
+    print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
+
+    fleet = ProcessFleet(backend, env_config, k)
+    try:
+        gen = torch.Generator().manual_seed(0)
+        run_episodes(policy, None, [10_000_000 + i for i in range(k)], fleet=fleet, greedy=False,
+                     reward_model=reward, stop_on_ground_truth=False, detector=DetectorSpec(s, 2),
+                     generator=gen)  # warm-up
+        t0 = time.perf_counter()
+        recs = run_episodes(policy, None, [10_001_000 + i for i in range(args.episodes)], fleet=fleet,
+                            greedy=False, reward_model=reward,
+                            stop_on_ground_truth=False, detector=DetectorSpec(s, 2), generator=gen)
+        secs = time.perf_counter() - t0
+    finally:
+        fleet.close()
+    steps = sum(r.length for r in recs)
+    practice = steps / secs
+    print(f"practice rollouts: {len(recs)} episodes, {steps} steps in {secs:.1f} s: {practice:.0f} steps/s",
+          flush=True)
+
+    with_updates = None
+    if not args.skip_updates:
+        from core.practice import PracticeConfig, run_practice
+
+        with tempfile.TemporaryDirectory() as tmp:
+            pol_path = args.policy or os.path.join(tmp, "policy.pt")
+            rew_path = args.reward or pol_path
+            if not args.policy:
+                save_checkpoint(pol_path, policy, {"stage": "sft", "backend": backend,
+                                                   "env_config": {"family": "block2block"}, "threshold_s": s,
+                                                   "patience": 2})
+            res = run_practice(PracticeConfig(
+                policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
+                fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
+                max_episodes=1, seed=0), progress=False)
+            rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
+            it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
+            secs_u = rows[-1]["seconds"]
+            with_updates = it_steps / secs_u
+        print(f"practice with updates: {with_updates:.0f} steps/s ({it_steps:.0f} steps + 16 updates "
+              f"in {secs_u:.1f} s)", flush=True)
+
+    lat1 = step_latency_ms(policy, reward, backend, env_config, 1, s)
+    latk = step_latency_ms(policy, reward, backend, env_config, k, s)
+    print(f"latency policy+reward+detector: batch 1 p50 {lat1['p50']:.1f} / p99 {lat1['p99']:.1f} ms; "
+          f"batch {k} p50 {latk['p50']:.1f} / p99 {latk['p99']:.1f} ms", flush=True)
+    result = {
+        "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
+        "practice_with_updates_steps_per_s": with_updates,
+        "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],
+        f"latency_batch{k}_p50_ms": latk["p50"], f"latency_batch{k}_p99_ms": latk["p99"],
+        "policy": args.policy or "default model, untrained",
+        "practice_episodes_timed": len(recs), "cores": os.cpu_count(),
+        "minutes": (time.perf_counter() - t_all) / 60,
+    }
+    print_result(result)
+    return result
+
+
+if __name__ == "__main__":
+    main()
