@@ -194,12 +194,15 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  control: Callable[[int, EpisodeRecord], str | None] | None = None,
                  on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
                  outcome_override: Callable[[EpisodeRecord], bool | None] | None = None,
+                 on_detector: Callable[[dict[str, Any]], None] | None = None,
                  ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
     (returning False stops). A given ``fleet`` is used and left open (the worker's).
 
     Hooks for the worker: ``on_episode_end(record, returns, iteration)`` (record it),
     ``control`` and ``on_step`` (see ``run_episodes``: stops, overrides, telemetry), and
+    ``on_detector(check)`` receives the pre-practice detector check (its figures and the
+    threshold s practice will use) before the first iteration.
     ``outcome_override(record)`` -> True/False where a supervisor overrode the detector's
     verdict on that episode: its terminal step then gets d = 0 (success) or keeps the
     episode's last d with no terminal progress (failure), and the returns follow. It is asked
@@ -266,6 +269,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         if check_path.exists():
             chk = json.loads(check_path.read_text())
             spec = DetectorSpec(float(chk["threshold_s"]), spec.patience)
+            if on_detector is not None:
+                on_detector(chk)
             if not chk.get("passed", True):
                 raise PracticeRefused(
                     f"practice refused: the success detector scored precision {chk['precision']:.2f} / "

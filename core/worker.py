@@ -492,6 +492,18 @@ class PracticeRunner:
         st.started = True
         self._ep_of[id(rec)] = (rec, ep.id)
 
+    def on_detector(self, check: dict[str, Any]) -> None:
+        """The pre-practice detector check: practice uses its threshold from here on, and its
+        figures become the task's calibration (the Tasks page shows how s was chosen)."""
+        self.threshold = float(check["threshold_s"])
+        figures = {k: check.get(k) for k in ("precision", "recall", "f1", "counts", "threshold_s",
+                                             "threshold_source", "patience", "episodes", "passed")}
+        figures["source"] = f"pre-practice check on the starting policy's rollouts (job {self.ctx.job_id})"
+        with self.db.write() as s:
+            repo.update_task(s, self.task_id, calibration=_jsonable(figures))
+        self.ctx.message = (f"detector check: precision {check['precision']:.2f} recall {check['recall']:.2f} "
+                            f"(s = {self.threshold:.2f})")
+
     def on_failure(self, i: int, failure: Any) -> None:
         st = self.slots[i]
         if st.started and st.episode_id is not None:
@@ -947,7 +959,10 @@ class Worker:
         else:
             patience = p["patience"]
             threshold = _calibrated_threshold(reward_path, rmeta, patience)
-
+        # An automatic threshold on simulated robots is re-calibrated by the pre-practice check
+        # on the starting policy's own rollouts (demo endings never show its failure states);
+        # remote robots have no ground truth, so they keep the demonstration calibration.
+        auto_threshold = p["threshold_s"] is None and task_threshold is None
         fleet_p = dict(p["fleet"] or {})
         kind = fleet_p.pop("kind", "process")
         size = int(fleet_p.pop("size", 0) or os.cpu_count() or 1)
@@ -955,8 +970,9 @@ class Worker:
         skip = {"fleet", "frame_every", "jpeg_quality", "promote", "promote_tolerance", "checkpoint_id"}
         kw = {k: v for k, v in p.items() if k not in skip and v is not None}
         kw.update(policy_checkpoint=policy_path, reward_checkpoint=reward_path, out=_norm(out), backend=backend,
-                  env_config=env_config, fleet_size=size, processes=kind == "process", threshold_s=float(threshold),
-                  patience=int(patience))
+                  env_config=env_config, fleet_size=size, processes=kind == "process",
+                  threshold_s=None if auto_threshold and kind != "remote" and kw.get("check_episodes", 1)
+                  else float(threshold), patience=int(patience))
         cfg = PracticeConfig(**kw)
 
         inner = self._make_fleet(kind, size, fleet_p, backend, env_config, cfg, task, ppay["config"])
@@ -979,7 +995,8 @@ class Worker:
             runner.sync_checkpoints()
             summary = run_practice(cfg, progress=False, callback=runner.callback, fleet=fleet,
                                    on_episode_end=runner.on_episode_end, control=runner.control,
-                                   on_step=runner.on_step, outcome_override=runner.outcome_override)
+                                   on_step=runner.on_step, outcome_override=runner.outcome_override,
+                                   on_detector=runner.on_detector)
             runner.sync_checkpoints()
             if self.should_stop(ctx):
                 reason = "worker stopping" if self.stopping.is_set() else "job cancelled"

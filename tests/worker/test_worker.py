@@ -312,3 +312,27 @@ def test_an_override_given_while_the_episode_is_in_the_buffer_changes_its_return
     assert ended and all(asked[id(rec)] == 2 for rec, _ in ended)
     for rec, _ in ended:
         assert rec.d[-1] == 0.0  # the late verdict was applied: all remaining progress earned
+
+
+def test_an_automatic_threshold_is_recalibrated_on_the_starting_policys_rollouts(tmp_path, stage1):
+    """No s in the job or the task: the pre-practice check calibrates s on the starting
+    policy's own rollouts; episodes use that s and the task records how it was chosen."""
+    import json
+
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(
+            stage1, threshold_s=None, check_episodes=8, min_precision=0.0, min_recall=0.0, max_episodes=2,
+            eval_every=0, eval_episodes=0)).id
+    assert Worker(db, name="w1", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        assert job.status == "done", job.error
+        task = repo.get_task(s, job.task_id)
+        eps = repo.list_episodes(s, session_id=job.session_id, limit=100)
+    check = json.loads((tmp_path / "runs" / f"practice-job{job_id}" / "detector_check.json").read_text())
+    assert check["threshold_source"].startswith("calibrated on 4 rollouts")
+    assert task.calibration["threshold_s"] == check["threshold_s"]
+    assert task.calibration["source"].startswith("pre-practice check") and task.calibration["passed"] is True
+    assert task.detector_threshold is None  # the supervisor's own setting is left alone
+    assert eps and all(e.detector_threshold == check["threshold_s"] for e in eps)
