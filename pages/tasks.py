@@ -111,6 +111,10 @@ with right:
     st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · "
                 f"threshold s = **{task.detector_threshold if task.detector_threshold is not None else 'not set'}** · "
                 f"patience {task.detector_patience}")
+    if cal.get("threshold_s") is not None and task.detector_threshold is None:
+        st.caption(f"In use: s = {float(cal['threshold_s']):.2f}, patience {cal.get('patience', task.detector_patience)} "
+                   f"(precision {float(cal.get('precision') or 0):.2f}, recall {float(cal.get('recall') or 0):.2f}"
+                   f"{', ' + str(cal['source']) if cal.get('source') else ''}); set s here to override it.")
     if cal:
         st.caption("Calibration (how s was chosen)")
         st.json(cal, expanded=False)

@@ -140,3 +140,20 @@ def test_users_page_hidden_from_non_admins(app):
     at = _ok(app("users", "supervisor").run())
     assert "needs role admin" in _texts(at)
     assert "Audit log" not in [h.value for h in at.subheader]
+
+
+def test_tasks_page_shows_the_threshold_a_practice_check_chose(app, seeded):
+    """With no s set on the task, the page says which s practice uses and how it was chosen."""
+    db = init_db(seeded.url)
+    with db.write() as s:
+        task = repo.list_tasks(s)[0]
+        task_id = task.id
+        repo.update_task(s, task.id, detector_threshold=None, calibration={
+            "threshold_s": 1.5, "patience": 2, "precision": 0.77, "recall": 0.94,
+            "source": "pre-practice check on the starting policy's rollouts (job 3)"})
+    try:
+        at = _ok(app("tasks", "supervisor").run())
+        assert "In use: s = 1.50, patience 2 (precision 0.77, recall 0.94, pre-practice check" in _texts(at)
+    finally:  # the seeded file is shared by this module's tests
+        with db.write() as s:
+            repo.update_task(s, task_id, detector_threshold=2.0, calibration=None)
