@@ -72,7 +72,7 @@ def cmd_sft(args) -> dict[str, Any]:
                     val_fraction=args.val_fraction, epochs=args.epochs, batch_size=args.batch_size,
                     lr=args.lr, seed=args.seed, eval_every=args.eval_every,
                     eval_episodes=args.eval_episodes, threads=args.threads, device=args.device,
-                    max_minutes=args.max_minutes, policy=_policy_config(args))
+                    max_minutes=args.max_minutes, stg_select=args.stg_select, policy=_policy_config(args))
     return train_sft(cfg, progress=not args.quiet, resume=not args.fresh)
 
 
@@ -217,6 +217,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto")
     p.add_argument("--max-minutes", type=float)
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
+    p.add_argument("--stg-select", dest="stg_select", choices=["mae", "loss"], default="mae",
+                   help="pick best_stg.pt by validation error of d(o, g) (mae, default) or by the "
+                        "steps-to-go cross-entropy (loss)")
     p.add_argument("--quiet", action="store_true")
     _add_policy_args(p)
     p.set_defaults(func=cmd_sft)

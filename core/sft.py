@@ -58,6 +58,12 @@ class SFTConfig:
     """torch CPU threads; 0 = torch's default."""
     device: str = "auto"
     """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    stg_select: str = "mae"
+    """How best_stg.pt (the reward-model candidate) is picked: "mae" = validation error of the
+    expected steps-to-go d(o, g), the quantity reward and detector use; "loss" = validation
+    cross-entropy of the steps-to-go head. Measured (1,000 demos, 12 epochs): the
+    cross-entropy bottomed at epoch 6 (MAE 3.16) while the MAE kept falling to 2.94 at
+    epochs 9-11 — the head grows over-confident, which cross-entropy punishes and d does not feel."""
     max_minutes: float | None = None
     """Stop training after this wall time (then evaluate and save as usual)."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
@@ -66,6 +72,8 @@ class SFTConfig:
     def __post_init__(self):
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.stg_select not in ("mae", "loss"):
+            raise ValueError(f"stg_select must be 'mae' or 'loss', got {self.stg_select!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
 
@@ -151,7 +159,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
-    state = {"epoch": 0, "best_stg_loss": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
+    state = {"epoch": 0, "best_stg_score": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
     last = out / "last.pt"
     if resume and last.exists():
         payload = read_checkpoint(last)
@@ -203,10 +211,11 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
                "lr": sched.get_last_lr()[0]}
         out_of_time = cfg.max_minutes is not None and state["train_seconds"] > cfg.max_minutes * 60
         final = epoch + 1 == cfg.epochs or out_of_time
-        if row["val_stg_loss"] < state["best_stg_loss"]:
-            state["best_stg_loss"] = row["val_stg_loss"]
+        key = "val_stg_mae" if cfg.stg_select == "mae" else "val_stg_loss"
+        if row[key] < state.get("best_stg_score", float("inf")):
+            state["best_stg_score"] = row[key]
             calib = calibrate_on_demos(model, val_eps)
-            save_checkpoint(out / "best_stg.pt", model, ckpt_meta({"selected_by": "val_stg_loss",
+            save_checkpoint(out / "best_stg.pt", model, ckpt_meta({"selected_by": key, key: row[key],
                                                                   "val_stg_loss": row["val_stg_loss"]}))
             row["saved_best_stg"] = True
         row.update({k: calib[k] for k in ("threshold_s", "stg_mae_steps") if k in calib})

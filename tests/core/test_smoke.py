@@ -41,6 +41,7 @@ def test_demos_sft_eval_end_to_end(run, capsys):
     ckpt = read_checkpoint(out / "best_stg.pt")
     assert ckpt["config"]["d_model"] == 32 and ckpt["config"]["image_size"] == 32
     assert ckpt["meta"]["stage"] == "sft" and ckpt["meta"]["val_seeds"]
+    assert ckpt["meta"]["selected_by"] == "val_stg_mae"  # the error of d, not the cross-entropy
     assert "threshold_s" in ckpt["meta"]
 
     assert main(["eval", "--checkpoint", str(out / "best_policy.pt"), "--episodes", "4",
@@ -117,3 +118,10 @@ def test_resuming_sft_with_a_different_model_names_the_file_and_the_fix(run, cap
                  "--n-layers", "1", "--eval-episodes", "0", "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "last.pt" in err and "--fresh" in err
+
+
+def test_sft_refuses_an_unknown_reward_model_selection():
+    from core.sft import SFTConfig
+
+    with pytest.raises(ValueError, match="stg_select must be 'mae' or 'loss'"):
+        SFTConfig(data="d", out="o", stg_select="f1")
