@@ -266,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minibatch", type=int, help="default 64")
     p.add_argument("--train-vision", dest="freeze_vision", action="store_const", const=False,
                    help="also update the image encoder (frozen by default)")
+    p.add_argument("--trainable", choices=["policy", "action_head"],
+                   help="what the update trains (default policy: all but the frozen vision)")
+    p.add_argument("--baseline", choices=["none", "mean"],
+                   help="subtract the iteration's mean return (default none, as METHOD.md)")
+    p.add_argument("--update-dropout", dest="update_dropout", action="store_const", const=True,
+                   help="keep dropout on in the REINFORCE update (off by default: rollouts sample without it)")
     p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")
     p.add_argument("--patience", type=int, help="frames with d <= s before the detector fires (default 2)")
     p.add_argument("--ground-truth-reward", dest="ground_truth_reward", action="store_const", const=True,

@@ -71,6 +71,18 @@ class PracticeConfig:
     minibatch: int = 64
     freeze_vision: bool = True
     """Keep the image pathway frozen (as the paper's vision encoder in Stage 2)."""
+    trainable: str = "policy"
+    """What the REINFORCE update trains: 'policy' (everything but the frozen vision) or
+    'action_head' (the action head alone, a linear map of the trunk's features)."""
+    baseline: str = "none"
+    """'none' (METHOD.md: the progress reward's shaping already holds -V(o_t)) or 'mean':
+    subtract the iteration's mean R_t from every R_t before the update. A constant within
+    the iteration, so the gradient stays unbiased; it removes the offset that steady
+    progress puts on every return (about rate / (1 - gamma))."""
+    update_dropout: bool = False
+    """Dropout during the REINFORCE update. Off by default: the rollouts sample from the
+    policy without dropout, so with it on the update's log pi(a|o) is not the behaviour
+    policy's and the gradient is noisier."""
     threshold_s: float | None = None
     """Detector threshold; default: the reward checkpoint's calibration on held-out demos."""
     patience: int = 2
@@ -229,6 +241,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     if cfg.freeze_vision:
         for m in policy.vision_modules():
             m.requires_grad_(False)
+    if cfg.trainable == "action_head":
+        policy.requires_grad_(False)
+        policy.action_head.requires_grad_(True)
+    elif cfg.trainable != "policy":
+        raise ValueError(f"trainable must be 'policy' or 'action_head', got {cfg.trainable!r}")
     params = [p for p in policy.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state["iteration"]:
@@ -335,7 +352,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             used = max([r.seed for r in recs], default=seed_next - 1) - seed_next + 1
             rng = np.random.default_rng([cfg.seed, it])
             order = rng.permutation(len(buffer))[: cfg.tuples_per_iteration]
-            policy.train()
+            base = R.batch_baseline([buffer[j][4] for j in order], cfg.baseline)
+            policy.train(cfg.update_dropout)
             for m in policy.vision_modules() if cfg.freeze_vision else []:
                 m.eval()
             losses = []
@@ -343,7 +361,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 rows = [buffer[j] for j in order[k:k + cfg.minibatch]]
                 batch = _batch(rows, n_frames, bins)
                 logp = policy.action_log_prob(batch)
-                loss = R.reinforce_loss(logp, torch.tensor([r[4] for r in rows]), cfg.c)
+                loss = R.reinforce_loss(logp, torch.tensor([r[4] - base for r in rows]), cfg.c)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -352,7 +370,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             buffer.clear()
             state["iteration"], state["episodes"] = it, state["episodes"] + used
             row = {"iteration": it, "episodes_total": state["episodes"], **_episode_stats(recs, ep_returns),
-                   "loss": float(np.mean(losses)) if losses else 0.0}
+                   "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
                 ev = evaluate_success(policy, fleet, cfg.eval_episodes)
                 row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"])

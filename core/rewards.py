@@ -25,6 +25,17 @@ def discounted_returns(rewards, gamma: float = 0.9) -> np.ndarray:
     return out
 
 
+def batch_baseline(returns, kind: str = "none") -> float:
+    """The constant subtracted from every R_t of one update: 0 for 'none', the mean R_t of
+    the iteration's tuples for 'mean'."""
+    if kind == "none":
+        return 0.0
+    if kind == "mean":
+        r = np.asarray(returns, dtype=np.float64)
+        return float(r.mean()) if r.size else 0.0
+    raise ValueError(f"unknown baseline {kind!r}: use 'none' or 'mean'")
+
+
 def reinforce_loss(log_probs, returns, c: float = 0.05):
     """On-policy REINFORCE without a baseline (METHOD.md): mean of -c * R_t * log pi(a_t|o_t,g).
 

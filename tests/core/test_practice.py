@@ -26,6 +26,20 @@ def test_reinforce_loss_is_minus_c_times_return_times_logp():
         R.reinforce_loss(logp, [1.0, 2.0, 3.0])
 
 
+def test_mean_baseline_is_the_iterations_mean_return_and_none_is_zero():
+    assert R.batch_baseline([10.0, 12.0, 8.0], "none") == 0.0
+    assert R.batch_baseline([10.0, 12.0, 8.0], "mean") == pytest.approx(10.0)
+    assert R.batch_baseline([], "mean") == 0.0
+    with pytest.raises(ValueError, match="unknown baseline"):
+        R.batch_baseline([1.0], "value-net")
+    # Steady progress of 1 step per step gives every action R_t ~ 1 / (1 - gamma) = 10: the
+    # offset the mean baseline removes, leaving the per-action differences.
+    d = np.arange(60, 0, -1.0)
+    returns = R.discounted_returns(R.progress_rewards(d), 0.9)
+    assert returns[0] == pytest.approx(10.0, abs=0.05)
+    assert abs(returns[0] - R.batch_baseline(returns[:20], "mean")) < 0.05
+
+
 def test_episode_returns_come_from_steps_to_go_progress_not_ground_truth():
     rec = EpisodeRecord(seed=0, instruction="x", d=[5.0, 4.0, 4.5, 1.0], gt=[False, False, False, False],
                         actions=[np.zeros(2)] * 3)
@@ -127,3 +141,37 @@ def test_a_supervisor_override_changes_the_episode_returns():
     rec = EpisodeRecord(seed=0, instruction="x", d=[6.0, 5.0, 1.0], gt=[False] * 3, actions=[np.zeros(2)] * 2)
     apply_override(rec, False)  # the detector fired wrongly: no credit for the last step's "progress"
     assert _episode_tuples(rec, 0.9, False)[1] == pytest.approx(1.0)
+
+
+def test_rollouts_after_an_update_sample_without_dropout(stage1, tmp_path, monkeypatch):
+    """The update may run in train mode (dropout on); the next iteration's rollouts and the
+    evaluations must not: they would sample a different policy from the one updated."""
+    from core.policy import DojoPolicy
+
+    modes = []
+    act = DojoPolicy.act
+
+    def spy(self, *a, **k):
+        modes.append(self.training)
+        return act(self, *a, **k)
+
+    monkeypatch.setattr(DojoPolicy, "act", spy)
+    out = run_practice(_cfg(stage1, tmp_path / "si", update_dropout=True, baseline="mean", max_episodes=4),
+                       progress=False)
+    assert out["iterations"] >= 2 and modes and not any(modes)
+    rows = [json.loads(x) for x in (tmp_path / "si" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["baseline"] != 0.0 for r in rows if r["iteration"] > 0)
+
+
+def test_action_head_only_practice_leaves_the_rest_of_the_policy_unchanged(stage1, tmp_path):
+    from core.checkpoint import load_checkpoint
+
+    out = tmp_path / "si"
+    run_practice(_cfg(stage1, out, trainable="action_head", lr=1e-2), progress=False)
+    before, _ = load_checkpoint(stage1 / "best_policy.pt", torch.device("cpu"))
+    after, _ = load_checkpoint(out / "iter_0001.pt", torch.device("cpu"))
+    a, b = dict(before.named_parameters()), dict(after.named_parameters())
+    changed = {n for n in a if not torch.equal(a[n], b[n])}
+    assert changed and all(n.startswith("action_head.") for n in changed), changed
+    with pytest.raises(ValueError, match="trainable"):
+        run_practice(_cfg(stage1, tmp_path / "bad", trainable="trunk"), progress=False)
