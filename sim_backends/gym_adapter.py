@@ -507,11 +507,17 @@ def run_gym_expert_episode(env: GymBackend, seed: int, rng: np.random.Generator,
     sigma = env.config.expert_noise if noise is None else float(noise)
     obs, info = env.reset(seed=seed, options=options)
     images, proprio, actions, infos = [obs[OBS_IMAGE]], [obs[OBS_PROPRIO]], [], []
+    # Backends that can say where the goal's objects are in the image (goal_keypoints())
+    # get them stored as the optional keypoint label, as the tabletop does.
+    kp_fn = getattr(env, "goal_keypoints", None)
+    keypoints = [kp_fn()] if callable(kp_fn) else None
     while True:
         action = env.expert_action(rng, sigma)
         obs, _, terminated, truncated, info = env.step(action)
         images.append(obs[OBS_IMAGE])
         proprio.append(obs[OBS_PROPRIO])
+        if keypoints is not None:
+            keypoints.append(kp_fn())
         actions.append(action)
         infos.append(info)
         if terminated or truncated:
@@ -519,7 +525,7 @@ def run_gym_expert_episode(env: GymBackend, seed: int, rng: np.random.Generator,
     return {
         "images": images, "proprio": proprio, "actions": actions, "infos": infos,
         "success": bool(info[INFO_SUCCESS]), "goal": env.goal, "instruction": obs[OBS_INSTRUCTION],
-        "length": len(actions), "style": {"noise": sigma},
+        "length": len(actions), "style": {"noise": sigma}, "keypoints": keypoints,
     }
 
 

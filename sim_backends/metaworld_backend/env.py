@@ -157,6 +157,26 @@ class MetaWorldRaw(gym.Wrapper):
     def target_pos(self) -> np.ndarray:
         return np.array(self.env.unwrapped._target_pos, dtype=np.float64)
 
+    def project(self, points: np.ndarray) -> np.ndarray:
+        """World points [N, 3] -> where they appear in ``render()``'s image, float32 [N, 2] of
+        (u, v) in [-1, 1] at the image edges (u left to right, v top to bottom), pinhole model
+        of the camera (MuJoCo cameras look along their -z axis, y up)."""
+        env = self.env.unwrapped
+        pos = env.data.cam_xpos[self._camera]
+        rot = env.data.cam_xmat[self._camera].reshape(3, 3)
+        rel = (np.asarray(points, np.float64) - pos) @ rot  # camera frame: x right, y up, z back
+        depth = np.maximum(-rel[:, 2], 1e-6)
+        t = np.tan(np.deg2rad(float(env.model.cam_fovy[self._camera])) / 2.0)
+        uv = np.stack([rel[:, 0] / depth / t, -rel[:, 1] / depth / t], 1)
+        return (-uv if self.upright_flip else uv).astype(np.float32)
+
+    def goal_keypoints(self) -> np.ndarray:
+        """Privileged label like the tabletop's: image positions of the task's first object
+        and of its goal, float32 [2, 2] (stored with demonstrations; the policy never sees it)."""
+        env = self.env.unwrapped
+        obj = np.asarray(env._get_pos_objects(), np.float64).reshape(-1)[:3]
+        return self.project(np.stack([obj, self.target_pos]))
+
     def close(self) -> None:
         if self._renderer is not None:
             self._renderer.close()
@@ -217,6 +237,9 @@ class MetaWorldEnv(GymBackend):
     @property
     def goal(self) -> str:
         return self.task
+
+    def goal_keypoints(self) -> np.ndarray:
+        return self.raw_env.goal_keypoints()
 
     def privileged_state(self) -> dict[str, Any]:
         """Ground truth for scripted experts and tests (policies see observations)."""

@@ -112,6 +112,25 @@ def test_frames_are_upright(camera):
     topview.close()
 
 
+@pytest.mark.parametrize("camera", ["corner", "corner4"])
+def test_goal_keypoints_land_on_the_object_in_the_image(camera):
+    """The projected puck position is a puck pixel (dark red, no green), upright or not."""
+    raw = MetaWorldRaw("push-v3", 128, camera)
+    try:
+        raw.reset(seed=3)
+        img = raw.render().astype(int)
+        obj = np.asarray(raw.env.unwrapped._get_pos_objects()).reshape(-1)[:3]
+        (u, v), _goal = raw.project(np.stack([obj, raw.target_pos]))
+        x, y = int((u + 1) / 2 * 128), int((v + 1) / 2 * 128)
+        r, g, _b = img[y, x]
+        assert r > 70 and g < 30, (camera, (x, y), img[y, x])
+        # a point 10 cm away along the table is elsewhere in the image
+        far = raw.project((obj + [0.1, 0.0, 0.0])[None])[0]
+        assert np.abs(far - (u, v)).max() > 0.05
+    finally:
+        raw.close()
+
+
 def test_expert_demo_succeeds_and_ends_at_success():
     env = make_env("metaworld", {"task": "reach-v3", "image_size": 32})
     try:
@@ -120,6 +139,8 @@ def test_expert_demo_succeeds_and_ends_at_success():
         assert not any(i[INFO_SUCCESS] for i in ep["infos"][:-1]), "the episode should stop at first success"
         assert ep["length"] < env.max_steps and ep["goal"] == "reach-v3" and ep["style"] == {"noise": 0.1}
         assert len(ep["images"]) == ep["length"] + 1 and ep["images"][0].shape == (32, 32, 3)
+        kp = np.stack(ep["keypoints"])  # the optional goal-keypoint label, one per observation
+        assert kp.shape == (ep["length"] + 1, 2, 2) and np.isfinite(kp).all()
         # A step limit truncates.
         short = make_env("metaworld", {"task": "push-v3", "image_size": 32, "max_steps": 4})
         ep = expert_episode("metaworld", short, 0, np.random.default_rng(0))
