@@ -16,6 +16,7 @@ and the rest of the fleet goes on.
 from __future__ import annotations
 
 import multiprocessing as mp
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
@@ -121,7 +122,17 @@ class ProcessFleet:
             self.procs.append(p)
         steps = []
         for i, c in enumerate(self.conns):
-            kind, val = c.recv()
+            try:
+                kind, val = c.recv()
+            except (EOFError, OSError):
+                self.procs[i].join(timeout=5)
+                code = self.procs[i].exitcode
+                self.close()
+                raise RuntimeError(
+                    f"robot {i}'s simulator process exited while starting (exit code {code}); its traceback "
+                    f"is on stderr above. A process started with 'spawn' re-imports the parent's __main__ "
+                    f"({getattr(sys.modules.get('__main__'), '__file__', None)}): that script must guard its "
+                    f"top-level code with `if __name__ == '__main__':`") from None
             if kind != "ready":
                 self.close()
                 raise RuntimeError(f"robot {i} could not start its simulator: {val}")

@@ -207,6 +207,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
                  outcome_override: Callable[[EpisodeRecord], bool | None] | None = None,
                  on_detector: Callable[[dict[str, Any]], None] | None = None,
+                 on_phase: Callable[[str], None] | None = None,
                  ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
     (returning False stops). A given ``fleet`` is used and left open (the worker's).
@@ -214,7 +215,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     Hooks for the worker: ``on_episode_end(record, returns, iteration)`` (record it),
     ``control`` and ``on_step`` (see ``run_episodes``: stops, overrides, telemetry), and
     ``on_detector(check)`` receives the pre-practice detector check (its figures and the
-    threshold s practice will use) before the first iteration.
+    threshold s practice will use) before the first iteration; ``on_phase("evaluating")``
+    before each greedy evaluation on the selection seeds (the fleet runs those episodes, no
+    practice telemetry flows) and ``on_phase("practising")`` after it.
     ``outcome_override(record)`` -> True/False where a supervisor overrode the detector's
     verdict on that episode: its terminal step then gets d = 0 (success) or keeps the
     episode's last d with no terminal progress (failure), and the returns follow. It is asked
@@ -295,8 +298,17 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                     f"(bar: {cfg.min_precision:.2f} / {cfg.min_recall:.2f}; s = {spec.threshold_s:.2f}, "
                     f"patience {spec.patience}). What would help: more demonstrations for Stage 1, a larger "
                     f"s with more patience (--patience), or a better image encoder. Figures: {check_path}")
+        def evaluate() -> dict[str, Any]:
+            if on_phase is not None:
+                on_phase("evaluating")
+            try:
+                return evaluate_success(policy, fleet, cfg.eval_episodes)
+            finally:
+                if on_phase is not None:
+                    on_phase("practising")
+
         if state["iteration"] == 0 and state["best_success"] < 0 and cfg.eval_episodes:
-            ev = evaluate_success(policy, fleet, cfg.eval_episodes)
+            ev = evaluate()
             state["best_success"], state["best_iteration"] = ev["success"], 0
             save_checkpoint(out / "best.pt", policy, {**pmeta, "stage": "si", "iteration": 0,
                                                       "eval_success": ev["success"]})
@@ -372,7 +384,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             row = {"iteration": it, "episodes_total": state["episodes"], **_episode_stats(recs, ep_returns),
                    "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
-                ev = evaluate_success(policy, fleet, cfg.eval_episodes)
+                ev = evaluate()
                 row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"])
                 if ev["success"] > state["best_success"]:
                     state["best_success"], state["best_iteration"], state["evals_since_best"] = \

@@ -32,8 +32,10 @@ browser JS needs only ``JSON.parse`` and ``img.src = "data:image/jpeg;base64," +
     reward         d(o_{t-1}, g) - d(o_t, g), the progress reward of the last action (null at t=0)
     detector       {"count": consecutive frames with d <= s, "patience": p, "threshold": s,
                     "fired": count >= patience}
-    status         "running" | "paused" | "stopped" | "session_paused" | "parked"
-                   (parked: the robot is unavailable, e.g. a remote robot that disconnected)
+    status         "running" | "paused" | "stopped" | "session_paused" | "parked" | "evaluating"
+                   (parked: the robot is unavailable, e.g. a remote robot that disconnected;
+                   evaluating: practice is scoring its policy on the selection seeds, one
+                   message per robot with step, d and episode null and detector "evaluating")
     time           server wall time, seconds since the epoch
     seq            per-robot message counter (gaps = frames this client did not get)
     jpeg           base64 JPEG of the camera image (omitted when the producer had none)

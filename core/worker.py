@@ -333,6 +333,7 @@ class PracticeRunner:
         self.promote, self.promote_tolerance = promote, promote_tolerance
         self.out = Path(cfg.out)
         self.slots = [_Slot() for _ in range(fleet.size)]
+        self._message_before_eval: str | None = None
         self.slot_robot: dict[int, int] = dict(sim_robot_ids or {})  # slot -> robots.id
         self._robot_names: dict[int, str] = {}
         state = self._state()
@@ -503,6 +504,25 @@ class PracticeRunner:
             repo.update_task(s, self.task_id, calibration=_jsonable(figures))
         self.ctx.message = (f"detector check: precision {check['precision']:.2f} recall {check['recall']:.2f} "
                             f"(s = {self.threshold:.2f})")
+
+    def on_phase(self, phase: str) -> None:
+        """Practice evaluates its policy on the selection seeds every few iterations; the
+        fleet is busy then but sends no practice frames, so every robot's Live card is told
+        "evaluating" instead of looking stalled."""
+        if phase == "evaluating":
+            self._message_before_eval = self.ctx.message
+            self.ctx.message = "evaluating the policy on the selection seeds"
+        elif self.ctx.message == "evaluating the policy on the selection seeds":
+            self.ctx.message = self._message_before_eval
+        tele = self.w.telemetry
+        if tele is None or phase != "evaluating":
+            return
+        for i in range(self.fleet.size):
+            tele.publish(self.robot_key(i), {
+                "robot_id": self.slot_robot.get(i), "slot": i, "job_id": self.ctx.job_id,
+                "session_id": self.session_id, "task_id": self.task_id, "checkpoint_id": self.checkpoint_id,
+                "episode_uid": None, "episode_id": None, "step": None, "d": None,
+                "detector": "evaluating", "status": "evaluating"})
 
     def on_failure(self, i: int, failure: Any) -> None:
         st = self.slots[i]
@@ -996,7 +1016,7 @@ class Worker:
             summary = run_practice(cfg, progress=False, callback=runner.callback, fleet=fleet,
                                    on_episode_end=runner.on_episode_end, control=runner.control,
                                    on_step=runner.on_step, outcome_override=runner.outcome_override,
-                                   on_detector=runner.on_detector)
+                                   on_detector=runner.on_detector, on_phase=runner.on_phase)
             runner.sync_checkpoints()
             if self.should_stop(ctx):
                 reason = "worker stopping" if self.stopping.is_set() else "job cancelled"

@@ -116,6 +116,7 @@ _TEMPLATE = r"""<!doctype html>
     if (det0 && typeof det0 === "object" && det0.threshold !== undefined && det0.threshold !== null) threshold = Number(det0.threshold);
     const s = pick(m, ["threshold", "s", "detector_threshold"]);
     if (s !== undefined && s !== null) threshold = Number(s);
+    if (m.status === "evaluating") { curve = []; lastEpisode = null; lastStep = -1; }  // no episode of its own
     if ((ep !== undefined && ep !== lastEpisode) || (step !== undefined && step < lastStep)) curve = [];
     if (ep !== undefined) lastEpisode = ep;
     if (step !== undefined) lastStep = step;

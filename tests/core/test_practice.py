@@ -175,3 +175,17 @@ def test_action_head_only_practice_leaves_the_rest_of_the_policy_unchanged(stage
     assert changed and all(n.startswith("action_head.") for n in changed), changed
     with pytest.raises(ValueError, match="trainable"):
         run_practice(_cfg(stage1, tmp_path / "bad", trainable="trunk"), progress=False)
+
+
+def test_a_simulator_process_that_dies_at_start_gives_an_error_naming_the_cause(tmp_path, monkeypatch):
+    """A spawn child re-imports the parent's __main__; one without a main guard kills it."""
+    import sys
+    import types
+
+    bad = tmp_path / "unguarded.py"
+    bad.write_text("raise SystemExit(3)\n")
+    main_mod = types.ModuleType("__main__")
+    main_mod.__file__ = str(bad)
+    monkeypatch.setitem(sys.modules, "__main__", main_mod)
+    with pytest.raises(RuntimeError, match=r"exited while starting \(exit code 3\).*unguarded\.py.*__main__"):
+        ProcessFleet("tabletop", {"family": "block2block", "image_size": 32}, 1)

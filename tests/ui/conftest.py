@@ -18,7 +18,12 @@ def seeded(tmp_path_factory) -> Seeded:
 
 @pytest.fixture(autouse=True)
 def ui_env(seeded, monkeypatch, tmp_path):
-    """Every UI test talks to the seeded file, never to data/dojo.sqlite."""
+    """Every UI test talks to the seeded file, never to data/dojo.sqlite. AppTest runs the
+    page as ``__main__`` and leaves it in sys.modules; a simulator process started later in
+    this pytest process (spawn) would re-run that page, so the real ``__main__`` is put back."""
+    import sys
+
+    monkeypatch.setitem(sys.modules, "__main__", sys.modules["__main__"])
     monkeypatch.setenv("DOJO_DB", seeded.url)
     monkeypatch.delenv("DATABASE_URL", raising=False)
     monkeypatch.setenv("DOJO_DATA", str(tmp_path / "data"))

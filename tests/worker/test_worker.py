@@ -140,11 +140,17 @@ def test_practice_job_records_episodes_checkpoints_and_metrics(tmp_path, stage1)
     assert {r.name for r in robots} == {"w1/sim-0", "w1/sim-1"} and all(r.status == "offline" for r in robots)
 
     # telemetry: a frame per control step with the documented fields, and episode events
-    msg = tele.of("w1/sim-0")[-1]
+    msgs = tele.of("w1/sim-0")
+    msg = [m for m in msgs if m["status"] != "evaluating"][-1]
     for key in ("step", "d", "reward", "detector", "checkpoint_id", "episode_uid", "status", "instruction"):
         assert key in msg
     assert {"count", "patience", "threshold", "fired"} == set(msg["detector"])
     assert len(tele.events) == len(finished)
+    # each evaluation on the selection seeds tells every robot's card, with no episode of its own
+    for robot in ("w1/sim-0", "w1/sim-1"):
+        ev = [m for m in tele.of(robot) if m["status"] == "evaluating"]
+        assert len(ev) == sum(c.eval_success is not None for c in cks)
+        assert all(m["detector"] == "evaluating" and m["episode_uid"] is None and m["step"] is None for m in ev)
     print(f"practice job: {len(iters)} iterations, {len(finished)} episodes in {elapsed:.1f} s")
 
 
