@@ -86,11 +86,18 @@ def main(argv: list[str] | None = None) -> int:
     from core.practice import PRACTICE_SEED0, _batch, _episode_tuples, _tuples
     from core.rollout import DetectorSpec, run_episodes
 
+    from core.checkpoint import CheckpointError
+
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)
     dev = torch.device("cpu")
-    policy, meta = load_checkpoint(args.policy, dev)
-    reward, rmeta = load_checkpoint(args.reward, dev)
+    try:
+        policy, _ = load_checkpoint(args.policy, dev)
+        reward, rmeta = load_checkpoint(args.reward, dev)
+    except CheckpointError as e:
+        print(f"error: {e}. The defaults come from `python -m bench.self_improvement --quick`; or pass "
+              f"--policy and --reward.")
+        return 2
     reward.requires_grad_(False)
     s = args.threshold if args.threshold is not None else float(rmeta.get("threshold_s") or 1.5)
     fleet = ProcessFleet(rmeta.get("backend", "tabletop"), {**rmeta.get("env_config", {}),
