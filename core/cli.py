@@ -274,11 +274,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep dropout on in the REINFORCE update (off by default: rollouts sample without it)")
     p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")
     p.add_argument("--patience", type=int, help="frames with d <= s before the detector fires (default 2)")
+    p.add_argument("--calibration-beta", dest="calibration_beta", type=float,
+                   help="without --threshold, s maximises F-beta on half of the check rollouts "
+                        "(default 0.5: precision weighs twice recall; 1 = F1)")
     p.add_argument("--ground-truth-reward", dest="ground_truth_reward", action="store_const", const=True,
                    help="oracle ablation: simulator success ends episodes and gives the reward")
     p.add_argument("--check-episodes", dest="check_episodes", type=int,
                    help="held-out rollouts for the detector check (0 = skip; default 100)")
-    p.add_argument("--min-precision", dest="min_precision", type=float, help="default 0.8")
+    p.add_argument("--min-precision", dest="min_precision", type=float, help="default 0.5")
     p.add_argument("--min-recall", dest="min_recall", type=float, help="default 0.5")
     p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")
     p.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="default 200")

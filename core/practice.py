@@ -90,6 +90,11 @@ class PracticeConfig:
     calibrate_on_rollouts: bool = True
     """Without an explicit threshold_s, pick s on half of the check rollouts (simulation:
     ground truth is known there) instead of on demonstration endings alone."""
+    calibration_beta: float = 0.5
+    """s maximises F-beta on those rollouts: 0.5 weighs precision twice as much as recall
+    (a false positive rewards a failure; a miss only costs steps). With F1 and a starting
+    policy that succeeds often, an always-firing detector can win (precision = the
+    success rate, recall 1)."""
     ground_truth_reward: bool = False
     """Use the simulator's success for termination and a +1 terminal reward (an oracle
     ablation; never the default)."""
@@ -132,13 +137,13 @@ def apply_override(rec: EpisodeRecord, success: bool) -> None:
 
 
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
-                   n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False
-                   ) -> dict[str, Any]:
+                   n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False,
+                   beta: float = 1.0) -> dict[str, Any]:
     """Precision/recall of the detector against ground truth on ``n`` held-out rollouts of
     the starting policy (sampling, as in practice), each run to the step limit so that
     every (s, patience) can be scored on the same frames.
 
-    ``calibrate``: pick s (max F1 for this patience) on the first half of the rollouts and
+    ``calibrate``: pick s (max F-beta for this patience, ``beta`` = 1: F1) on the first half of the rollouts and
     report precision/recall on the second half, so the figures are not fitted to the
     episodes they are measured on. The demonstration-calibrated s only sees demo endings;
     the policy's own failure states are what fool a detector (METHOD.md, known limits)."""
@@ -150,15 +155,15 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
     s_used, source = spec.threshold_s, "given"
     if calibrate and len(pairs) >= 4:
         fit, held = pairs[: len(pairs) // 2], pairs[len(pairs) // 2:]
-        s_used, _ = S.calibrate_threshold(fit, patience=spec.patience, tolerance=tolerance)
-        source = f"calibrated on {len(fit)} rollouts"
+        s_used, _ = S.calibrate_threshold(fit, patience=spec.patience, tolerance=tolerance, beta=beta)
+        source = f"calibrated on {len(fit)} rollouts" + (f" (max F{beta:g})" if beta != 1.0 else " (max F1)")
     counts = S.DetectorCounts()
     for d, gt in held:
         counts = counts + S.score_episode(d, gt, s_used, spec.patience, tolerance)
     p, rc, f1 = precision_recall_f1(counts)
     return {"episodes": len(held), "precision": p, "recall": rc, "f1": f1,
             "counts": dataclasses.asdict(counts), "threshold_s": float(s_used), "threshold_source": source,
-            "patience": spec.patience, "tolerance": tolerance,
+            "patience": spec.patience, "tolerance": tolerance, "calibration_beta": beta if calibrate else None,
             "true_success_rate": float(np.mean([any(gt) for _, gt in pairs])) if pairs else 0.0}
 
 
@@ -280,7 +285,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         check_path = out / "detector_check.json"
         if cfg.check_episodes and not check_path.exists():
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
-                                 calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts)
+                                 calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts,
+                                 beta=cfg.calibration_beta)
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "

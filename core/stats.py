@@ -28,6 +28,16 @@ def precision_recall_f1(counts) -> tuple[float, float, float]:
     return precision, recall, f1
 
 
+def f_beta(precision: float, recall: float, beta: float = 1.0) -> float:
+    """F-beta score: beta < 1 weighs precision more (beta = 0.5: precision counts twice as
+    much as recall), beta = 1 is F1; 0 where both are 0."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    b2 = beta * beta
+    denom = b2 * precision + recall
+    return (1 + b2) * precision * recall / denom if denom else 0.0
+
+
 def percentiles_ms(seconds, qs=(50, 99)) -> dict[str, float]:
     """Latency percentiles in milliseconds, keys like 'p50'."""
     arr = np.asarray(seconds, dtype=np.float64) * 1000.0

@@ -137,14 +137,18 @@ def score_episode(d_seq: Sequence[float], gt_success: Sequence[bool], threshold_
 
 def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]]],
                         candidates: Sequence[float] | None = None, patience: int = 1,
-                        tolerance: int = 0) -> tuple[float, DetectorCounts]:
-    """Pick s maximising episode-level F1 on held-out (d_seq, gt_success) episodes.
+                        tolerance: int = 0, beta: float = 1.0) -> tuple[float, DetectorCounts]:
+    """Pick s maximising episode-level F-beta on held-out (d_seq, gt_success) episodes.
 
+    ``beta`` = 1 is F1. On the policy's own rollouts, where most episodes may succeed,
+    F1 can prefer a detector that fires in every episode (precision = the success rate,
+    recall 1); beta = 0.5 weighs precision twice as much, which suits practice: a false
+    positive rewards a failure, a miss only costs the rest of the step budget.
     Ties go to the smaller s (a stricter detector). Demonstration episodes end at
     their first success, so their last frame is the positive and every earlier frame
     a negative: a threshold that fires before the end is penalised as a false positive.
     """
-    from core.stats import precision_recall_f1
+    from core.stats import f_beta, precision_recall_f1
 
     if not episodes:
         raise ValueError("calibrate_threshold needs at least one held-out episode")
@@ -155,7 +159,8 @@ def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]
         counts = DetectorCounts()
         for d_seq, gt in episodes:
             counts = counts + score_episode(d_seq, gt, float(s), patience, tolerance)
-        f1 = precision_recall_f1(counts)[2]
-        if best is None or f1 > best[0] + 1e-12 or (abs(f1 - best[0]) <= 1e-12 and s < best[1]):
-            best = (f1, float(s), counts)
+        p, r, _ = precision_recall_f1(counts)
+        score = f_beta(p, r, beta)
+        if best is None or score > best[0] + 1e-12 or (abs(score - best[0]) <= 1e-12 and s < best[1]):
+            best = (score, float(s), counts)
     return best[1], best[2]

@@ -122,6 +122,15 @@ def test_practice_refuses_a_bad_detector_with_figures_and_advice(stage1, tmp_pat
     assert not list(out.glob("iter_*.pt"))  # nothing practised
 
 
+def test_practice_calibrates_s_on_its_rollouts_weighing_precision(stage1, tmp_path):
+    out = tmp_path / "calibrated"
+    run_practice(_cfg(stage1, out, threshold_s=None, check_episodes=4, max_episodes=1, eval_episodes=1),
+                 progress=False)
+    stored = json.loads((out / "detector_check.json").read_text())
+    assert stored["calibration_beta"] == 0.5 and "F0.5" in stored["threshold_source"]
+    assert stored["episodes"] == 2  # calibrated on the first half, scored on the other
+
+
 def test_local_fleet_reports_a_failing_robot_instead_of_raising():
     fleet = LocalFleet(lambda: make_env("tabletop", {"family": "block2block", "image_size": 32}), 1)
     try:

@@ -259,3 +259,29 @@ def test_score_episode_tolerance_accepts_a_firing_just_before_the_goal():
     assert S.score_episode(d, gt, 1.5, tolerance=2) == S.DetectorCounts(tp=1)
     with pytest.raises(ValueError, match="tolerance"):
         S.score_episode(d, gt, 1.5, tolerance=-1)
+
+
+def test_f_beta_against_hand_computed_values():
+    from core.stats import f_beta
+
+    assert f_beta(0.5, 1.0, 1.0) == pytest.approx(2 * 0.5 / 1.5)
+    # beta = 0.5: (1 + 0.25) * P * R / (0.25 * P + R)
+    assert f_beta(0.5, 1.0, 0.5) == pytest.approx(1.25 * 0.5 / (0.125 + 1.0))
+    assert f_beta(0.0, 0.0, 0.5) == 0.0
+    with pytest.raises(ValueError, match="beta"):
+        f_beta(0.5, 0.5, 0.0)
+
+
+# Rollouts where most episodes succeed: s = 6 fires in every episode, precision 0.75, recall 1
+# (F1 0.857, F0.5 0.789); s = 1 catches 2 of 3 successes with no false positive (F1 0.8, F0.5 0.909).
+ROLLOUTS = [([9.0, 8.0, 7.0, 0.5], [False, False, False, True]),
+            ([9.0, 8.0, 7.0, 0.5], [False, False, False, True]),
+            ([9.0, 8.0, 7.0, 2.0], [False, False, False, True]),
+            ([9.0, 8.0, 7.0, 4.0], [False, False, False, False])]
+
+
+def test_calibrate_threshold_beta_below_one_prefers_the_precise_detector():
+    s1, c1 = S.calibrate_threshold(ROLLOUTS, candidates=[1.0, 6.0])
+    assert (s1, c1) == (6.0, S.DetectorCounts(tp=3, fp=1))
+    s05, c05 = S.calibrate_threshold(ROLLOUTS, candidates=[1.0, 6.0], beta=0.5)
+    assert (s05, c05) == (1.0, S.DetectorCounts(tp=2, fn=1, tn=1))
