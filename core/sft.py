@@ -14,6 +14,7 @@ import json
 import math
 import random
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -172,8 +173,10 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
         if "optimizer" in payload:
             opt.load_state_dict(payload["optimizer"])
         state.update(payload["meta"].get("train_state", {}))
-        for _ in range(state["epoch"] * steps_per_epoch):
-            sched.step()
+        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is due
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for _ in range(state["epoch"] * steps_per_epoch):
+                sched.step()
     log_path = out / "metrics.jsonl"
     rng = np.random.default_rng(cfg.seed + 1000 * state["epoch"])
     calib: dict[str, Any] = {}

@@ -125,3 +125,13 @@ def test_sft_refuses_an_unknown_reward_model_selection():
 
     with pytest.raises(ValueError, match="stg_select must be 'mae' or 'loss'"):
         SFTConfig(data="d", out="o", stg_select="f1")
+
+
+def test_resuming_sft_continues_from_the_last_epoch_without_scheduler_warnings(run, capsys, recwarn):
+    data, out = run  # trained above for 2 epochs with --d-model 32
+    assert main(["sft", "--data", str(data), "--out", str(out), "--epochs", "3", "--d-model", "32",
+                 "--n-layers", "1", "--eval-episodes", "0", "--batch-size", "32", "--threads", "1",
+                 "--device", "cpu", "--quiet"]) == 0
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]  # epochs 1-2 kept, only epoch 3 trained
+    assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
