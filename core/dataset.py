@@ -14,6 +14,9 @@ Layout of a dataset directory::
         keypoints    float32 [T+1, K, 2]      optional, simulation only: image position (u, v)
                                               in [-1, 1] of the pushed object and its target,
                                               an auxiliary label for the image encoder
+        goal_step    int64                    optional: the frame where the goal is first
+                                              reached when the demo went on holding it
+                                              (default T); steps-to-go label max(0, goal_step - t)
     rejected.jsonl          seeds whose expert episode failed (skipped on resume)
 
 Each episode file is written atomically, so an interrupted generation leaves only
@@ -52,11 +55,23 @@ class Episode:
     success: bool
     keypoints: np.ndarray | None = None  # float32 [T+1, K, 2], optional privileged label
     source: int = 0  # which dataset of a multi-dataset run it came from (load_datasets)
+    goal_step: int | None = None
+    """Frame at which the goal is first reached; None = the last frame. Frames after it are
+    the expert holding the goal (the demo went on for a few steps): steps-to-go label 0."""
 
     @property
     def length(self) -> int:
         """Number of actions T (frames are T + 1)."""
         return len(self.actions)
+
+    @property
+    def goal_index(self) -> int:
+        """The frame where the goal is first reached (``goal_step``, default the last)."""
+        return self.length if self.goal_step is None else int(self.goal_step)
+
+    def steps_to_go(self) -> np.ndarray:
+        """The steps-to-go label of every frame: goal_index - t, 0 from the goal on."""
+        return np.maximum(self.goal_index - np.arange(len(self.frames)), 0)
 
 
 def episode_path(root: Path, seed: int) -> Path:
@@ -111,12 +126,17 @@ def validate_episode(ep: Episode, where: str) -> None:
                            f"got {k.shape}")
     if not ep.instruction.strip():
         raise DatasetError(f"{where}: empty instruction")
+    if ep.goal_step is not None and not 0 <= int(ep.goal_step) <= len(a):
+        raise DatasetError(f"{where}: goal_step {ep.goal_step} must be a frame index 0..{len(a)} "
+                           "(where the goal is first reached)")
 
 
 def write_episode(root: Path, ep: Episode) -> Path:
     validate_episode(ep, f"episode seed {ep.seed}")
     buf = io.BytesIO()
     extra = {} if ep.keypoints is None else {"keypoints": ep.keypoints.astype(np.float32)}
+    if ep.goal_step is not None:
+        extra["goal_step"] = np.int64(ep.goal_step)
     np.savez_compressed(buf, frames=ep.frames, proprio=ep.proprio.astype(np.float32),
                         actions=ep.actions.astype(np.float32), instruction=np.array(ep.instruction),
                         seed=np.int64(ep.seed), success=np.bool_(ep.success), **extra)
@@ -134,7 +154,8 @@ def read_episode(path: Path) -> Episode:
             ep = Episode(frames=z["frames"], proprio=z["proprio"], actions=z["actions"],
                          instruction=str(z["instruction"]), seed=int(z["seed"]),
                          success=bool(z["success"]),
-                         keypoints=z["keypoints"].astype(np.float32) if "keypoints" in z.files else None)
+                         keypoints=z["keypoints"].astype(np.float32) if "keypoints" in z.files else None,
+                         goal_step=int(z["goal_step"]) if "goal_step" in z.files else None)
     except DatasetError:
         raise
     except (OSError, ValueError, zipfile.BadZipFile, EOFError, zlib.error) as e:
@@ -228,7 +249,8 @@ class FrameTable:
 
     Sample i is frame ``idx[i]`` with its previous frame ``prev[i]`` (itself at t=0),
     the instruction ``instr[i]``, the action bins at that frame (masked on the last
-    frame) and the steps-to-go label T - t.
+    frame) and the steps-to-go label T - t (``Episode.steps_to_go``: counted to the
+    goal frame, 0 on the frames that hold the goal after it).
     """
 
     frames: np.ndarray  # uint8 [N, H, W, 3]
@@ -255,7 +277,6 @@ class FrameTable:
         offset = 0
         for k, e in enumerate(episodes):
             n = len(e.frames)
-            T = n - 1
             frames.append(e.frames)
             proprio.append(e.proprio.astype(np.float32))
             prev.append(offset + np.maximum(np.arange(n) - 1, 0))
@@ -263,7 +284,7 @@ class FrameTable:
             m = np.ones(n, bool)
             m[-1] = False
             mask.append(m)
-            stg.append(T - np.arange(n))
+            stg.append(e.steps_to_go())
             iid.append(np.full(n, lookup[e.instruction]))
             eid.append(np.full(n, k))
             if n_kp:

@@ -43,7 +43,8 @@ def _run_seed(args: tuple[str, dict[str, Any], int, str]) -> tuple[int, bool, in
             proprio=np.stack(res["proprio"]).astype(np.float32),
             actions=np.stack(res["actions"]).astype(np.float32),
             instruction=res["instruction"], seed=seed, success=True,
-            keypoints=np.stack(res["keypoints"]).astype(np.float32) if res.get("keypoints") else None))
+            keypoints=np.stack(res["keypoints"]).astype(np.float32) if res.get("keypoints") else None,
+            goal_step=res.get("goal_step")))
     return seed, bool(res["success"]), int(res["length"])
 
 

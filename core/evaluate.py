@@ -63,17 +63,18 @@ def calibrate_on_demos(model: DojoPolicy, episodes: Sequence[Episode], patience:
                        tolerance: int = DEFAULT_TOLERANCE) -> dict[str, Any]:
     """Pick the detector threshold s on held-out demonstrations and measure steps-to-go MAE.
 
-    In a demonstration the goal is first reached at the last frame, so that frame is
-    the detector's positive and every earlier frame a negative.
+    In a demonstration the goal is first reached at its goal frame (the last, unless the
+    demo went on holding the goal): from there on a frame is the detector's positive, every
+    earlier frame a negative.
     """
     d_seqs = demo_steps_to_go(model, episodes)
-    gts = [np.arange(len(d)) == len(d) - 1 for d in d_seqs]
+    gts = [np.arange(len(d)) >= e.goal_index for d, e in zip(d_seqs, episodes)]
     s, counts = S.calibrate_threshold(list(zip(d_seqs, gts)), patience=patience, tolerance=tolerance)
     p, r, f1 = precision_recall_f1(counts)
     cap = model.config.stg_cap
-    errs = np.concatenate([np.abs(d - np.minimum(len(d) - 1 - np.arange(len(d)), cap)) for d in d_seqs])
-    final = np.array([d[-1] for d in d_seqs])
-    rest = np.concatenate([d[:-1] for d in d_seqs])
+    errs = np.concatenate([np.abs(d - np.minimum(e.steps_to_go(), cap)) for d, e in zip(d_seqs, episodes)])
+    final = np.concatenate([d[g] for d, g in zip(d_seqs, gts)])
+    rest = np.concatenate([d[~g] for d, g in zip(d_seqs, gts)])
     return {"threshold_s": s, "patience": patience, "tolerance": tolerance, "demo_precision": p, "demo_recall": r,
             "demo_f1": f1, "stg_mae_steps": float(errs.mean()),
             "d_final_mean": float(final.mean()), "d_other_mean": float(rest.mean()),

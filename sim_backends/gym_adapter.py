@@ -126,6 +126,11 @@ class GymTaskConfig:
     if the object has ``reset()`` it is called at each episode start."""
     expert_noise: float = 0.0
     """Std of Gaussian noise added to expert actions, in the policy's [-1, 1] units."""
+    demo_hold_steps: int = 0
+    """Expert demonstrations go on for up to this many steps after the goal is first reached,
+    while it holds; those frames get steps-to-go 0 (``goal_step`` in the dataset). With
+    demos that stop at the goal, each demo shows the goal state once, and the steps-to-go
+    head may never predict d near 0, so no threshold s separates success from near-misses."""
     name: str = ""
     """A label for logs and ``env.goal`` (defaults to env_id or the factory's name)."""
 
@@ -159,6 +164,8 @@ class GymTaskConfig:
         if not (isinstance(self.expert_noise, (int, float)) and 0.0 <= self.expert_noise <= 2.0):
             raise ValueError(f"GymTaskConfig.expert_noise={self.expert_noise!r}; expected 0..2 "
                              "(std in [-1, 1] action units)")
+        if not (isinstance(self.demo_hold_steps, int) and 0 <= self.demo_hold_steps <= 1000):
+            raise ValueError(f"GymTaskConfig.demo_hold_steps={self.demo_hold_steps!r}; expected an int >= 0")
         if (self.proprio_low is None) != (self.proprio_high is None):
             raise ValueError("GymTaskConfig: give both proprio_low and proprio_high, or neither")
         if (self.action_low is None) != (self.action_high is None):
@@ -289,6 +296,7 @@ class GymBackend(gym.Env):
 
     def __init__(self, config: GymTaskConfig, raw_env: gym.Env | None = None) -> None:
         self.config = config
+        self._terminate_on_success = config.terminate_on_success  # off while a demo holds the goal
         self.render_mode = "rgb_array"
         self.raw_env = raw_env if raw_env is not None else make_raw_env(config)
         self._render_fn = resolve(config.render_fn, "GymTaskConfig.render_fn")
@@ -379,7 +387,7 @@ class GymBackend(gym.Env):
             success = False
         else:
             obs = self._observe(raw_obs)
-        terminated = bool(raw_term or physics_error or (success and self.config.terminate_on_success))
+        terminated = bool(raw_term or physics_error or (success and self._terminate_on_success))
         truncated = bool(not terminated and (raw_trunc or self._step >= self.max_steps))
         self._done = terminated or truncated
         info = self._info(raw_info, success=success, physics_error=physics_error)
@@ -499,33 +507,49 @@ def _all_finite(obs: Any) -> bool:
 
 
 def run_gym_expert_episode(env: GymBackend, seed: int, rng: np.random.Generator, noise: float | None = None,
-                           options: dict[str, Any] | None = None) -> dict[str, Any]:
+                           options: dict[str, Any] | None = None, hold_steps: int | None = None) -> dict[str, Any]:
     """One noisy expert demonstration, in the format of ``tabletop.run_expert_episode``:
-    T+1 observations (images, proprio), T actions (in [-1, 1]) and infos."""
+    T+1 observations (images, proprio), T actions (in [-1, 1]) and infos.
+
+    ``hold_steps`` (default ``config.demo_hold_steps``): after the goal is first reached
+    (``goal_step``, a frame index) the expert goes on for up to that many steps while
+    success holds; a step that loses it is dropped and ends the episode."""
     if not env.has_expert:
         raise BackendError(f"{env.config.label} has no scripted expert; set GymTaskConfig.expert")
     sigma = env.config.expert_noise if noise is None else float(noise)
+    hold = env.config.demo_hold_steps if hold_steps is None else int(hold_steps)
     obs, info = env.reset(seed=seed, options=options)
     images, proprio, actions, infos = [obs[OBS_IMAGE]], [obs[OBS_PROPRIO]], [], []
     # Backends that can say where the goal's objects are in the image (goal_keypoints())
     # get them stored as the optional keypoint label, as the tabletop does.
     kp_fn = getattr(env, "goal_keypoints", None)
     keypoints = [kp_fn()] if callable(kp_fn) else None
-    while True:
-        action = env.expert_action(rng, sigma)
-        obs, _, terminated, truncated, info = env.step(action)
-        images.append(obs[OBS_IMAGE])
-        proprio.append(obs[OBS_PROPRIO])
-        if keypoints is not None:
-            keypoints.append(kp_fn())
-        actions.append(action)
-        infos.append(info)
-        if terminated or truncated:
-            break
+    goal_step = None
+    env._terminate_on_success = env.config.terminate_on_success and hold == 0
+    try:
+        while goal_step is None or len(actions) - goal_step < hold:
+            action = env.expert_action(rng, sigma)
+            obs, _, terminated, truncated, info = env.step(action)
+            if goal_step is not None and not info[INFO_SUCCESS]:
+                break  # the goal no longer holds: not a goal frame
+            images.append(obs[OBS_IMAGE])
+            proprio.append(obs[OBS_PROPRIO])
+            if keypoints is not None:
+                keypoints.append(kp_fn())
+            actions.append(action)
+            infos.append(info)
+            if goal_step is None and info[INFO_SUCCESS]:
+                goal_step = len(actions)
+            if terminated or truncated:
+                break
+    finally:
+        env._terminate_on_success = env.config.terminate_on_success
+    success = goal_step is not None
     return {
         "images": images, "proprio": proprio, "actions": actions, "infos": infos,
-        "success": bool(info[INFO_SUCCESS]), "goal": env.goal, "instruction": obs[OBS_INSTRUCTION],
+        "success": success, "goal": env.goal, "instruction": obs[OBS_INSTRUCTION],
         "length": len(actions), "style": {"noise": sigma}, "keypoints": keypoints,
+        "goal_step": goal_step if success and goal_step < len(actions) else None,
     }
 
 

@@ -38,7 +38,7 @@ from storage.models import Episode, Frame, Step, Task
 FORMAT = "dojo-demos"  # the same constants as core/dataset.py, which imports torch
 VERSION = 1
 REQUIRED_KEYS = ("frames", "proprio", "actions", "instruction", "seed", "success")
-OPTIONAL_KEYS = ("keypoints",)
+OPTIONAL_KEYS = ("keypoints", "goal_step")
 MAX_TOTAL_BYTES = 4 << 30  # uncompressed; a larger archive is refused before extraction
 MAX_PROBLEMS = 20
 _EP_RE = re.compile(r"^episodes/ep_[0-9]+\.npz$")
@@ -62,6 +62,7 @@ class DemoEpisode:
     success: bool
     frames: np.ndarray  # uint8 [T+1, H, W, 3]
     actions: np.ndarray  # float32 [T, A]
+    goal_step: Optional[int] = None  # frame where the goal is first reached (default: the last)
 
 
 @dataclass
@@ -194,6 +195,14 @@ def _check_episode(name: str, raw: bytes) -> tuple[Optional[DemoEpisode], list[s
         kp = arrays["keypoints"]
         if kp.ndim != 3 or kp.shape[-1] != 2 or len(kp) != len(frames):
             problems.append(f"{name}: keypoints must be float [T+1, K, 2], got {list(kp.shape)}")
+    goal_step = None
+    if "goal_step" in arrays:
+        g = arrays["goal_step"]
+        if g.ndim != 0 or g.dtype.kind not in "iu" or (actions.ndim == 2 and not 0 <= int(g) <= len(actions)):
+            problems.append(f"{name}: goal_step must be an integer frame index 0..T (where the goal is first "
+                            f"reached), got {g.dtype} {g.tolist() if g.ndim == 0 else list(g.shape)}")
+        else:
+            goal_step = int(g)
     instr, seed, success = arrays["instruction"], arrays["seed"], arrays["success"]
     if instr.ndim != 0 or instr.dtype.kind != "U" or not str(instr).strip():
         problems.append(f"{name}: instruction must be a non-empty string, got {instr.dtype} {list(instr.shape)}")
@@ -204,7 +213,7 @@ def _check_episode(name: str, raw: bytes) -> tuple[Optional[DemoEpisode], list[s
     if problems:
         return None, problems
     return DemoEpisode(file=name, instruction=str(instr), seed=int(seed), success=bool(success),
-                       frames=frames, actions=actions.astype(np.float32)), []
+                       frames=frames, actions=actions.astype(np.float32), goal_step=goal_step), []
 
 
 def validate_archive(data: bytes, filename: str = "archive") -> ValidArchive:
@@ -306,7 +315,8 @@ def import_archive(db, data: bytes, filename: str, task_id: int, *, actor, datas
         with db.write() as s:
             for ep in archive.episodes:
                 T = len(ep.actions)
-                steps = repo.steps_from_arrays(d=[float(T - t) for t in range(T + 1)],
+                goal = T if ep.goal_step is None else ep.goal_step
+                steps = repo.steps_from_arrays(d=[float(max(0, goal - t)) for t in range(T + 1)],
                                                actions=list(ep.actions) + [None])
                 res = repo.finish_episode(
                     s, uid=f"import-{final.name}-{batch}-seed{ep.seed}", task_id=task_id, steps=steps,

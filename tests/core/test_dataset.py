@@ -31,6 +31,18 @@ def test_write_read_round_trip(tmp_path):
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp file left
 
 
+def test_goal_step_round_trips_and_sets_the_steps_to_go_labels(tmp_path):
+    ep = dataclasses.replace(make_episode(seed=8, T=5, size=16), goal_step=3)
+    back = read_episode(write_episode(tmp_path, ep))
+    assert back.goal_step == 3 and back.goal_index == 3
+    assert back.steps_to_go().tolist() == [3, 2, 1, 0, 0, 0]  # frames 3-5 hold the goal
+    plain = make_episode(seed=9, T=5, size=16)
+    assert read_episode(write_episode(tmp_path, plain)).goal_step is None
+    assert plain.steps_to_go().tolist() == [5, 4, 3, 2, 1, 0]
+    table = FrameTable.from_episodes([ep, plain])
+    assert table.stg.tolist() == [3, 2, 1, 0, 0, 0, 5, 4, 3, 2, 1, 0]
+
+
 def test_write_stores_float64_inputs_as_float32(tmp_path):
     ep = make_episode(seed=1)
     ep = dataclasses.replace(ep, actions=ep.actions.astype(np.float64),
@@ -86,6 +98,10 @@ def _no_actions():
                                actions=np.zeros((0, 2), np.float32))
 
 
+def _goal_after_the_end():
+    return dataclasses.replace(make_episode(seed=42, T=5), goal_step=6)
+
+
 def _blank_instruction():
     return dataclasses.replace(make_episode(seed=42), instruction="   ")
 
@@ -100,6 +116,7 @@ INVALID = {
     "inf_proprio": (_inf_proprio, "NaN/inf"),
     "out_of_range": (_out_of_range, "1.500"),
     "blank_instruction": (_blank_instruction, "empty instruction"),
+    "goal_after_the_end": (_goal_after_the_end, "goal_step 6 must be a frame index 0..5"),
 }
 
 

@@ -165,12 +165,39 @@ def test_demos_pipeline_writes_episodes(tmp_path):
     assert out["episodes"] == 2 and len(list_episode_files(tmp_path / "demos")) == 2
 
 
+def test_demos_that_hold_the_goal_label_its_frames_steps_to_go_zero(tmp_path):
+    from core.dataset import FrameTable, load_episodes
+    from core.demos import generate_demos
+
+    env = make_env("gym", {**CONFIG, "demo_hold_steps": 4, "expert_noise": 0.0})
+    try:
+        ep = expert_episode("gym", env, 3, np.random.default_rng(0))
+        g = ep["goal_step"]
+        assert ep["success"] and g is not None and ep["length"] == g + 4
+        assert not any(i[INFO_SUCCESS] for i in ep["infos"][:g - 1])  # frames 1..g-1: not yet
+        assert all(i[INFO_SUCCESS] for i in ep["infos"][g - 1:])  # frame g on: the goal, held
+        env.reset(seed=5)  # the hold is undone: success ends an episode again
+        plain = run_gym_expert_episode(env, 3, np.random.default_rng(0), hold_steps=0)
+        assert plain["goal_step"] is None and plain["length"] == g
+    finally:
+        env.close()
+    out = tmp_path / "held"
+    generate_demos(out, 2, backend="gym", env_config={**CONFIG, "demo_hold_steps": 3}, progress=False)
+    _, eps = load_episodes(out)
+    table = FrameTable.from_episodes(eps)
+    for k, e in enumerate(eps):
+        assert e.goal_step is not None and e.length - e.goal_step <= 3
+        labels = table.stg[table.episode_id == k]
+        assert labels[e.goal_step] == 0 and labels[0] == e.goal_step and (labels[e.goal_step:] == 0).all()
+
+
 @pytest.mark.parametrize("bad, message", [
     (dict(instruction=""), "instruction is empty"),
     (dict(env_id=ENV_ID), "exactly one of env_id"),
     (dict(proprio="zero to four"), "import path"),
     (dict(proprio="pkg.nope:fn"), "cannot be imported"),
     (dict(image_size=8), "image_size"),
+    (dict(demo_hold_steps=-1), "demo_hold_steps"),
     (dict(proprio_low=[0, 0]), "both proprio_low and proprio_high"),
     (dict(instruction="push the <b>"), "bad"),
 ])

@@ -131,12 +131,13 @@ def test_goal_keypoints_land_on_the_object_in_the_image(camera):
         raw.close()
 
 
-def test_expert_demo_succeeds_and_ends_at_success():
+def test_expert_demo_succeeds_and_holds_the_goal_a_few_steps():
     env = make_env("metaworld", {"task": "reach-v3", "image_size": 32})
     try:
         ep = expert_episode("metaworld", env, 0, np.random.default_rng(0))
-        assert ep["success"] and ep["infos"][-1][INFO_SUCCESS]
-        assert not any(i[INFO_SUCCESS] for i in ep["infos"][:-1]), "the episode should stop at first success"
+        g = ep["goal_step"]  # frame of the first success; the demo goes on 5 steps holding it
+        assert ep["success"] and g is not None and ep["length"] == g + 5
+        assert not any(i[INFO_SUCCESS] for i in ep["infos"][:g - 1]) and all(i[INFO_SUCCESS] for i in ep["infos"][g - 1:])
         assert ep["length"] < env.max_steps and ep["goal"] == "reach-v3" and ep["style"] == {"noise": 0.1}
         assert len(ep["images"]) == ep["length"] + 1 and ep["images"][0].shape == (32, 32, 3)
         kp = np.stack(ep["keypoints"])  # the optional goal-keypoint label, one per observation
@@ -146,6 +147,11 @@ def test_expert_demo_succeeds_and_ends_at_success():
         ep = expert_episode("metaworld", short, 0, np.random.default_rng(0))
         assert not ep["success"] and ep["length"] == 4
         short.close()
+        # Without the hold, the demo stops at the first success.
+        plain = make_env("metaworld", {"task": "reach-v3", "image_size": 32, "demo_hold_steps": 0})
+        ep = expert_episode("metaworld", plain, 0, np.random.default_rng(0))
+        assert ep["goal_step"] is None and ep["length"] == g and ep["infos"][-1][INFO_SUCCESS]
+        plain.close()
     finally:
         env.close()
 

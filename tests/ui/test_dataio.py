@@ -73,6 +73,15 @@ def test_good_zip_imports_everything(db, admin, seeded, tmp_path):
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".import-")]
 
 
+def test_demos_that_hold_the_goal_import_with_steps_to_go_zero_from_the_goal(db, admin, seeded, tmp_path):
+    files = {"dataset.json": json.dumps(META).encode(),
+             "episodes/ep_000000004.npz": npz(seed=4, goal_step=np.int64(3))}
+    res = dataio.import_archive(db, zip_of(files), "held.zip", seeded.task_id, actor=admin, datasets_dir=tmp_path)
+    with db.read() as s:
+        curve = repo.episode_curve(s, res.episode_ids[0])
+    assert [d for _, d in curve] == [3.0, 2.0, 1.0, 0.0, 0.0, 0.0]
+
+
 def test_tar_gz_works_too(db, admin, seeded, tmp_path):
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:gz") as tf:
@@ -96,6 +105,8 @@ def test_tar_gz_works_too(db, admin, seeded, tmp_path):
     (lambda f: f.update({"episodes/ep_000000002.npz": npz(seed=2, frames=np.zeros((6, 16, 16), np.uint8))}),
      "frames must be uint8 [T+1, H, W, 3]"),
     (lambda f: f.update({"notes.txt": b"hi"}), "notes.txt: not part of the dataset format"),
+    (lambda f: f.update({"episodes/ep_000000002.npz": npz(seed=2, goal_step=np.int64(9))}),
+     "goal_step must be an integer frame index 0..T"),
     (lambda f: f.update({"episodes/ep_000000009.npz": npz(seed=0)}), "seed 0 repeats"),
     (lambda f: [f.pop(k) for k in list(f) if k.startswith("episodes/")], "no episode files"),
 ])
