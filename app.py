@@ -6,6 +6,12 @@ again by storage against the user's role.
 """
 from __future__ import annotations
 
+# pandas and plotly are imported whole here, before any page runs: plotly looks pandas up in
+# sys.modules without importing it, and on a fresh server it found pandas half-imported by
+# another thread (the Training page failed with "partially initialized module 'pandas' has
+# no attribute 'Series'" on its first load; tests/e2e/test_browser.py checks it renders).
+import pandas  # noqa: F401
+import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
 from ui.app_state import current_user, login, sidebar_user
