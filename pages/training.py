@@ -20,7 +20,7 @@ if not tasks:
     st.stop()
 names = {t.id: t.name for t in tasks}
 task_id = st.selectbox("Task", list(names), format_func=names.get)
-bucket = st.select_slider("Episodes per point", [5, 10, 20, 50, 100], value=20)
+bucket = st.select_slider("Episodes per point", [5, 10, 20, 50, 100], value=50)
 
 with db.read() as s:
     rows = queries.practice_outcomes(s, task_id)
@@ -43,7 +43,8 @@ m4.metric("Promoted checkpoint", "-" if promoted is None else f"#{promoted.id}")
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.success_vs_episodes(curve), width="stretch", key="succ_eps")
-c2.plotly_chart(charts.success_by_checkpoint(by_ckpt), width="stretch", key="succ_ckpt")
+evaluated = {c.id: (c.eval_success, c.eval_episodes) for c in checkpoints if c.eval_success is not None}
+c2.plotly_chart(charts.success_by_checkpoint(by_ckpt, evaluated), width="stretch", key="succ_ckpt")
 c3, c4 = st.columns(2)
 c3.plotly_chart(charts.returns(curve), width="stretch", key="returns")
 loss_names = [n for n in metric_names if "loss" in n.lower()]

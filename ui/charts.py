@@ -28,8 +28,12 @@ def success_vs_episodes(curve: Sequence[dict[str, Any]], title: str = "Success v
     return fig
 
 
-def success_by_checkpoint(stats: Iterable[Any]) -> go.Figure:
-    """Bars per checkpoint from storage's SuccessStats (detector/override rate and ground truth)."""
+def success_by_checkpoint(stats: Iterable[Any], evaluated: Optional[dict[int, tuple[float, Optional[int]]]] = None
+                          ) -> go.Figure:
+    """Bars per checkpoint from storage's SuccessStats (detector/override rate and ground truth),
+    and ``evaluated`` {checkpoint id: (success, episodes)}: the greedy evaluations on fixed seeds
+    (the practice job's every few iterations), a line across the bars. Practice episodes sample
+    from the policy and a block of them is small; the evaluations are what shows a trend."""
     stats = list(stats)
     fig = _fig("Success per checkpoint", "checkpoint", "success rate")
     labels = [f"#{st.checkpoint_id}" if st.checkpoint_id is not None else "none" for st in stats]
@@ -37,6 +41,11 @@ def success_by_checkpoint(stats: Iterable[Any]) -> go.Figure:
                 text=[f"n={st.episodes}" for st in stats])
     if any(st.gt_rate is not None for st in stats):
         fig.add_bar(x=labels, y=[st.gt_rate for st in stats], name="ground truth")
+    if evaluated:
+        ids = sorted(evaluated)
+        fig.add_scatter(x=[f"#{i}" for i in ids], y=[evaluated[i][0] for i in ids], mode="lines+markers",
+                        name="evaluated (greedy, fixed seeds)",
+                        text=[f"n={evaluated[i][1]}" for i in ids], line=dict(width=3))
     fig.update_yaxes(range=[0, 1])
     return fig
 

@@ -42,6 +42,17 @@ def test_success_curve_blocks():
     assert len(fig.data) == 1
 
 
+def test_success_by_checkpoint_draws_the_evaluations_across_the_bars():
+    from storage.queries import SuccessStats
+
+    stats = [SuccessStats(1, 20, 8, 20, 5, 0, 0), SuccessStats(11, 20, 9, 20, 6, 0, 0)]
+    fig = charts.success_by_checkpoint(stats, {11: (0.41, 100), 1: (0.30, 50)})
+    assert [t.type for t in fig.data] == ["bar", "bar", "scatter"]
+    line = fig.data[2]
+    assert list(line.x) == ["#1", "#11"] and list(line.y) == [0.30, 0.41] and list(line.text) == ["n=50", "n=100"]
+    assert len(charts.success_by_checkpoint(stats).data) == 2
+
+
 def test_queries_on_seeded_db(seeded):
     db = init_db(seeded.url)
     with db.read() as s:
