@@ -252,3 +252,59 @@ def test_supervise_practice_in_a_browser(served):
     log = served["log"].read_text()
     assert "[dojo] stopped" in log, log[-2000:]
     print(f"e2e total {time.monotonic() - t_start:.0f} s")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page_name", ["Training", "Review"])
+def test_a_chart_page_renders_on_a_fresh_servers_first_visit(page_name, tmp_path):
+    """The first page a fresh server renders with plotly, right after log-in. It once failed
+    with "partially initialized module 'pandas'" (plotly saw pandas half-imported by another
+    thread); the flow above visits other pages first and did not catch it."""
+    import urllib.request
+
+    from tests.ui.seeding import PASSWORD as SEED_PASSWORD
+    from tests.ui.seeding import seed
+
+    db_path = tmp_path / "dojo.sqlite"
+    seed(str(db_path), episodes=20, robots=2)
+    port = _free_port()
+    env = {**os.environ, "DOJO_DATA": str(tmp_path), "DOJO_DB": str(db_path)}
+    env.pop("DATABASE_URL", None)
+    log = open(tmp_path / "streamlit.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+            except OSError:
+                return False
+
+        _wait(up, 60, "the web app to answer")
+        ARTIFACTS.mkdir(parents=True, exist_ok=True)
+        with _browser() as pw:
+            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
+                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+            page = browser.new_page(viewport={"width": 1400, "height": 1100})
+            page.set_default_timeout(30_000)
+            page.goto(f"http://127.0.0.1:{port}")
+            page.get_by_label("Username", exact=True).fill("admin")
+            page.get_by_label("Password", exact=True).fill(SEED_PASSWORD)
+            page.get_by_role("button", name="Log in").click()
+            page.get_by_role("heading", name="Tasks & fleet").wait_for()
+            page.get_by_role("link", name=page_name).click()
+            page.get_by_role("heading", name=page_name).wait_for()
+            page.wait_for_timeout(3000)
+            page.screenshot(path=str(ARTIFACTS / f"fresh_{page_name.lower()}.png"))
+            errors = page.locator("[data-testid='stException']")
+            assert errors.count() == 0, errors.first.inner_text()[:500]
+            browser.close()
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+    assert "partially initialized" not in (tmp_path / "streamlit.log").read_text()
