@@ -13,7 +13,8 @@ Measured in one run, on the same cores:
   iteration: >= 1,024 tuples collected, then 16 gradient steps; fleet start-up excluded).
 - ``ratio`` = practice / bare.
 - ``latency_*``: one control step of policy + reward model + detector test, at batch 1
-  and at batch K, p50/p99 over 300 calls.
+  and at batch K, p50/p99 over 300 calls, with the ``torch.compile``d forward that practice
+  uses (``latency_eager_*``: the same without compiling; ``--no-compile``: eager only).
 
 Without checkpoints the default model is built untrained (speed does not depend on the
 weights; the detector then rarely fires, so episodes run to the step limit, as a weak
@@ -102,13 +103,16 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=24, help="practice rollout episodes to time")
     ap.add_argument("--bare-steps", type=int, default=1500, help="random steps per bare process")
     ap.add_argument("--skip-updates", action="store_true", help="leave out the two practice iterations")
+    ap.add_argument("--no-compile", action="store_true",
+                    help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
+                         "with the eager latency reported beside it)")
     args = ap.parse_args(argv)
 
     import torch
 
     from core.checkpoint import load_checkpoint, save_checkpoint
     from core.fleet import ProcessFleet
-    from core.policy import DojoPolicy, PolicyConfig
+    from core.policy import DojoPolicy, PolicyConfig, compile_enabled
     from core.rollout import DetectorSpec, run_episodes
 
     backend, env_config = "tabletop", {"family": "block2block", "terminate_on_success": False}
@@ -128,6 +132,13 @@ def main(argv=None) -> dict:
     bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
     print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
 
+    compiled = not args.no_compile and compile_enabled()
+    if compiled:
+        t_c = time.perf_counter()
+        for model in (policy, reward):
+            model.compile_inference(k, warm_up=True)
+        print(f"compiled the rollout forward passes (batch {k}) in {time.perf_counter() - t_c:.1f} s: "
+              f"{policy.inference_backend}", flush=True)
     fleet = ProcessFleet(backend, env_config, k)
     try:
         gen = torch.Generator().manual_seed(0)
@@ -160,7 +171,7 @@ def main(argv=None) -> dict:
             res = run_practice(PracticeConfig(
                 policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
                 fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
-                max_episodes=1, seed=0), progress=False)
+                max_episodes=1, seed=0, compile=compiled), progress=False)
             rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
             it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
             secs_u = rows[-1]["seconds"]
@@ -168,15 +179,28 @@ def main(argv=None) -> dict:
         print(f"practice with updates: {with_updates:.0f} steps/s ({it_steps:.0f} steps + 16 updates "
               f"in {secs_u:.1f} s)", flush=True)
 
-    lat1 = step_latency_ms(policy, reward, backend, env_config, 1, s)
-    latk = step_latency_ms(policy, reward, backend, env_config, k, s)
-    print(f"latency policy+reward+detector: batch 1 p50 {lat1['p50']:.1f} / p99 {lat1['p99']:.1f} ms; "
-          f"batch {k} p50 {latk['p50']:.1f} / p99 {latk['p99']:.1f} ms", flush=True)
+    lat: dict[str, dict[str, float]] = {}
+    for mode in (["eager", "compiled"] if compiled else ["eager"]):
+        for b in (1, k):
+            for model in (policy, reward):
+                if mode == "eager":
+                    model.disable_compiled_inference()
+                else:
+                    model.compile_inference(b, warm_up=True)
+            lat[f"{mode}{b}"] = step_latency_ms(policy, reward, backend, env_config, b, s)
+        print(f"latency policy+reward+detector, {mode}: batch 1 p50 {lat[f'{mode}1']['p50']:.1f} / p99 "
+              f"{lat[f'{mode}1']['p99']:.1f} ms; batch {k} p50 {lat[f'{mode}{k}']['p50']:.1f} / p99 "
+              f"{lat[f'{mode}{k}']['p99']:.1f} ms", flush=True)
+    best = "compiled" if compiled else "eager"
+    lat1, latk = lat[f"{best}1"], lat[f"{best}{k}"]
     result = {
         "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
         "practice_with_updates_steps_per_s": with_updates,
         "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],
         f"latency_batch{k}_p50_ms": latk["p50"], f"latency_batch{k}_p99_ms": latk["p99"],
+        "latency_eager_p50_ms": lat["eager1"]["p50"], "latency_eager_p99_ms": lat["eager1"]["p99"],
+        f"latency_eager_batch{k}_p50_ms": lat[f"eager{k}"]["p50"],
+        f"latency_eager_batch{k}_p99_ms": lat[f"eager{k}"]["p99"], "inference": best,
         "policy": args.policy or "default model, untrained",
         "practice_episodes_timed": len(recs), "cores": os.cpu_count(),
         "minutes": (time.perf_counter() - t_all) / 60,

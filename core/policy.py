@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import time
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -197,15 +199,27 @@ class DojoPolicy(nn.Module):
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         cfg = self.config
         frames = batch[FRAMES][:, : cfg.n_frames]
-        b = frames.shape[0]
         dev = self.queries.device
         txt, txt_mask = self.text_encoder(list(batch[INSTRUCTION]), device=dev)
+        prop = batch[PROPRIO][:, : cfg.n_frames].to(dev, torch.float32)
+        frames = frames.to(dev)
+        fast = self._fast
+        if fast is not None and not torch.is_grad_enabled() and not self.training:
+            return fast(frames, prop, txt, txt_mask)
+        return self._core(frames, prop, txt, txt_mask)
+
+    def _core(self, frames: torch.Tensor, prop: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """The tensor-only part of the forward pass (what ``compile_inference`` compiles)."""
+        cfg = self.config
+        b = frames.shape[0]
+        dev = frames.device
         m = txt_mask.unsqueeze(-1).to(txt.dtype)
         sentence = (txt * m).sum(1) / m.sum(1).clamp(min=1.0)  # mean over real tokens
         cond = sentence if cfg.film else None
         kp = kp_tokens = None
         if self.grounding is not None or self.goal_kp is not None:
-            fmap = self.image_encoder.forward_map(frames.to(dev), cond)
+            fmap = self.image_encoder.forward_map(frames, cond)
             if self.goal_kp is not None:
                 kp, kp_tokens = self.goal_kp(sentence, fmap)
         if self.grounding is not None:
@@ -213,13 +227,13 @@ class DojoPolicy(nn.Module):
                 else self.image_encoder.head(fmap)
             txt = self.text_proj(txt) + self.grounding(txt, fmap) + self.type_embed[3]
         else:
-            img = self.image_encoder(frames.to(dev), cond)
+            img = self.image_encoder(frames, cond)
             txt = self.text_proj(txt) + self.type_embed[3]
         img = img + self.type_embed[1]
         if kp_tokens is not None:
             img = torch.cat([img, kp_tokens + self.type_embed[1]], 1)
         q = self.queries.unsqueeze(0).expand(b, -1, -1) + self.type_embed[0]
-        prop = batch[PROPRIO][:, : cfg.n_frames].reshape(b, -1).to(dev, torch.float32) if cfg.use_proprio else None
+        prop = prop.reshape(b, -1) if cfg.use_proprio else None
         if self.geometry is not None:
             geo_in = kp.reshape(b, -1) if prop is None else torch.cat([kp.reshape(b, -1), prop], 1)
             q = q + self.geometry(geo_in).unsqueeze(1)
@@ -235,6 +249,50 @@ class DojoPolicy(nn.Module):
         act_logits = self.action_head(h[:, 0]).view(b, cfg.action_dim, cfg.action_bins)
         stg_logits = self.stg_head(h[:, 1])
         return act_logits, stg_logits, kp
+
+    # -- compiled inference -------------------------------------------------
+    _fast: "CompiledInference | None" = None
+
+    def compile_inference(self, batch_size: int, warm_up: bool = False) -> "CompiledInference":
+        """Use a ``torch.compile``d forward pass for no-grad, eval-mode calls (rollouts, the
+        frozen reward model). Batches are padded to ``batch_size`` so one compiled graph
+        serves a whole fleet, including the tail of a seed queue. Weights stay live inputs:
+        in-place updates by the optimizer are seen by the next call. If compiling fails
+        (no C++ compiler, an unsupported model), the eager forward is used and the reason
+        is kept in ``.error``. ``disable_compiled_inference()`` undoes it."""
+        self._fast = CompiledInference(self._core, batch_size)
+        if warm_up:  # compile now (on a blank batch), not inside the first timed rollout
+            cfg, was_training = self.config, self.training
+            n, size = self._fast.batch_size, cfg.image_size
+            blank = {FRAMES: torch.zeros(n, cfg.n_frames, size, size, 3, dtype=torch.uint8),
+                     PROPRIO: torch.zeros(n, cfg.n_frames, cfg.proprio_dim), INSTRUCTION: ["warm up"] * n}
+            self.eval()
+            with torch.no_grad():
+                self._predict(blank)
+            self.train(was_training)
+        return self._fast
+
+    def disable_compiled_inference(self) -> None:
+        self._fast = None
+
+    @property
+    def inference_backend(self) -> str:
+        """How rollouts run this model: 'eager', or 'compiled (batch K, compiled in X s)', or
+        'eager (compile failed: why)'."""
+        f = self._fast
+        if f is None:
+            return "eager"
+        if f.compiled is None:
+            return f"eager (compile failed: {f.error})"
+        took = "not called yet" if f.compile_seconds is None else f"compiled in {f.compile_seconds:.1f} s"
+        return f"compiled (batch {f.batch_size}, {took})"
+
+    def __getstate__(self):
+        """Copies and pickles leave the compiled forward behind (it is bound to this object)."""
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
+        state = dict(state)
+        state.pop("_fast", None)
+        return state
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss = BC cross-entropy (frames with an action) + steps-to-go cross-entropy."""
@@ -297,6 +355,52 @@ class DojoPolicy(nn.Module):
         """d(o, g) [B] (differentiable; callers wrap in no_grad for the frozen reward model)."""
         _, stg_logits = self.predict(batch)
         return S.expected_steps_to_go(stg_logits, self.stg_centers)
+
+
+def compile_enabled() -> bool:
+    """False when the environment says ``DOJO_NO_COMPILE=1`` (tests, or a machine where
+    inductor misbehaves)."""
+    import os
+
+    return os.environ.get("DOJO_NO_COMPILE", "").strip().lower() not in ("1", "true", "yes")
+
+
+class CompiledInference:
+    """``fn(frames, prop, txt, txt_mask)`` compiled once for a fixed batch size (smaller
+    batches are padded by repeating their last row; larger ones run eagerly)."""
+
+    def __init__(self, fn: Callable, batch_size: int):
+        self.eager, self.batch_size = fn, max(1, int(batch_size))
+        self.compiled: Callable | None = None
+        self.error: str | None = None
+        self.compile_seconds: float | None = None
+        try:
+            self.compiled = torch.compile(fn, dynamic=False)
+        except Exception as e:  # noqa: BLE001 - compiling is an optimisation, never a failure
+            self.error = f"{type(e).__name__}: {e}"
+
+    def __call__(self, frames, prop, txt, txt_mask):
+        b = frames.shape[0]
+        if self.compiled is None or b > self.batch_size:
+            return self.eager(frames, prop, txt, txt_mask)
+        pad = self.batch_size - b
+        if pad:
+            def grow(t):
+                return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])], 0)
+            frames, prop, txt, txt_mask = grow(frames), grow(prop), grow(txt), grow(txt_mask)
+        first = self.compile_seconds is None
+        t0 = time.perf_counter()
+        try:
+            out = self.compiled(frames, prop, txt, txt_mask)
+        except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler for inductor: run eagerly
+            self.error, self.compiled = f"{type(e).__name__}: {str(e)[:300]}", None
+            warnings.warn(f"torch.compile failed, using the eager forward pass: {self.error}", stacklevel=2)
+            out = self.eager(frames, prop, txt, txt_mask)
+        if first:
+            self.compile_seconds = time.perf_counter() - t0
+        if pad:
+            out = tuple(None if o is None else o[:b] for o in out)
+        return out
 
 
 def make_obs_batch(frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from core.actions import action_to_bins
 from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
 from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
-from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy
+from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy, compile_enabled
 from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
 from core.stats import precision_recall_f1, wilson_interval
 
@@ -110,6 +110,11 @@ class PracticeConfig:
     """Stop after this many evaluations without a new best."""
     seed: int = 0
     device: str = "cpu"
+    compile: bool = True
+    """``torch.compile`` the policy's and the reward model's rollout forward passes (padded
+    to the fleet size): ~1.5x faster inference at batch 8 on 2 CPU cores, after a one-off
+    compile of ~30 s (a few seconds once inductor's cache is warm). Falls back to eager if
+    compiling fails; ``DOJO_NO_COMPILE=1`` turns it off everywhere."""
 
     def resolved_fleet_size(self) -> int:
         return self.fleet_size or os.cpu_count() or 1
@@ -280,6 +285,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         fleet = ProcessFleet(backend, env_config, k) if cfg.processes else \
             LocalFleet(partial(_make_env, backend, env_config), k)
     log = print if progress else (lambda *a, **k: None)
+    if cfg.compile and compile_enabled():
+        for model in (policy, reward):
+            model.compile_inference(fleet.size, warm_up=True)
     summary: dict[str, Any] = {}
     try:
         check_path = out / "detector_check.json"
@@ -419,7 +427,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     return {"run_dir": str(out), "best": str(out / "best.pt"), "best_success": state["best_success"],
             "best_iteration": state["best_iteration"], "episodes": state["episodes"],
             "iterations": state["iteration"], "seconds": state["seconds"], "last": summary,
-            "threshold_s": spec.threshold_s}
+            "threshold_s": spec.threshold_s, "inference": policy.inference_backend}
 
 
 def _make_env(backend: str, env_config: dict[str, Any]):

@@ -198,3 +198,12 @@ def test_a_simulator_process_that_dies_at_start_gives_an_error_naming_the_cause(
     monkeypatch.setitem(sys.modules, "__main__", main_mod)
     with pytest.raises(RuntimeError, match=r"exited while starting \(exit code 3\).*unguarded\.py.*__main__"):
         ProcessFleet("tabletop", {"family": "block2block", "image_size": 32}, 1)
+
+
+def test_practice_rolls_out_with_the_compiled_forward_and_reports_it(stage1, tmp_path, monkeypatch):
+    monkeypatch.setenv("DOJO_NO_COMPILE", "0")
+    res = run_practice(_cfg(stage1, tmp_path / "compiled", max_episodes=2), progress=False)
+    assert res["inference"].startswith("compiled (batch 2, compiled in"), res["inference"]
+    assert res["iterations"] >= 1
+    off = run_practice(_cfg(stage1, tmp_path / "eager", max_episodes=2, compile=False), progress=False)
+    assert off["inference"] == "eager"
