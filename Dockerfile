@@ -21,9 +21,10 @@ ENV PYTHONUNBUFFERED=1 \
     TRANSFORMERS_OFFLINE=1 \
     DOJO_DATA=/app/data
 
-# Headless rendering libraries (the same list as scripts/setup.sh).
+# Headless rendering libraries (the same list as scripts/setup.sh), and g++ for torch.compile's
+# CPU code generation (practice's rollout forward; without it practice runs eagerly and says so).
 RUN apt-get update \
- && apt-get install -y --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 \
+ && apt-get install -y --no-install-recommends libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 g++ \
  && rm -rf /var/lib/apt/lists/*
 
 RUN useradd --create-home --uid 1000 dojo

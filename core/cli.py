@@ -274,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="keep dropout on in the REINFORCE update (off by default: rollouts sample without it)")
     p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")
     p.add_argument("--patience", type=int, help="frames with d <= s before the detector fires (default 2)")
+    p.add_argument("--no-compile", dest="compile", action="store_const", const=False,
+                   help="eager rollout forward passes (default: torch.compile'd, padded to the fleet size; "
+                        "or set DOJO_NO_COMPILE=1)")
     p.add_argument("--calibration-beta", dest="calibration_beta", type=float,
                    help="without --threshold, s maximises F-beta on half of the check rollouts "
                         "(default 0.5: precision weighs twice recall; 1 = F1)")

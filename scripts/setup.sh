@@ -4,7 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6)
+# g++: torch.compile's CPU code generation for practice's rollout forward (optional: without
+# it practice falls back to the eager forward and says so).
+SYSTEM_PACKAGES=(libegl1 libegl-mesa0 libgl1-mesa-dri libosmesa6 g++)
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
   for p in "${SYSTEM_PACKAGES[@]}"; do

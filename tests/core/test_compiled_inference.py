@@ -73,3 +73,23 @@ def test_dojo_no_compile_turns_it_off(monkeypatch):
     assert not compile_enabled()
     monkeypatch.setenv("DOJO_NO_COMPILE", "0")
     assert compile_enabled()
+
+
+def test_a_failing_compile_falls_back_to_eager_and_says_why(monkeypatch):
+    def broken(fn, **kw):
+        def run(*a, **k):
+            raise RuntimeError("no C++ compiler found")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken)
+    cfg = tiny_config()
+    torch.manual_seed(1)
+    model = DojoPolicy(cfg).eval()
+    batch = make_batch(cfg, b=2)
+    with torch.no_grad():
+        want = model.predict(batch)[0]
+        with pytest.warns(UserWarning, match="no C\\+\\+ compiler"):
+            model.compile_inference(2, warm_up=True)
+        got = model.predict(batch)[0]
+    assert torch.equal(got, want)
+    assert model.inference_backend == "eager (compile failed: RuntimeError: no C++ compiler found)"
