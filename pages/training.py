@@ -34,16 +34,22 @@ with db.read() as s:
 
 curve = queries.success_curve(rows, bucket)
 gain = charts.success_gain(curve)
-m1, m2, m3, m4 = st.columns(4)
+evaluated = {c.id: (c.eval_success, c.eval_episodes) for c in checkpoints if c.eval_success is not None}
+points = queries.evaluated_points(rows, evaluated)
+m1, m0, m2, m3, m4 = st.columns(5)
 m1.metric("Practice episodes", len(rows))
-m2.metric("Success, last block", "-" if not curve or curve[-1]["success"] is None else f"{curve[-1]['success']:.0%}",
-          None if gain is None else f"{gain:+.0%} since the first block")
+m0.metric("Evaluated success", "-" if not points else f"{points[-1]['success']:.0%}",
+          None if len(points) < 2 else f"{100 * (points[-1]['success'] - points[0]['success']):+.0f} pts since #{points[0]['checkpoint_id']}",
+          help="greedy policy on fixed seeds (the practice job evaluates every few iterations)")
+m2.metric("Practice success, last block",
+          "-" if not curve or curve[-1]["success"] is None else f"{curve[-1]['success']:.0%}",
+          None if gain is None else f"{100 * gain:+.0f} pts since the first block",
+          help="sampled actions, judged by the detector or an override")
 m3.metric("Human actions (48 h)", sum(o + lab for _, o, lab in effort))
 m4.metric("Promoted checkpoint", "-" if promoted is None else f"#{promoted.id}")
 
 c1, c2 = st.columns(2)
-c1.plotly_chart(charts.success_vs_episodes(curve), width="stretch", key="succ_eps")
-evaluated = {c.id: (c.eval_success, c.eval_episodes) for c in checkpoints if c.eval_success is not None}
+c1.plotly_chart(charts.success_vs_episodes(curve, evaluated=points), width="stretch", key="succ_eps")
 c2.plotly_chart(charts.success_by_checkpoint(by_ckpt, evaluated), width="stretch", key="succ_ckpt")
 c3, c4 = st.columns(2)
 c3.plotly_chart(charts.returns(curve), width="stretch", key="returns")

@@ -16,14 +16,27 @@ def _fig(title: str, x: str, y: str) -> go.Figure:
     return fig
 
 
-def success_vs_episodes(curve: Sequence[dict[str, Any]], title: str = "Success vs practice episodes") -> go.Figure:
+def success_vs_episodes(curve: Sequence[dict[str, Any]], title: str = "Success vs practice episodes",
+                        evaluated: Optional[Sequence[dict[str, Any]]] = None) -> go.Figure:
+    """Blocks of practice episodes (the sampling policy, judged by the detector or an override;
+    ground truth dotted) and ``evaluated`` (ui.queries.evaluated_points): the greedy evaluations
+    of checkpoints on fixed seeds with their 95 % intervals, the policy's actual progress."""
     fig = _fig(title, "practice episodes", "success rate")
     xs = [c["episodes"] for c in curve]
     fig.add_scatter(x=xs, y=[c["success"] for c in curve], mode="lines+markers",
-                    name="success (detector, or override)")
+                    name="practice (detector, or override)")
     if any(c["gt_success"] is not None for c in curve):
         fig.add_scatter(x=xs, y=[c["gt_success"] for c in curve], mode="lines", line=dict(dash="dot"),
-                        name="ground truth (simulator)")
+                        name="practice, ground truth")
+    if evaluated:
+        pts = sorted(evaluated, key=lambda p: p["episodes"])
+        fig.add_scatter(x=[p["episodes"] for p in pts], y=[p["success"] for p in pts], mode="lines+markers",
+                        name="evaluated (greedy, fixed seeds)", line=dict(width=3),
+                        text=[f"checkpoint #{p['checkpoint_id']}, n={p['n']}" for p in pts],
+                        error_y=dict(type="data", symmetric=False,
+                                     array=[(p["hi"] - p["success"]) if p["hi"] is not None else 0 for p in pts],
+                                     arrayminus=[(p["success"] - p["lo"]) if p["lo"] is not None else 0
+                                                 for p in pts]))
     fig.update_yaxes(range=[0, 1])
     return fig
 
@@ -85,6 +98,10 @@ def effort_and_gain(effort: Sequence[tuple[dt.datetime, int, int]],
                     name="success rate", yaxis="y2", mode="lines+markers")
     fig.update_layout(barmode="stack", yaxis2=dict(title="success rate", overlaying="y", side="right",
                                                    range=[0, 1]))
+    hours = sorted({h for h, _, _ in effort} | {h for h, _, _ in per_hour})
+    if hours:  # whole hours on the axis (one point alone got a sub-millisecond range)
+        fig.update_xaxes(type="date", tickformat="%d %b %H:%M",
+                         range=[hours[0] - dt.timedelta(minutes=30), hours[-1] + dt.timedelta(minutes=30)])
     return fig
 
 

@@ -4,6 +4,7 @@ functions are tested on their own (tests/ui/test_queries.py).
 """
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 from collections import Counter
 from typing import Any, Optional
@@ -12,6 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuditEntry, Episode, Job, utcnow
+from storage.stats import wilson_interval
 
 # Audit actions that are human effort spent supervising practice.
 EFFORT_ACTIONS = ("override", "label")
@@ -55,6 +57,21 @@ def success_curve(rows: list[dict[str, Any]], bucket: int = 20) -> list[dict[str
                     "gt_success": sum(gt) / len(gt) if gt else None,
                     "mean_return": sum(rets) / len(rets) if rets else None,
                     "checkpoint_id": block[-1]["checkpoint_id"]})
+    return out
+
+
+def evaluated_points(rows: list[dict[str, Any]], evaluated: dict[int, tuple[float, Optional[int]]]
+                     ) -> list[dict[str, Any]]:
+    """The greedy evaluations of checkpoints placed on the practice-episode axis: x = practice
+    episodes acted by earlier checkpoints (0 for the Stage-1 start), with a 95 % interval.
+    ``evaluated`` is {checkpoint id: (success, episodes)}; checkpoints are numbered in order."""
+    ids = sorted(r["checkpoint_id"] for r in rows if r["checkpoint_id"] is not None)
+    out = []
+    for cid in sorted(evaluated):
+        success, n = evaluated[cid]
+        lo, hi = wilson_interval(round(success * n), n) if n else (None, None)
+        out.append({"checkpoint_id": cid, "episodes": bisect.bisect_left(ids, cid), "success": success,
+                    "n": n, "lo": lo, "hi": hi})
     return out
 
 

@@ -110,6 +110,8 @@ def test_viewer_cannot_label(app, seeded):
 def test_training_page_charts_and_promotion(app, seeded):
     at = _ok(app("training", "supervisor").run())
     assert len(at.get("plotly_chart")) >= 5
+    evaluated = next(m for m in at.metric if m.label == "Evaluated success")
+    assert evaluated.value == "50%" and evaluated.delta.startswith("+20 pts since #")  # seeded: 30 % -> 50 %
     assert "Lineage" in _texts(at)
     # Promote the newest (better) checkpoint, then roll back to the Stage-1 one.
     newest = seeded.checkpoint_ids[-1]

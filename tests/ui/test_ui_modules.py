@@ -42,6 +42,20 @@ def test_success_curve_blocks():
     assert len(fig.data) == 1
 
 
+def test_evaluations_sit_on_the_practice_episode_axis_with_intervals():
+    # 30 practice episodes: 10 by checkpoint 2, 20 by checkpoint 3; checkpoint 1 is Stage 1.
+    rows = [{"id": i, "checkpoint_id": 2 if i < 10 else 3, "success": True, "gt": None, "return": 1.0, "task_id": 1}
+            for i in range(30)]
+    pts = queries.evaluated_points(rows, {3: (0.45, 100), 1: (0.30, 50), 4: (0.5, 0)})
+    assert [(p["checkpoint_id"], p["episodes"]) for p in pts] == [(1, 0), (3, 10), (4, 30)]
+    assert pts[0]["lo"] < 0.30 < pts[0]["hi"] and pts[1]["hi"] - pts[1]["lo"] < pts[0]["hi"] - pts[0]["lo"]
+    assert pts[2]["lo"] is None  # no episode count: no interval
+    fig = charts.success_vs_episodes(queries.success_curve(rows, 10), evaluated=pts)
+    line = fig.data[-1]
+    assert line.name.startswith("evaluated") and list(line.x) == [0, 10, 30] and list(line.y) == [0.30, 0.45, 0.5]
+    assert line.error_y.array[0] > 0 and line.error_y.array[2] == 0
+
+
 def test_success_by_checkpoint_draws_the_evaluations_across_the_bars():
     from storage.queries import SuccessStats
 
@@ -64,8 +78,12 @@ def test_queries_on_seeded_db(seeded):
     assert len(rows) >= 60 and rows[0]["id"] < rows[-1]["id"]
     assert sum(o for _, o, _ in effort) >= 1 and sum(lab for _, _, lab in effort) >= 1
     assert {j["kind"] for j in jobs} >= {"demos", "sft", "practice"}
-    fig = charts.effort_and_gain(effort, [(dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc), 10, 5)])
+    hour = dt.datetime(2026, 1, 1, tzinfo=dt.timezone.utc)
+    fig = charts.effort_and_gain(effort, [(hour, 10, 5)])
     assert len(fig.data) == 3
+    lone = charts.effort_and_gain([], [(hour, 10, 5)])  # one hour alone: an hour-wide axis, not 1 ms
+    lo, hi = lone.layout.xaxis.range
+    assert hi - lo == dt.timedelta(hours=1)
 
 
 def test_live_card_carries_config_safely():
