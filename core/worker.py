@@ -624,8 +624,13 @@ class PracticeRunner:
         if 0 in rows and "eval_success" in rows[0]:
             with self.db.write() as s:
                 ck = repo.get_checkpoint(s, self.start_checkpoint_id)
-                if ck.eval_success is None:
-                    repo.set_evaluation(s, ck.id, float(rows[0]["eval_success"]), int(self.cfg.eval_episodes),
+                # Practice evaluates its start on the first eval_episodes selection seeds; Stage 1
+                # evaluated a prefix of the same seeds (often 50). A larger evaluation replaces a
+                # smaller one, so the baseline of the success curve is the better-measured one.
+                n = int(self.cfg.eval_episodes)
+                same_seeds = (ck.metrics or {}).get("eval_seeds") == "selection"
+                if ck.eval_success is None or (same_seeds and (ck.eval_episodes or 0) < n):
+                    repo.set_evaluation(s, ck.id, float(rows[0]["eval_success"]), n,
                                         metrics={"eval_seeds": "selection", "evaluated_by_job": self.ctx.job_id})
                     self._maybe_promote(s, ck)
         prev = self.start_checkpoint_id

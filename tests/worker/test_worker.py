@@ -3,6 +3,7 @@ supervisor's commands (pause/resume/stop of a robot or a session, overrides)."""
 from __future__ import annotations
 
 import io
+import json
 import re
 import threading
 import time
@@ -13,7 +14,7 @@ from sqlalchemy import select
 from core.worker import JobParamsError, Worker, check_params, job_params_spec
 from storage import init_db, repo
 from storage.models import Episode, Robot
-from tests.worker.conftest import practice_params
+from tests.worker.conftest import TINY_ENV, practice_params
 
 
 class Recorder:
@@ -342,3 +343,28 @@ def test_an_automatic_threshold_is_recalibrated_on_the_starting_policys_rollouts
     assert task.calibration["source"].startswith("pre-practice check") and task.calibration["passed"] is True
     assert task.detector_threshold is None  # the supervisor's own setting is left alone
     assert eps and all(e.detector_threshold == check["threshold_s"] for e in eps)
+
+
+@pytest.mark.parametrize("seeds, kept", [("selection", False), (None, True)])
+def test_practices_larger_start_evaluation_replaces_a_smaller_one_on_the_same_seeds(tmp_path, stage1, seeds, kept):
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        task = repo.create_task(s, "b2b", "tabletop", dict(TINY_ENV))
+        metrics = {"reward_checkpoint": str(stage1.reward), **({"eval_seeds": seeds} if seeds else {})}
+        ck = repo.add_checkpoint(s, "sft", str(stage1.policy), task_id=task.id, eval_success=1.0, eval_episodes=1,
+                                 metrics=metrics)
+        params = practice_params(stage1, max_episodes=2, eval_episodes=2)
+        del params["policy_checkpoint"]
+        job_id = repo.enqueue_job(s, "practice", {**params, "checkpoint_id": ck.id}, task_id=task.id).id
+    assert Worker(db, name="w", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        ck = repo.get_checkpoint(s, ck.id)
+    assert job.status == "done", job.error
+    run_dir = tmp_path / "runs" / f"practice-job{job_id}"
+    first = json.loads((run_dir / "metrics.jsonl").read_text().splitlines()[0])
+    if kept:  # evaluated on other seeds: not comparable, left alone
+        assert (ck.eval_success, ck.eval_episodes) == (1.0, 1)
+    else:
+        assert (ck.eval_success, ck.eval_episodes) == (first["eval_success"], 2)
+        assert ck.metrics["evaluated_by_job"] == job_id
