@@ -33,7 +33,8 @@ with db.read() as s:
     promoted = repo.get_promoted(s, task_id)
 
 curve = queries.success_curve(rows, bucket)
-gain = charts.success_gain(curve)
+complete = curve[:-1] if len(rows) % bucket and len(curve) > 1 else curve  # the metric skips a partial last block
+gain = charts.success_gain(complete)
 evaluated = {c.id: (c.eval_success, c.eval_episodes) for c in checkpoints if c.eval_success is not None}
 points = queries.evaluated_points(rows, evaluated)
 m1, m0, m2, m3, m4 = st.columns(5)
@@ -42,7 +43,7 @@ m0.metric("Evaluated success", "-" if not points else f"{points[-1]['success']:.
           None if len(points) < 2 else f"{100 * (points[-1]['success'] - points[0]['success']):+.0f} pts since #{points[0]['checkpoint_id']}",
           help="greedy policy on fixed seeds (the practice job evaluates every few iterations)")
 m2.metric("Practice success, last block",
-          "-" if not curve or curve[-1]["success"] is None else f"{curve[-1]['success']:.0%}",
+          "-" if not complete or complete[-1]["success"] is None else f"{complete[-1]['success']:.0%}",
           None if gain is None else f"{100 * gain:+.0f} pts since the first block",
           help="sampled actions, judged by the detector or an override")
 m3.metric("Human actions (48 h)", sum(o + lab for _, o, lab in effort))
