@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -288,6 +289,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     if cfg.compile and compile_enabled():
         for model in (policy, reward):
             model.compile_inference(fleet.size, warm_up=True)
+    msg = f"rollout forward: policy {policy.inference_backend}; reward model {reward.inference_backend}"
+    logging.getLogger("dojo.practice").info(msg)
+    log(msg)
     summary: dict[str, Any] = {}
     try:
         check_path = out / "detector_check.json"
