@@ -15,6 +15,10 @@ The external check of the whole method on an environment Dojo was not built arou
    separate selection seeds).
 4. The detector's precision and recall against Meta-World's ``info["success"]`` on
    held-out rollouts of the starting policy (practice's pre-start check).
+5. Before practice, the reward model is refined on ``--refine`` rollouts of the starting
+   policy labeled by ground truth (``core.refine``; one label per episode, the work of a
+   reviewer, reported as ``labels_used``). ``--refine 0`` runs the paper's label-free recipe.
+   The check scores the detector before and after the refinement on the same rollouts.
 
 Demonstration budget as in the tabletop bench: a small number per task, sized so that BC
 lands in the middle of the range where practice has room to help. The last line printed
@@ -33,9 +37,11 @@ from bench.common import print_result
 
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 FULL = dict(tasks="MT10", demos_per_task=50, epochs=10, eval_per_task=50, select_per_task=10,
-            practice_episodes=2000, check_episodes=100, si_eval_every=4, si_eval_per_task=15)
+            practice_episodes=2000, check_episodes=100, si_eval_every=4, si_eval_per_task=15,
+            refine_episodes=200)
 QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_task=30, select_per_task=6,
-             practice_episodes=150, check_episodes=30, si_eval_every=4, si_eval_per_task=8)
+             practice_episodes=150, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
+             refine_episodes=60)
 
 
 def main(argv=None) -> dict:
@@ -46,6 +52,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--eval-per-task", type=int)
     ap.add_argument("--practice-episodes", type=int)
+    ap.add_argument("--refine", dest="refine_episodes", type=int,
+                    help="labeled rollouts that refine the reward model before practice (default: quick 60, "
+                         "full 200; 0 = the paper's label-free recipe)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--fleet", type=int, default=4, help="robots (simulator processes) in practice")
     ap.add_argument("--lr", type=float, default=3e-5, help="practice learning rate")
@@ -54,7 +63,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--root", default="data/bench/metaworld")
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
-    for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes"):
+    for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes", "refine_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 
@@ -84,6 +93,7 @@ def main(argv=None) -> dict:
     if len(tag) > 120:
         tag = f"{nt}tasks-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     run = root / "runs" / tag
+    si_dir = run / (f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
     sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                               eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
                               seed=args.seed), progress=False)
@@ -102,11 +112,11 @@ def main(argv=None) -> dict:
     bc = per_task(sft["best_policy"])
     print("BC per task: " + ", ".join(f"{t} {v['success']:.2f}" for t, v in bc.items()), flush=True)
     si = run_practice(PracticeConfig(
-        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(run / "si"),
+        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(si_dir),
         max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
         eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
-        seed=args.seed), progress=True)
+        refine_episodes=plan["refine_episodes"], seed=args.seed), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
@@ -118,6 +128,9 @@ def main(argv=None) -> dict:
         "si_best_iteration": si["best_iteration"], "demos_per_task": plan["demos_per_task"],
         "detector_precision": chk["precision"], "detector_recall": chk["recall"],
         "detector_threshold_s": chk["threshold_s"], "detector_counts": chk["counts"],
+        "labels_used": plan["refine_episodes"],
+        "detector_unrefined": {k: chk["before"][k] for k in ("precision", "recall", "threshold_s", "counts")}
+        if "before" in chk else None,
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
     }

@@ -286,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="held-out rollouts for the detector check (0 = skip; default 100)")
     p.add_argument("--min-precision", dest="min_precision", type=float, help="default 0.5")
     p.add_argument("--min-recall", dest="min_recall", type=float, help="default 0.5")
+    p.add_argument("--refine-episodes", dest="refine_episodes", type=int,
+                   help="before the check, refine the reward model on N rollouts of the starting policy labeled "
+                        "by the simulator's ground truth (N labels; default 0 = the paper's label-free recipe)")
+    p.add_argument("--refine-steps", dest="refine_steps", type=int, help="gradient steps of the refinement (default 400)")
+    p.add_argument("--refine-frozen-vision", dest="refine_train_vision", action="store_const", const=False,
+                   help="keep the reward model's image pathway frozen while refining (default: trained)")
     p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")
     p.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="default 200")
     p.add_argument("--max-episodes", dest="max_episodes", type=int, help="practice budget (default 3000)")

@@ -41,6 +41,7 @@ from core.stats import precision_recall_f1, wilson_interval
 
 PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
 CHECK_SEED0 = 3_000_000  # held-out rollouts for the pre-practice detector check
+REFINE_SEED0 = 5_000_000  # labeled rollouts that refine the reward model (disjoint from the check's)
 
 
 class PracticeRefused(RuntimeError):
@@ -101,6 +102,19 @@ class PracticeConfig:
     ablation; never the default)."""
     check_episodes: int = 100
     """Held-out rollouts of the starting policy for the pre-practice detector check (0 = skip)."""
+    refine_episodes: int = 0
+    """Before the check, refine a copy of the reward model on this many labeled rollouts of
+    the starting policy (``core.refine``: the paper's fix for a detector fooled by failure
+    states that demonstrations never show). Simulated robots only: the simulator's ground
+    truth labels them, one label per episode, standing in for a reviewer. 0 = off (the
+    paper's recipe: no labels). The refined model is ``reward_refined.pt`` in the run
+    directory, and the check reports the detector before and after on the same rollouts."""
+    refine_steps: int = 400
+    """Gradient steps of that refinement."""
+    refine_train_vision: bool = True
+    """Let the refinement train the reward model's image pathway too (it is a separate copy:
+    the policy's stays frozen). Frozen, the head could not tell a pressed button from a
+    near-miss on Meta-World (README, issue 6 notes)."""
     min_precision: float = 0.5
     min_recall: float = 0.5
     eval_every: int = 5
@@ -144,7 +158,7 @@ def apply_override(rec: EpisodeRecord, success: bool) -> None:
 
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
                    n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False,
-                   beta: float = 1.0) -> dict[str, Any]:
+                   beta: float = 1.0, baseline: DojoPolicy | None = None) -> dict[str, Any]:
     """Precision/recall of the detector against ground truth on ``n`` held-out rollouts of
     the starting policy (sampling, as in practice), each run to the step limit so that
     every (s, patience) can be scored on the same frames.
@@ -152,11 +166,26 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
     ``calibrate``: pick s (max F-beta for this patience, ``beta`` = 1: F1) on the first half of the rollouts and
     report precision/recall on the second half, so the figures are not fitted to the
     episodes they are measured on. The demonstration-calibrated s only sees demo endings;
-    the policy's own failure states are what fool a detector (METHOD.md, known limits)."""
+    the policy's own failure states are what fool a detector (METHOD.md, known limits).
+
+    ``baseline``: another reward model (the unrefined one) scored the same way on the same
+    rollouts, reported under "before"."""
     gen = torch.Generator().manual_seed(seed + 17)
     recs = run_episodes(policy, None, list(range(CHECK_SEED0, CHECK_SEED0 + n)), fleet=fleet, greedy=False,
-                        reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen)
-    pairs = [(r.d, r.gt) for r in recs if not r.error]
+                        reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen,
+                        keep_frames=baseline is not None)
+    recs = [r for r in recs if not r.error]
+    out = _score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta)
+    if baseline is not None:
+        from core.refine import episode_d, from_record
+
+        ds = episode_d(baseline, [from_record(r) for r in recs])
+        out["before"] = _score_check([(list(d), r.gt) for d, r in zip(ds, recs)], spec, tolerance, calibrate, beta)
+    return out
+
+
+def _score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec, tolerance: int,
+                 calibrate: bool, beta: float) -> dict[str, Any]:
     held = pairs
     s_used, source = spec.threshold_s, "given"
     if calibrate and len(pairs) >= 4:
@@ -171,6 +200,53 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
             "counts": dataclasses.asdict(counts), "threshold_s": float(s_used), "threshold_source": source,
             "patience": spec.patience, "tolerance": tolerance, "calibration_beta": beta if calibrate else None,
             "true_success_rate": float(np.mean([any(gt) for _, gt in pairs])) if pairs else 0.0}
+
+
+def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: DojoPolicy,
+                    rmeta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None]
+                    ) -> DojoPolicy:
+    """The reward model refined on ``cfg.refine_episodes`` rollouts of the starting policy
+    labeled by the simulator's ground truth (``reward_refined.pt``; reused on resume)."""
+    import copy
+
+    from core.refine import RefineConfig, from_record, refine_reward
+
+    path = out / "reward_refined.pt"
+    if path.exists():
+        refined, _ = load_checkpoint(path, reward.queries.device)
+        return refined.eval().requires_grad_(False)
+    if not getattr(fleet, "knows_success", True):
+        raise PracticeRefused("refine_episodes needs simulated robots: their ground truth labels the rollouts. "
+                              "On real robots, label episodes in the Review page instead, or set refine_episodes 0")
+    t0 = time.perf_counter()
+    gen = torch.Generator().manual_seed(cfg.seed + 29)
+    recs = run_episodes(policy, None, list(range(REFINE_SEED0, REFINE_SEED0 + cfg.refine_episodes)), fleet=fleet,
+                        greedy=False, keep_frames=True, stop_on_ground_truth=True, generator=gen)
+    labeled = [from_record(r) for r in recs if not r.error and r.frames]
+    demos: list = []
+    try:
+        from core.dataset import load_datasets
+
+        _, demos = load_datasets(rmeta["dataset"]) if rmeta.get("dataset") else (None, [])
+    except (OSError, ValueError) as e:
+        log(f"refinement without demonstrations (cannot read {rmeta.get('dataset')}: {e})")
+    refined = copy.deepcopy(reward)
+    refined.disable_compiled_inference()
+    stats = refine_reward(refined, labeled, spec.threshold_s,
+                          RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision, seed=cfg.seed),
+                          demos=demos)
+    stats["seconds"] = time.perf_counter() - t0
+    save_checkpoint(path, refined, {**rmeta, "stage": "reward_refined", "refined_from": cfg.reward_checkpoint,
+                                    "refine": stats})
+    atomic_write_bytes(out / "refine.json", json.dumps(stats, indent=2).encode())
+    log(f"reward model refined on {stats['labeled_episodes']} labeled rollouts ({stats['labeled_success']} "
+        f"successes) in {stats['seconds']:.0f} s: mean d at the goal {stats['before']['d_goal_mean']:.2f} -> "
+        f"{stats['after']['d_goal_mean']:.2f}, lowest d of failed episodes (mean) "
+        f"{stats['before']['d_fail_min_mean']:.2f} -> {stats['after']['d_fail_min_mean']:.2f}")
+    refined.eval().requires_grad_(False)
+    if cfg.compile and compile_enabled():
+        refined.compile_inference(fleet.size, warm_up=True)
+    return refined
 
 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
@@ -295,15 +371,23 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     summary: dict[str, Any] = {}
     try:
         check_path = out / "detector_check.json"
+        unrefined, reward_path = None, cfg.reward_checkpoint
+        if cfg.refine_episodes:
+            unrefined = reward
+            reward = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log)
+            reward_path = str(out / "reward_refined.pt")
         if cfg.check_episodes and not check_path.exists():
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
                                  calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts,
-                                 beta=cfg.calibration_beta)
+                                 beta=cfg.calibration_beta, baseline=unrefined)
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
                 f"(s={chk['threshold_s']:.2f} {chk['threshold_source']}, patience {spec.patience}, "
                 f"{chk['episodes']} rollouts scored)")
+            if "before" in chk:
+                log(f"  before the refinement: precision {chk['before']['precision']:.2f} "
+                    f"recall {chk['before']['recall']:.2f} (s={chk['before']['threshold_s']:.2f})")
         if check_path.exists():
             chk = json.loads(check_path.read_text())
             spec = DetectorSpec(float(chk["threshold_s"]), spec.patience)
@@ -415,7 +499,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             row["seconds"] = state["seconds"]
             meta = {**pmeta, "stage": "si", "iteration": it, "parent": str(start_ckpt if it == 1 else
                                                                            out / f"iter_{it - 1:04d}.pt"),
-                    "reward_checkpoint": cfg.reward_checkpoint, "practice": dataclasses.asdict(cfg), "stats": row}
+                    "reward_checkpoint": reward_path, "practice": dataclasses.asdict(cfg), "stats": row}
             save_checkpoint(out / f"iter_{it:04d}.pt", policy, meta, optimizer=opt)
             if state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals:
                 state["done"] = True
@@ -431,7 +515,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     return {"run_dir": str(out), "best": str(out / "best.pt"), "best_success": state["best_success"],
             "best_iteration": state["best_iteration"], "episodes": state["episodes"],
             "iterations": state["iteration"], "seconds": state["seconds"], "last": summary,
-            "threshold_s": spec.threshold_s, "inference": policy.inference_backend}
+            "threshold_s": spec.threshold_s, "inference": policy.inference_backend, "reward_checkpoint": reward_path}
 
 
 def _make_env(backend: str, env_config: dict[str, Any]):

@@ -500,10 +500,16 @@ class PracticeRunner:
         figures = {k: check.get(k) for k in ("precision", "recall", "f1", "counts", "threshold_s",
                                              "threshold_source", "patience", "episodes", "passed")}
         figures["source"] = f"pre-practice check on the starting policy's rollouts (job {self.ctx.job_id})"
+        if check.get("before"):  # the reward model was refined on labeled rollouts first
+            b = check["before"]
+            figures["before_refinement"] = {k: b.get(k) for k in ("precision", "recall", "threshold_s", "counts")}
+            figures["source"] += ", with the reward model refined on labeled rollouts"
         with self.db.write() as s:
             repo.update_task(s, self.task_id, calibration=_jsonable(figures))
         self.ctx.message = (f"detector check: precision {check['precision']:.2f} recall {check['recall']:.2f} "
-                            f"(s = {self.threshold:.2f})")
+                            f"(s = {self.threshold:.2f})" + (
+                                f"; before the refinement {check['before']['precision']:.2f} / "
+                                f"{check['before']['recall']:.2f}" if check.get("before") else ""))
 
     def on_phase(self, phase: str) -> None:
         """Practice evaluates its policy on the selection seeds every few iterations; the
