@@ -994,6 +994,9 @@ class Worker:
         # on the starting policy's own rollouts (demo endings never show its failure states);
         # remote robots have no ground truth, so they keep the demonstration calibration.
         auto_threshold = p["threshold_s"] is None and task_threshold is None
+        # A refined reward model reads d on its own scale: a task's s chosen for the old one
+        # no longer applies, so the check re-calibrates it (an explicit threshold_s param still wins).
+        auto_threshold = auto_threshold or (p["threshold_s"] is None and bool(p.get("refine_episodes")))
         fleet_p = dict(p["fleet"] or {})
         kind = fleet_p.pop("kind", "process")
         size = int(fleet_p.pop("size", 0) or os.cpu_count() or 1)

@@ -80,6 +80,11 @@ with left:
         st.caption("No practice session running for this task.")
     with st.form("start_session"):
         fleet = st.number_input("Robots (fleet size)", min_value=1, max_value=16, value=int(task.fleet_size or 1))
+        refine = st.number_input("Refine the detector first on N labeled rollouts (simulated robots; 0 = off)",
+                                 min_value=0, max_value=2000, value=0, step=50,
+                                 help="the starting policy's own rollouts, labeled by the simulator's ground "
+                                      "truth, re-train a copy of the steps-to-go model so near-misses stop "
+                                      "firing the detector (README: Refining the detector with labels)")
         extra_text = st.text_input("Extra practice params (JSON, optional)", value="",
                                    placeholder='{"check_episodes": 0, "max_episodes": 500}',
                                    help="any practice job param of the worker (python -m core.worker --params)")
@@ -88,6 +93,8 @@ with left:
     if start:
         try:
             extra = actions.parse_extra(extra_text)
+            if refine:
+                extra = {"refine_episodes": int(refine), **extra}
         except ValueError as e:
             st.error(str(e))
             extra = None
@@ -114,7 +121,9 @@ with right:
     if cal.get("threshold_s") is not None and task.detector_threshold is None:
         st.caption(f"In use: s = {float(cal['threshold_s']):.2f}, patience {cal.get('patience', task.detector_patience)} "
                    f"(precision {float(cal.get('precision') or 0):.2f}, recall {float(cal.get('recall') or 0):.2f}"
-                   f"{', ' + str(cal['source']) if cal.get('source') else ''}); set s here to override it.")
+                   f"{', ' + str(cal['source']) if cal.get('source') else ''}); set s here to override it."
+                   + (f" Before the refinement: precision {float(b.get('precision') or 0):.2f}, recall "
+                      f"{float(b.get('recall') or 0):.2f}." if (b := cal.get("before_refinement")) else ""))
     if cal:
         st.caption("Calibration (how s was chosen)")
         st.json(cal, expanded=False)

@@ -58,6 +58,19 @@ def test_tasks_page_starts_and_stops_a_session(app, seeded):
         assert s.get(PracticeSession, newest.id).status == "stopped"
 
 
+def test_tasks_page_starts_practice_with_a_detector_refinement(app, seeded):
+    at = _ok(app("tasks", "supervisor").run())
+    next(n for n in at.number_input if n.label.startswith("Refine the detector")).set_value(100)
+    _ok(_button(at, "Start practice session").click().run())
+    db = init_db(seeded.url)
+    with db.read() as s:
+        newest = repo.list_sessions(s, limit=1)[0]
+        job = repo.list_jobs(s, session_id=newest.id)[0]
+    assert job.params["refine_episodes"] == 100
+    with db.write() as s:
+        repo.stop_session(s, newest.id, actor=repo.get_user(s, "supervisor"))
+
+
 def test_reviewer_cannot_start_sessions(app, seeded):
     at = _ok(app("tasks", "reviewer").run())
     assert _button(at, "Start practice session").disabled
@@ -152,10 +165,12 @@ def test_tasks_page_shows_the_threshold_a_practice_check_chose(app, seeded):
         task_id = task.id
         repo.update_task(s, task.id, detector_threshold=None, calibration={
             "threshold_s": 1.5, "patience": 2, "precision": 0.77, "recall": 0.94,
-            "source": "pre-practice check on the starting policy's rollouts (job 3)"})
+            "source": "pre-practice check on the starting policy's rollouts (job 3)",
+            "before_refinement": {"precision": 0.33, "recall": 1.0}})
     try:
         at = _ok(app("tasks", "supervisor").run())
         assert "In use: s = 1.50, patience 2 (precision 0.77, recall 0.94, pre-practice check" in _texts(at)
+        assert "Before the refinement: precision 0.33, recall 1.00." in _texts(at)
     finally:  # the seeded file is shared by this module's tests
         with db.write() as s:
             repo.update_task(s, task_id, detector_threshold=2.0, calibration=None)

@@ -345,6 +345,29 @@ def test_an_automatic_threshold_is_recalibrated_on_the_starting_policys_rollouts
     assert eps and all(e.detector_threshold == check["threshold_s"] for e in eps)
 
 
+def test_a_refined_reward_model_gets_its_threshold_recalibrated_over_the_tasks(tmp_path, stage1):
+    """The task has its own s, chosen for the unrefined model: with refine_episodes the check
+    re-calibrates s for the refined one, and the task shows the detector before and after."""
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        task = repo.create_task(s, "b2b", "tabletop", dict(TINY_ENV), detector_threshold=2.0, detector_patience=2)
+        job_id = repo.enqueue_job(s, "practice", practice_params(
+            stage1, threshold_s=None, refine_episodes=4, refine_steps=2, check_episodes=8, min_precision=0.0,
+            min_recall=0.0, max_episodes=2, eval_every=0, eval_episodes=0), task_id=task.id).id
+    assert Worker(db, name="w1", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        assert job.status == "done", job.error
+        task = repo.get_task(s, job.task_id)
+    run = tmp_path / "runs" / f"practice-job{job_id}"
+    check = json.loads((run / "detector_check.json").read_text())
+    assert (run / "reward_refined.pt").exists() and check["threshold_source"].startswith("calibrated on 4 rollouts")
+    assert task.calibration["threshold_s"] == check["threshold_s"]
+    assert task.calibration["before_refinement"]["precision"] == check["before"]["precision"]
+    assert "refined on labeled rollouts" in task.calibration["source"]
+    assert task.detector_threshold == 2.0  # the supervisor's own setting is left alone
+
+
 @pytest.mark.parametrize("seeds, kept", [("selection", False), (None, True)])
 def test_practices_larger_start_evaluation_replaces_a_smaller_one_on_the_same_seeds(tmp_path, stage1, seeds, kept):
     db = init_db(tmp_path / "dojo.sqlite")
