@@ -38,10 +38,10 @@ from bench.common import print_result
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 FULL = dict(tasks="MT10", demos_per_task=50, epochs=10, eval_per_task=50, select_per_task=10,
             practice_episodes=2000, check_episodes=100, si_eval_every=4, si_eval_per_task=15,
-            refine_episodes=200)
+            refine_episodes=200, refine_steps=400)
 QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_task=30, select_per_task=6,
-             practice_episodes=150, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
-             refine_episodes=60)
+             practice_episodes=120, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
+             refine_episodes=60, refine_steps=400)
 
 
 def main(argv=None) -> dict:
@@ -116,7 +116,7 @@ def main(argv=None) -> dict:
         max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
         eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
-        refine_episodes=plan["refine_episodes"], seed=args.seed), progress=True)
+        refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], seed=args.seed), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
