@@ -175,16 +175,16 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
                         reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen,
                         keep_frames=baseline is not None)
     recs = [r for r in recs if not r.error]
-    out = _score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta)
+    out = score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta)
     if baseline is not None:
         from core.refine import episode_d, from_record
 
         ds = episode_d(baseline, [from_record(r) for r in recs])
-        out["before"] = _score_check([(list(d), r.gt) for d, r in zip(ds, recs)], spec, tolerance, calibrate, beta)
+        out["before"] = score_check([(list(d), r.gt) for d, r in zip(ds, recs)], spec, tolerance, calibrate, beta)
     return out
 
 
-def _score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec, tolerance: int,
+def score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec, tolerance: int,
                  calibrate: bool, beta: float) -> dict[str, Any]:
     held = pairs
     s_used, source = spec.threshold_s, "given"

@@ -25,10 +25,22 @@ def test_metaworld_bench_on_one_task_reports_bc_si_and_the_detector(tmp_path, ca
     from bench.metaworld import main
 
     result = main(["--tasks", "reach-v3", "--demos-per-task", "6", "--epochs", "1", "--eval-per-task", "4",
-                   "--practice-episodes", "4", "--fleet", "2", "--image-size", "32", "--root", str(tmp_path)])
+                   "--practice-episodes", "4", "--fleet", "2", "--image-size", "32", "--root", str(tmp_path),
+                   "--refine", "4"])
     assert _last_line(capsys).startswith("RESULT {")
     row = result["per_task"]["reach-v3"]
     for key in ("bc", "si"):
         assert 0.0 <= row[key] <= 1.0
     assert result["si_episodes"] >= 4
     assert 0.0 <= result["detector_precision"] <= 1.0 and 0.0 <= result["detector_recall"] <= 1.0
+    assert result["labels_used"] == 4 and 0.0 <= result["detector_unrefined"]["precision"] <= 1.0
+
+    # the refinement's A/B bench on that Stage-1 run
+    from bench.detector_refine import main as detector_refine
+
+    sft = next(tmp_path.glob("runs/*/sft"))
+    ab = detector_refine(["--run", str(sft), "--labels", "4", "--check", "4", "--steps", "2", "--fleet", "2"])
+    assert _last_line(capsys).startswith("RESULT {")
+    assert ab["labels"] == 4 and ab["check_episodes"] == 4
+    for arm in ("unrefined", "refined_frozen_vision", "refined_trained_vision"):
+        assert 0.0 <= ab[arm]["precision"] <= 1.0 and "reach-v3" in ab[arm]["per_task"], arm
