@@ -207,3 +207,38 @@ def test_practice_rolls_out_with_the_compiled_forward_and_reports_it(stage1, tmp
     assert res["iterations"] >= 1
     off = run_practice(_cfg(stage1, tmp_path / "eager", max_episodes=2, compile=False), progress=False)
     assert off["inference"] == "eager"
+
+
+def test_practice_refines_the_reward_model_on_labeled_rollouts_and_reports_before_and_after(stage1, tmp_path):
+    from core.checkpoint import read_checkpoint
+
+    out = tmp_path / "refined"
+    res = run_practice(_cfg(stage1, out, refine_episodes=4, refine_steps=3, threshold_s=None, check_episodes=4),
+                       progress=False)
+    refined = out / "reward_refined.pt"
+    assert res["reward_checkpoint"] == str(refined) and refined.exists()
+    meta = read_checkpoint(refined)["meta"]
+    assert meta["stage"] == "reward_refined" and meta["refined_from"].endswith("best_stg.pt")
+    assert meta["refine"]["labeled_episodes"] == 4 and meta["refine"]["demo_episodes"] > 0  # demos kept in the mix
+    chk = json.loads((out / "detector_check.json").read_text())
+    assert {"precision", "recall", "threshold_s", "counts"} <= set(chk["before"])
+    assert chk["before"]["episodes"] == chk["episodes"] == 2  # same held-out rollouts, scored both ways
+    it_meta = read_checkpoint(out / "iter_0001.pt")["meta"]
+    assert it_meta["reward_checkpoint"] == str(refined)  # a later practice run picks up the refined model
+    stamp = refined.stat().st_mtime_ns
+    run_practice(_cfg(stage1, out, refine_episodes=4, refine_steps=3, threshold_s=None, check_episodes=4,
+                      max_episodes=res["episodes"] + 2), progress=False)
+    assert refined.stat().st_mtime_ns == stamp  # resumed: refined once
+
+
+def test_practice_refuses_to_refine_without_ground_truth(stage1, tmp_path):
+    class RealRobots(LocalFleet):
+        knows_success = False
+
+    fleet = RealRobots(lambda: make_env("tabletop", {"family": "block2block", "image_size": 32}), 1)
+    try:
+        with pytest.raises(PracticeRefused, match="Review page"):
+            run_practice(_cfg(stage1, tmp_path / "real", refine_episodes=2), progress=False, fleet=fleet)
+    finally:
+        fleet.close()
+    assert not (tmp_path / "real" / "reward_refined.pt").exists()
