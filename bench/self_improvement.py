@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     from core.evaluate import evaluate_policy
     from core.practice import PracticeConfig, run_practice
     from core.sft import SFTConfig, train_sft
-    from core.stats import wilson_interval
+    from core.stats import paired_gain, wilson_interval
 
     t0 = time.perf_counter()
     root = Path(args.root)
@@ -196,8 +196,12 @@ def main(argv=None) -> dict:
 
     def test_success(ckpt: str, task: dict | None = None) -> tuple[int, int]:
         model, _ = load_checkpoint(ckpt)
-        rep, _ = evaluate_policy(model, "tabletop", task or env_config, plan["eval_episodes"], threshold_s=1.0)
+        rep, recs = evaluate_policy(model, "tabletop", task or env_config, plan["eval_episodes"], threshold_s=1.0)
+        outcomes[ckpt, json.dumps(task or env_config, sort_keys=True)] = [int(bool(r.success)) for r in recs]
         return round(rep.success * rep.episodes), rep.episodes
+
+    outcomes: dict[tuple[str, str], list[int]] = {}  # (checkpoint, task) -> success per test seed, in order
+    pairs: list[tuple[list[int], list[int]]] = []  # (BC 10 %, its SFT + SI) per training seed
 
     per_seed: dict[str, list[tuple[int, int]]] = {}
     si_curves, si_eps = [], []
@@ -224,6 +228,8 @@ def main(argv=None) -> dict:
                 si_curves.append([r for r in rows if "eval_success" in r])
                 si_eps.append(si["episodes"])
                 per_seed.setdefault("si_10", []).append(test_success(si["best"]))
+                task_key = json.dumps(env_config, sort_keys=True)
+                pairs.append((outcomes[sft["best_policy"], task_key], outcomes[si["best"], task_key]))
                 chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
                 per_seed.setdefault("detector", []).append((chk["precision"], chk["recall"]))
                 print(f"seed {seed} SFT 10% + SI ({si['episodes']} practice episodes): {per_seed['si_10'][-1]}",
@@ -239,6 +245,13 @@ def main(argv=None) -> dict:
         result[key] = k / n
         result[f"{key}_ci"] = wilson_interval(k, n)
         result[f"{key}_per_seed"] = [v[0] / v[1] for v in vals]
+    if pairs:
+        # SI starts from BC 10 %'s checkpoint and both run the same test seeds: the gain is paired.
+        g = paired_gain([x for b, _ in pairs for x in b], [x for _, a in pairs for x in a])
+        result.update(si_gain_vs_bc_10=g["gain"], si_gain_vs_bc_10_ci=g["ci"], si_gain_vs_bc_10_p=g["p"])
+        print(f"SI vs BC 10 % on the same test seeds: {100 * g['gain']:+.1f} pts, 95 % paired interval "
+              f"[{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}] ({g['gained']} seeds gained, {g['lost']} lost)",
+              flush=True)
     if not args.skip_novel:
         result.update(novel_arm(plan, root, data, args, test_success))
     if not args.only_novel:

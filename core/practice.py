@@ -37,7 +37,7 @@ from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
 from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy, compile_enabled
 from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
-from core.stats import precision_recall_f1, wilson_interval
+from core.stats import paired_gain, precision_recall_f1, wilson_interval
 
 PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
 CHECK_SEED0 = 3_000_000  # held-out rollouts for the pre-practice detector check
@@ -252,9 +252,27 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
     """Greedy success on fixed selection seeds (ground truth ends episodes). Test seeds
     (EVAL_SEED0) stay untouched, so a reported success is not fitted to them."""
-    recs = run_episodes(policy, None, list(range(SELECT_SEED0, SELECT_SEED0 + n)), fleet=fleet, greedy=True)
+    seeds = list(range(SELECT_SEED0, SELECT_SEED0 + n))
+    recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True)
     k = sum(r.success for r in recs)
-    return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs)}
+    by_seed = {r.seed: int(bool(r.success)) for r in recs}
+    return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs),
+            "outcomes": [by_seed.get(sd) for sd in seeds]}
+
+
+def gain_vs_start(start: list[int | None] | None, now: list[int | None]) -> dict[str, Any]:
+    """Metrics row fields for the change in greedy success since the starting checkpoint,
+    paired seed by seed (both evaluations run the selection seeds from SELECT_SEED0, so the
+    common prefix is the same seeds); empty when the start's outcomes are unknown (a run
+    begun before they were kept) or no seed was run by both."""
+    if not start:
+        return {}
+    pairs = [(a, b) for a, b in zip(start, now) if a is not None and b is not None]
+    if not pairs:
+        return {}
+    g = paired_gain([a for a, _ in pairs], [b for _, b in pairs])
+    return {"eval_gain": g["gain"], "eval_gain_lo": g["ci"][0], "eval_gain_hi": g["ci"][1],
+            "eval_gain_p": g["p"], "eval_gain_seeds": g["n"], "eval_gained": g["gained"], "eval_lost": g["lost"]}
 
 
 def _batch(rows: list[tuple], n_frames: int, action_bins: int) -> dict[str, Any]:
@@ -412,10 +430,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         if state["iteration"] == 0 and state["best_success"] < 0 and cfg.eval_episodes:
             ev = evaluate()
             state["best_success"], state["best_iteration"] = ev["success"], 0
+            state["eval_outcomes0"] = ev["outcomes"]
             save_checkpoint(out / "best.pt", policy, {**pmeta, "stage": "si", "iteration": 0,
                                                       "eval_success": ev["success"]})
             _append(out / "metrics.jsonl", {"iteration": 0, "episodes_total": 0, "eval_success": ev["success"],
-                                            "eval_success_ci": ev["success_ci"]})
+                                            "eval_success_ci": ev["success_ci"], "eval_outcomes": ev["outcomes"]})
             log(f"iteration 0: eval success {ev['success']:.3f}")
             _save_state(state_path, state)
         # A budget or patience raised since the last run lets a finished run go on.
@@ -487,7 +506,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                    "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
                 ev = evaluate()
-                row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"])
+                row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"],
+                           **gain_vs_start(state.get("eval_outcomes0"), ev["outcomes"]), eval_outcomes=ev["outcomes"])
                 if ev["success"] > state["best_success"]:
                     state["best_success"], state["best_iteration"], state["evals_since_best"] = \
                         ev["success"], it, 0
@@ -505,7 +525,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 state["done"] = True
             _append(out / "metrics.jsonl", row)
             _save_state(state_path, state)  # the iteration counts as completed from here
-            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()}))
+            log(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+                            if k != "eval_outcomes"}))
             summary = row
             if callback is not None and callback(row) is False:
                 break

@@ -604,6 +604,9 @@ class PracticeRunner:
         cfg = self.cfg
         self.ctx.progress = min(1.0, self.episodes_total / max(1, cfg.max_episodes))
         ev = f", eval success {row['eval_success']:.3f}" if "eval_success" in row else ""
+        if "eval_gain" in row:
+            ev += (f" ({100 * row['eval_gain']:+.0f} pts since the start on the same {row['eval_gain_seeds']} seeds, "
+                   f"95 % interval [{100 * row['eval_gain_lo']:+.0f}, {100 * row['eval_gain_hi']:+.0f}])")
         self.ctx.message = (f"iteration {row['iteration']}: {self.episodes_total}/{cfg.max_episodes} episodes, "
                             f"mean return {row.get('mean_return', 0.0):.2f}{ev}")
         self.ctx.state = {"iteration": row["iteration"], "episodes": self.episodes_total,
@@ -655,7 +658,8 @@ class PracticeRunner:
             with self.db.write() as s:
                 ck = repo.add_checkpoint(s, "si", path, parent_id=prev, task_id=self.task_id, iteration=it,
                                          metrics={**row, "run_dir": str(self.out), "job_id": self.ctx.job_id,
-                                                  "reward_checkpoint": self.cfg.reward_checkpoint},
+                                                  "reward_checkpoint": self.cfg.reward_checkpoint,
+                                                  "start_checkpoint_id": self.start_checkpoint_id},
                                          eval_success=None if ev is None else float(ev),
                                          eval_episodes=int(self.cfg.eval_episodes) if ev is not None else None)
                 repo.log_metrics(s, numeric, it, session_id=self.session_id, checkpoint_id=ck.id,

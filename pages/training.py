@@ -42,12 +42,24 @@ m1.metric("Practice episodes", len(rows))
 m0.metric("Evaluated success", "-" if not points else f"{points[-1]['success']:.0%}",
           None if len(points) < 2 else f"{100 * (points[-1]['success'] - points[0]['success']):+.0f} pts since #{points[0]['checkpoint_id']}",
           help="greedy policy on fixed seeds (the practice job evaluates every few iterations)")
+paired = queries.latest_paired_gain(checkpoints)
 m2.metric("Practice success, last block",
           "-" if not complete or complete[-1]["success"] is None else f"{complete[-1]['success']:.0%}",
           None if gain is None else f"{100 * gain:+.0f} pts since the first block",
           help="sampled actions, judged by the detector or an override")
 m3.metric("Human actions (48 h)", sum(o + lab for _, o, lab in effort))
 m4.metric("Promoted checkpoint", "-" if promoted is None else f"#{promoted.id}")
+
+if paired is not None:
+    start = f"#{paired['start_checkpoint_id']}" if paired["start_checkpoint_id"] else "its start"
+    st.markdown(
+        f"**Checkpoint #{paired['checkpoint_id']} vs {start}, on the same {paired['seeds']} seeds: "
+        f"{100 * paired['gain']:+.0f} pts, 95 % interval [{100 * paired['lo']:+.0f}, {100 * paired['hi']:+.0f}]: "
+        f"{paired['verdict']}.**",
+        help="Both evaluations run the same selection seeds, so the gain is measured seed by seed "
+             f"({paired['gained']} seeds newly succeed, {paired['lost']} no longer do; Newcombe's paired interval, "
+             f"exact McNemar p = {paired['p']:.3g}). Pairing cancels the spread of seed difficulty both share, so "
+             "it can tell a rise from noise where the two success intervals on the chart still overlap.")
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.success_vs_episodes(curve, evaluated=points), width="stretch", key="succ_eps")

@@ -16,3 +16,51 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def paired_gain(before, after, z: float = 1.96) -> dict:
+    """The change in success rate when the same seeds are run twice (a checkpoint before and
+    after practice): ``gain = rate(after) - rate(before)``, with Newcombe's hybrid-score
+    interval for a difference of paired proportions (Newcombe 1998, method 10: Wilson
+    intervals of both rates, combined with the phi correlation of the paired table) and the
+    exact two-sided McNemar p-value (a binomial test on the seeds that changed outcome).
+
+    Pairing removes the seed-to-seed spread both evaluations share (easy seeds succeed twice),
+    so the interval of the gain is narrower than the two rates' own intervals suggest: a rise
+    of 10 points on 100 seeds can be beyond noise when the two rates' intervals overlap.
+
+    ``before`` and ``after``: outcomes per seed, same length and order (truthy = success).
+    Returns n, gain, ci (lo, hi), p, gained (failed before, succeeded after), lost."""
+    b = [bool(x) for x in before]
+    a = [bool(x) for x in after]
+    if len(a) != len(b):
+        raise ValueError(f"paired outcomes need the same seeds: {len(b)} before, {len(a)} after")
+    n = len(a)
+    if n == 0:
+        return {"n": 0, "gain": 0.0, "ci": (-1.0, 1.0), "p": 1.0, "gained": 0, "lost": 0}
+    both = sum(x and y for x, y in zip(a, b))
+    gained = sum(x and not y for x, y in zip(a, b))
+    lost = sum(y and not x for x, y in zip(a, b))
+    neither = n - both - gained - lost
+    p1, p2 = (both + gained) / n, (both + lost) / n  # after, before
+    l1, u1 = wilson_interval(both + gained, n, z)
+    l2, u2 = wilson_interval(both + lost, n, z)
+    margins = (both + gained) * (lost + neither) * (both + lost) * (gained + neither)
+    phi = (both * neither - gained * lost) / math.sqrt(margins) if margins else 0.0
+    theta = p1 - p2
+    down = math.sqrt(max(0.0, (p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2))
+    up = math.sqrt(max(0.0, (u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2))
+    return {"n": n, "gain": theta, "ci": (max(-1.0, theta - down), min(1.0, theta + up)),
+            "p": mcnemar_exact_p(gained, lost), "gained": gained, "lost": lost}
+
+
+def mcnemar_exact_p(gained: int, lost: int) -> float:
+    """Two-sided exact McNemar test: under no change, each of the ``gained + lost`` seeds that
+    changed outcome went either way with probability 1/2."""
+    if gained < 0 or lost < 0:
+        raise ValueError(f"counts must be >= 0, got {gained}, {lost}")
+    m, k = gained + lost, min(gained, lost)
+    if m == 0:
+        return 1.0
+    tail = sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m
+    return min(1.0, 2 * tail)

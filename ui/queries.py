@@ -75,6 +75,29 @@ def evaluated_points(rows: list[dict[str, Any]], evaluated: dict[int, tuple[floa
     return out
 
 
+def latest_paired_gain(checkpoints: list[Any]) -> Optional[dict[str, Any]]:
+    """The newest checkpoint whose evaluation was paired seed by seed with its practice
+    session's start (practice writes ``eval_gain*`` into the iteration's metrics): the gain
+    in points, its 95 % interval, and whether the interval clears zero. ``checkpoints`` in
+    any order; None when no such evaluation exists yet."""
+    best = None
+    for ck in checkpoints:
+        m = ck.metrics or {}
+        if m.get("eval_gain") is None or m.get("eval_gain_lo") is None:
+            continue
+        if best is None or ck.id > best.id:
+            best = ck
+    if best is None:
+        return None
+    m = best.metrics
+    lo, hi = float(m["eval_gain_lo"]), float(m["eval_gain_hi"])
+    verdict = "rise beyond noise" if lo > 0 else "drop beyond noise" if hi < 0 else "within noise"
+    return {"checkpoint_id": best.id, "start_checkpoint_id": m.get("start_checkpoint_id"),
+            "gain": float(m["eval_gain"]), "lo": lo, "hi": hi, "p": m.get("eval_gain_p"),
+            "seeds": int(m.get("eval_gain_seeds") or 0), "gained": m.get("eval_gained"), "lost": m.get("eval_lost"),
+            "verdict": verdict}
+
+
 def human_effort_per_hour(s: Session, *, hours: int = 48, now: Optional[dt.datetime] = None
                           ) -> list[tuple[dt.datetime, int, int]]:
     """(hour start UTC, overrides, labels) from the audit log, oldest first, empty hours omitted."""

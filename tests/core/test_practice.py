@@ -10,7 +10,7 @@ import torch
 from core import rewards as R
 from core.cli import main
 from core.fleet import LocalFleet, ProcessFleet, RobotFailure
-from core.practice import PracticeConfig, PracticeRefused, _episode_tuples, run_practice
+from core.practice import PracticeConfig, PracticeRefused, _episode_tuples, gain_vs_start, run_practice
 from core.rollout import EpisodeRecord
 from sim_backends.registry import make_env
 
@@ -98,6 +98,11 @@ def test_practice_runs_checkpoints_every_iteration_and_resumes(stage1, tmp_path)
                     "detector_false_negatives", "eval_success", "loss"):
             assert key in r, key
         assert (out / f"iter_{r['iteration']:04d}.pt").exists()
+        # The change since the start is paired seed by seed (same selection seeds every time).
+        assert len(r["eval_outcomes"]) == 2 and r["eval_gain_seeds"] == 2
+        assert r["eval_gain"] == pytest.approx(r["eval_success"] - rows[0]["eval_success"])
+        assert r["eval_gain_lo"] <= r["eval_gain"] <= r["eval_gain_hi"]
+        assert r["eval_gained"] - r["eval_lost"] == sum(r["eval_outcomes"]) - sum(rows[0]["eval_outcomes"])
     assert (out / "best.pt").exists() and (out / "detector_check.json").exists()
     n = first["iterations"]
     # A larger budget continues from the last completed iteration instead of starting over.
@@ -242,3 +247,13 @@ def test_practice_refuses_to_refine_without_ground_truth(stage1, tmp_path):
     finally:
         fleet.close()
     assert not (tmp_path / "real" / "reward_refined.pt").exists()
+
+
+def test_gain_vs_start_pairs_the_common_seeds():
+    assert gain_vs_start(None, [1, 0]) == {} and gain_vs_start([], [1]) == {}
+    assert gain_vs_start([None, None], [1, 0]) == {}
+    # A seed missing on either side (a crashed robot's discarded episode) is left out of the pairs;
+    # a longer evaluation is compared on the common prefix (the same seeds).
+    g = gain_vs_start([0, 0, None, 1, 0], [1, 1, 1, 1, 0, 1, 1])
+    assert g["eval_gain_seeds"] == 4 and (g["eval_gained"], g["eval_lost"]) == (2, 0)
+    assert g["eval_gain"] == pytest.approx(0.5) and g["eval_gain_lo"] < 0.5 < g["eval_gain_hi"]

@@ -139,6 +139,25 @@ def test_training_page_charts_and_promotion(app, seeded):
         assert repo.get_promoted(s, seeded.task_id).id == seeded.checkpoint_ids[0]
 
 
+def test_training_page_says_whether_the_paired_gain_is_beyond_noise(app, seeded):
+    from storage.models import Checkpoint
+    from storage.stats import paired_gain
+
+    g = paired_gain([1] * 15 + [0] * 35, [1] * 15 + [1] * 10 + [0] * 25)  # 30 % -> 50 % on the same 50 seeds
+    db = init_db(seeded.url)
+    with db.write() as s:
+        ck = s.get(Checkpoint, seeded.checkpoint_ids[-1])
+        ck.metrics = {**(ck.metrics or {}), "eval_gain": g["gain"], "eval_gain_lo": g["ci"][0],
+                      "eval_gain_hi": g["ci"][1], "eval_gain_p": g["p"], "eval_gain_seeds": 50,
+                      "eval_gained": 10, "eval_lost": 0, "start_checkpoint_id": seeded.checkpoint_ids[0]}
+    at = _ok(app("training", "viewer").run())
+    text = " ".join(m.value for m in at.markdown)
+    lo, hi = round(100 * g["ci"][0]), round(100 * g["ci"][1])
+    assert (f"Checkpoint #{seeded.checkpoint_ids[-1]} vs #{seeded.checkpoint_ids[0]}, on the same 50 seeds: "
+            f"+20 pts, 95 % interval [+{lo}, +{hi}]: rise beyond noise") in text
+    assert lo > 0
+
+
 def test_data_page_renders(app):
     at = _ok(app("data", "viewer").run())
     assert "Import demonstrations" in [h.value for h in at.subheader]

@@ -92,3 +92,18 @@ def test_live_card_carries_config_safely():
     cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0].replace("<\\/", "</"))
     assert cfg == {"name": "robot-</script>", "id": "3", "port": 9999, "host": "", "token": "t0k", "threshold": 1.5}
     assert html.count("</script>") == 1  # the robot name cannot end the script early
+
+
+def test_latest_paired_gain_picks_the_newest_paired_evaluation_and_judges_it():
+    from types import SimpleNamespace as NS
+
+    cks = [NS(id=3, metrics={"eval_gain": 0.1, "eval_gain_lo": -0.02, "eval_gain_hi": 0.2, "eval_gain_seeds": 100}),
+           NS(id=5, metrics={"eval_success": 0.5}),  # evaluated, not paired (Stage 1)
+           NS(id=4, metrics={"eval_gain": -0.2, "eval_gain_lo": -0.3, "eval_gain_hi": -0.1, "eval_gain_seeds": 100}),
+           NS(id=6, metrics=None)]
+    got = queries.latest_paired_gain(cks)
+    assert got["checkpoint_id"] == 4 and got["verdict"] == "drop beyond noise" and got["seeds"] == 100
+    assert queries.latest_paired_gain(cks[:1])["verdict"] == "within noise"
+    cks[0].metrics["eval_gain_lo"] = 0.01
+    assert queries.latest_paired_gain(cks[:2])["verdict"] == "rise beyond noise"
+    assert queries.latest_paired_gain(cks[1:2]) is None

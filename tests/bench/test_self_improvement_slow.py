@@ -1,0 +1,26 @@
+"""bench.self_improvement end to end on a tiny plan (~3.5 min): `./scripts/test.sh -m slow`."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.mark.slow
+def test_self_improvement_bench_reports_every_arm_and_the_paired_gain(tmp_path, capsys):
+    from bench.self_improvement import main
+
+    result = main(["--quick", "--pool", "20", "--seeds", "1", "--eval-episodes", "6", "--practice-episodes", "4",
+                   "--skip-bc80", "--skip-novel", "--fleet", "2", "--workers", "1", "--root", str(tmp_path)])
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("RESULT {") and json.loads(last[len("RESULT "):])["pool"] == 20
+    for key in ("bc_10", "bc_20", "si_10"):
+        lo, hi = result[f"{key}_ci"]
+        assert 0.0 <= lo <= result[key] <= hi <= 1.0, key
+    assert result["si_episodes"][0] >= 4 and result["seeds"] == 1 and result["minutes"] > 0
+    # SI is paired with its starting checkpoint (BC 10 %) on the same test seeds.
+    assert result["si_gain_vs_bc_10"] == pytest.approx(result["si_10"] - result["bc_10"])
+    lo, hi = result["si_gain_vs_bc_10_ci"]
+    assert lo <= result["si_gain_vs_bc_10"] <= hi and 0.0 <= result["si_gain_vs_bc_10_p"] <= 1.0
+    assert (tmp_path / "self_improvement.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "result.json").read_text())["si_10"] == result["si_10"]
