@@ -185,7 +185,7 @@ def main(argv=None) -> dict:
     from core.evaluate import evaluate_policy
     from core.practice import PracticeConfig, run_practice
     from core.sft import SFTConfig, train_sft
-    from core.stats import paired_gain, wilson_interval
+    from core.stats import format_points, paired_gain, wilson_interval
 
     t0 = time.perf_counter()
     root = Path(args.root)
@@ -249,8 +249,9 @@ def main(argv=None) -> dict:
         # SI starts from BC 10 %'s checkpoint and both run the same test seeds: the gain is paired.
         g = paired_gain([x for b, _ in pairs for x in b], [x for _, a in pairs for x in a])
         result.update(si_gain_vs_bc_10=g["gain"], si_gain_vs_bc_10_ci=g["ci"], si_gain_vs_bc_10_p=g["p"])
-        print(f"SI vs BC 10 % on the same test seeds: {100 * g['gain']:+.1f} pts, 95 % paired interval "
-              f"[{100 * g['ci'][0]:+.1f}, {100 * g['ci'][1]:+.1f}] ({g['gained']} seeds gained, {g['lost']} lost)",
+        print(f"SI vs BC 10 % on the same test seeds: {format_points(g['gain'])} pts, 95 % paired interval "
+              f"[{format_points(g['ci'][0])}, {format_points(g['ci'][1])}] ({g['gained']} seeds gained, "
+              f"{g['lost']} lost)",
               flush=True)
     if not args.skip_novel:
         result.update(novel_arm(plan, root, data, args, test_success))

@@ -81,11 +81,13 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
                         tolerance: int | None = None,
                         seed0: int | None = None, n_envs: int = 16, device: str = "auto",
                         progress: bool = True, backend: str | None = None,
-                        env_config: dict[str, Any] | None = None) -> dict[str, Any]:
+                        env_config: dict[str, Any] | None = None,
+                        outcomes: list[int] | None = None) -> dict[str, Any]:
     """The eval command's work, as a function the bench and tests call too.
 
     ``backend`` / ``env_config`` evaluate on another task than the checkpoint was trained
-    on (e.g. a new object); by default, the checkpoint's own."""
+    on (e.g. a new object); by default, the checkpoint's own. A list passed as ``outcomes``
+    receives the ground-truth success of every seed, in seed order (for paired comparisons)."""
     from tqdm import tqdm
 
     from core.checkpoint import load_checkpoint
@@ -114,23 +116,42 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
 
     backend, env_config = resolve_task(meta["backend"], meta["env_config"], backend, env_config)
     out.update({"backend": backend, "env_config": env_config})
-    report, _ = evaluate_policy(policy, backend, env_config, episodes, threshold,
+    report, records = evaluate_policy(policy, backend, env_config, episodes, threshold,
                                 patience=patience, tolerance=tolerance,
                                 seed0=EVAL_SEED0 if seed0 is None else seed0,
                                 n_envs=n_envs, reward_model=None if reward is policy else reward,
                                 progress=lambda rec: bar.update(1))
     bar.close()
     out.update(report.to_dict())
+    if outcomes is not None:
+        outcomes[:] = [int(bool(r.success)) for r in records]
     return out
 
 
 def cmd_eval(args) -> dict[str, Any]:
-    return evaluate_checkpoint(args.checkpoint, args.episodes, reward_checkpoint=args.reward_checkpoint,
-                               data=args.data, threshold=args.threshold, patience=args.patience,
-                               tolerance=args.tolerance,
-                               seed0=args.seed0, n_envs=args.n_envs, device=args.device,
-                               progress=not args.quiet, backend=args.backend,
-                               env_config=_json_object(args.env_config, "--env-config"))
+    def run(checkpoint: str, outcomes: list[int]) -> dict[str, Any]:
+        return evaluate_checkpoint(checkpoint, args.episodes, reward_checkpoint=args.reward_checkpoint,
+                                   data=args.data, threshold=args.threshold, patience=args.patience,
+                                   tolerance=args.tolerance,
+                                   seed0=args.seed0, n_envs=args.n_envs, device=args.device,
+                                   progress=not args.quiet, backend=args.backend,
+                                   env_config=_json_object(args.env_config, "--env-config"), outcomes=outcomes)
+
+    after: list[int] = []
+    out = run(args.checkpoint, after)
+    if args.baseline:
+        from core.stats import paired_gain
+
+        before: list[int] = []
+        base = run(args.baseline, before)
+        g = paired_gain(before, after)
+        # The detector of both runs is the same reward model (--reward-checkpoint / beside
+        # --checkpoint), so only the policies differ.
+        out["baseline"] = {"checkpoint": args.baseline, "success": base["success"],
+                           "success_ci": base["success_ci"], "episodes": base["episodes"]}
+        out["paired_gain"] = {"gain": g["gain"], "ci": g["ci"], "p": g["p"], "gained": g["gained"],
+                              "lost": g["lost"], "seeds": g["n"]}
+    return out
 
 
 def cmd_practice(args) -> dict[str, Any]:
@@ -242,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
     p.add_argument("--n-envs", type=int, default=16)
     p.add_argument("--device", default="auto")
+    p.add_argument("--baseline", help="another policy checkpoint to run on the same seeds; adds its success and "
+                   "the paired gain of --checkpoint over it (95 %% interval, exact McNemar p)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_eval)
 

@@ -158,7 +158,8 @@ def apply_override(rec: EpisodeRecord, success: bool) -> None:
 
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
                    n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False,
-                   beta: float = 1.0, baseline: DojoPolicy | None = None) -> dict[str, Any]:
+                   beta: float = 1.0, baseline: DojoPolicy | None = None,
+                   interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
     """Precision/recall of the detector against ground truth on ``n`` held-out rollouts of
     the starting policy (sampling, as in practice), each run to the step limit so that
     every (s, patience) can be scored on the same frames.
@@ -173,7 +174,7 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
     gen = torch.Generator().manual_seed(seed + 17)
     recs = run_episodes(policy, None, list(range(CHECK_SEED0, CHECK_SEED0 + n)), fleet=fleet, greedy=False,
                         reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen,
-                        keep_frames=baseline is not None)
+                        keep_frames=baseline is not None, control=_control(interrupt))
     recs = [r for r in recs if not r.error]
     out = score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta)
     if baseline is not None:
@@ -203,8 +204,8 @@ def score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec,
 
 
 def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: DojoPolicy,
-                    rmeta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None]
-                    ) -> DojoPolicy:
+                    rmeta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None],
+                    interrupt: Callable[[], None] | None = None) -> DojoPolicy:
     """The reward model refined on ``cfg.refine_episodes`` rollouts of the starting policy
     labeled by the simulator's ground truth (``reward_refined.pt``; reused on resume)."""
     import copy
@@ -221,7 +222,8 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     t0 = time.perf_counter()
     gen = torch.Generator().manual_seed(cfg.seed + 29)
     recs = run_episodes(policy, None, list(range(REFINE_SEED0, REFINE_SEED0 + cfg.refine_episodes)), fleet=fleet,
-                        greedy=False, keep_frames=True, stop_on_ground_truth=True, generator=gen)
+                        greedy=False, keep_frames=True, stop_on_ground_truth=True, generator=gen,
+                        control=_control(interrupt))
     labeled = [from_record(r) for r in recs if not r.error and r.frames]
     demos: list = []
     try:
@@ -249,11 +251,24 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     return refined
 
 
-def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int) -> dict[str, Any]:
+def _control(interrupt: Callable[[], None] | None) -> Callable[[int, EpisodeRecord], None] | None:
+    """A rollout's per-step hook that only lets ``interrupt`` raise (a worker asked to stop)."""
+    if interrupt is None:
+        return None
+
+    def control(_robot: int, _rec: EpisodeRecord) -> None:
+        interrupt()
+
+    return control
+
+
+def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int,
+                     interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
     """Greedy success on fixed selection seeds (ground truth ends episodes). Test seeds
-    (EVAL_SEED0) stay untouched, so a reported success is not fitted to them."""
+    (EVAL_SEED0) stay untouched, so a reported success is not fitted to them. ``interrupt``
+    is called before every step and may raise to abandon the evaluation."""
     seeds = list(range(SELECT_SEED0, SELECT_SEED0 + n))
-    recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True)
+    recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, control=_control(interrupt))
     k = sum(r.success for r in recs)
     by_seed = {r.seed: int(bool(r.success)) for r in recs}
     return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs),
@@ -313,6 +328,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  outcome_override: Callable[[EpisodeRecord], bool | None] | None = None,
                  on_detector: Callable[[dict[str, Any]], None] | None = None,
                  on_phase: Callable[[str], None] | None = None,
+                 interrupt: Callable[[], None] | None = None,
                  ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
     (returning False stops). A given ``fleet`` is used and left open (the worker's).
@@ -322,7 +338,10 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     ``on_detector(check)`` receives the pre-practice detector check (its figures and the
     threshold s practice will use) before the first iteration; ``on_phase("evaluating")``
     before each greedy evaluation on the selection seeds (the fleet runs those episodes, no
-    practice telemetry flows) and ``on_phase("practising")`` after it.
+    practice telemetry flows) and ``on_phase("practising")`` after it. ``interrupt()`` is
+    called before every step of the rollouts outside practice (the refinement's, the
+    detector check's, the evaluations') and may raise to abandon them: a worker asked to
+    stop does not wait for a 100-episode evaluation to end (the iteration is redone on resume).
     ``outcome_override(record)`` -> True/False where a supervisor overrode the detector's
     verdict on that episode: its terminal step then gets d = 0 (success) or keeps the
     episode's last d with no terminal progress (failure), and the returns follow. It is asked
@@ -392,12 +411,12 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         unrefined, reward_path = None, cfg.reward_checkpoint
         if cfg.refine_episodes:
             unrefined = reward
-            reward = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log)
+            reward = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log, interrupt)
             reward_path = str(out / "reward_refined.pt")
         if cfg.check_episodes and not check_path.exists():
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
                                  calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts,
-                                 beta=cfg.calibration_beta, baseline=unrefined)
+                                 beta=cfg.calibration_beta, baseline=unrefined, interrupt=interrupt)
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
@@ -422,7 +441,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             if on_phase is not None:
                 on_phase("evaluating")
             try:
-                return evaluate_success(policy, fleet, cfg.eval_episodes)
+                return evaluate_success(policy, fleet, cfg.eval_episodes, interrupt)
             finally:
                 if on_phase is not None:
                     on_phase("practising")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from storage.stats import mcnemar_exact_p, paired_gain, wilson_interval  # noqa: F401 - re-exported: core's reports use them
+from storage.stats import format_points, mcnemar_exact_p, paired_gain, wilson_interval  # noqa: F401 - re-exported: core's reports use them
 
 
 def precision_recall_f1(counts) -> tuple[float, float, float]:

@@ -63,6 +63,7 @@ from sqlalchemy import select, update
 from storage import repo
 from storage.db import Database, init_db
 from storage.models import Checkpoint, Episode, Job, PracticeSession, Robot, Task
+from storage.stats import format_points
 
 log = logging.getLogger("dojo.worker")
 
@@ -452,6 +453,12 @@ class PracticeRunner:
                              "fired": st.counts[t] >= self.patience},
                 "status": status}, jpeg)
 
+    def interrupt(self) -> None:
+        """Asked at every step of practice's other rollouts (detector check, refinement,
+        evaluations): raises JobStopped when the worker, the job or the session is stopping."""
+        self.poll()
+        self.check_stop()
+
     def control(self, i: int, rec: Any) -> str | None:
         from core.rollout import END_ABORTED, END_DETECTOR, END_STOPPED
 
@@ -605,8 +612,8 @@ class PracticeRunner:
         self.ctx.progress = min(1.0, self.episodes_total / max(1, cfg.max_episodes))
         ev = f", eval success {row['eval_success']:.3f}" if "eval_success" in row else ""
         if "eval_gain" in row:
-            ev += (f" ({100 * row['eval_gain']:+.0f} pts since the start on the same {row['eval_gain_seeds']} seeds, "
-                   f"95 % interval [{100 * row['eval_gain_lo']:+.0f}, {100 * row['eval_gain_hi']:+.0f}])")
+            ev += (f" ({format_points(row['eval_gain'])} pts since the start on the same {row['eval_gain_seeds']} "
+                   f"seeds, 95 % interval [{format_points(row['eval_gain_lo'])}, {format_points(row['eval_gain_hi'])}])")
         self.ctx.message = (f"iteration {row['iteration']}: {self.episodes_total}/{cfg.max_episodes} episodes, "
                             f"mean return {row.get('mean_return', 0.0):.2f}{ev}")
         self.ctx.state = {"iteration": row["iteration"], "episodes": self.episodes_total,
@@ -1034,7 +1041,8 @@ class Worker:
             summary = run_practice(cfg, progress=False, callback=runner.callback, fleet=fleet,
                                    on_episode_end=runner.on_episode_end, control=runner.control,
                                    on_step=runner.on_step, outcome_override=runner.outcome_override,
-                                   on_detector=runner.on_detector, on_phase=runner.on_phase)
+                                   on_detector=runner.on_detector, on_phase=runner.on_phase,
+                                   interrupt=runner.interrupt)
             runner.sync_checkpoints()
             if self.should_stop(ctx):
                 reason = "worker stopping" if self.stopping.is_set() else "job cancelled"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from storage import repo
+from storage.stats import format_points
 from ui import charts, queries
 from ui.app_state import act, can, get_db, require_login
 
@@ -54,7 +55,8 @@ if paired is not None:
     start = f"#{paired['start_checkpoint_id']}" if paired["start_checkpoint_id"] else "its start"
     st.markdown(
         f"**Checkpoint #{paired['checkpoint_id']} vs {start}, on the same {paired['seeds']} seeds: "
-        f"{100 * paired['gain']:+.0f} pts, 95 % interval [{100 * paired['lo']:+.0f}, {100 * paired['hi']:+.0f}]: "
+        f"{format_points(paired['gain'])} pts, 95 % interval [{format_points(paired['lo'])}, "
+        f"{format_points(paired['hi'])}]: "
         f"{paired['verdict']}.**",
         help="Both evaluations run the same selection seeds, so the gain is measured seed by seed "
              f"({paired['gained']} seeds newly succeed, {paired['lost']} no longer do; Newcombe's paired interval, "

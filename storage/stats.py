@@ -64,3 +64,10 @@ def mcnemar_exact_p(gained: int, lost: int) -> float:
         return 1.0
     tail = sum(math.comb(m, i) for i in range(k + 1)) / 2 ** m
     return min(1.0, 2 * tail)
+
+
+def format_points(x: float) -> str:
+    """A change in success rate as signed points: +10, -3, and one decimal near zero so that an
+    interval bound just below zero reads -0.4 rather than -0."""
+    pts = 100 * x
+    return f"{pts:+.1f}" if abs(pts) < 1 else f"{pts:+.0f}"

@@ -56,6 +56,17 @@ def test_demos_sft_eval_end_to_end(run, capsys):
     assert ev["stg_mae_steps"] >= 0 and ev["threshold_s"] > 0
     assert sum(ev["end_reasons"].values()) == 4
 
+    # --baseline: both checkpoints on the same seeds, the gain paired seed by seed.
+    assert main(["eval", "--checkpoint", str(out / "last.pt"), "--baseline", str(out / "best_policy.pt"),
+                 "--reward-checkpoint", str(out / "best_stg.pt"), "--episodes", "4", "--n-envs", "4",
+                 "--device", "cpu", "--quiet"]) == 0
+    cmp = _json_out(capsys)
+    assert cmp["baseline"]["checkpoint"] == str(out / "best_policy.pt") and cmp["baseline"]["episodes"] == 4
+    assert cmp["baseline"]["success"] == ev["success"]  # same checkpoint, same seeds as above
+    g = cmp["paired_gain"]
+    assert g["seeds"] == 4 and g["gain"] == pytest.approx(cmp["success"] - ev["success"])
+    assert g["ci"][0] <= g["gain"] <= g["ci"][1] and g["gained"] - g["lost"] == round(4 * g["gain"])
+
 
 def test_multi_task_sft_on_two_datasets_and_eval_per_task(run, tmp_path, capsys):
     """Two datasets of different tasks train one model; eval cycles through both tasks and

@@ -146,3 +146,10 @@ def test_paired_gain_covers_the_true_gain_and_beats_unpaired_width():
                           + math.hypot(u1 - after.mean(), before.mean() - l2))
     assert 0.93 <= hits / reps <= 0.99
     assert np.mean(paired_w) < 0.8 * np.mean(unpaired_w)
+
+
+def test_format_points_keeps_the_sign_near_zero():
+    from core.stats import format_points
+
+    assert format_points(0.1) == "+10" and format_points(-0.034) == "-3"
+    assert format_points(-0.004) == "-0.4" and format_points(0.0) == "+0.0"

@@ -293,6 +293,36 @@ def test_a_cancelled_job_stops_and_aborts_its_running_episodes(tmp_path, stage1)
     assert _count(db, "running") == 0 and _count(db, "aborted") >= 1
 
 
+def test_a_stopping_worker_does_not_wait_for_an_evaluation_to_end(tmp_path, stage1):
+    """Ctrl-C during a practice job's greedy evaluation (here one that would run 10,000
+    episodes): the worker stops within seconds and the job goes back to the queue, where
+    it resumes from its last completed iteration."""
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(stage1, eval_episodes=10_000)).id
+    w = Worker(db, name="w-eval", data_dir=tmp_path, telemetry=Recorder(), poll_s=0.1)
+    th = threading.Thread(target=w.run, kwargs={"exit_when_idle": True}, daemon=True)
+    th.start()
+    try:
+        def evaluating():
+            with db.read() as s:
+                return "evaluating" in (repo.get_job(s, job_id).message or "")
+        wait_for(evaluating, 60, what="the job evaluating its start")
+        t0 = time.monotonic()
+        w.stop()
+        th.join(15)
+        assert not th.is_alive(), "the worker waited for the evaluation"
+        stopped_in = time.monotonic() - t0
+    finally:
+        w.stop()
+        th.join(30)
+    assert stopped_in < 10
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+    assert job.status == "queued", (job.status, job.message)
+    assert not list(tmp_path.rglob("iter_*.pt"))  # the evaluation came before any iteration
+
+
 def _count(db, status):
     with db.read() as s:
         return len(s.scalars(select(Episode.id).where(Episode.status == status)).all())
