@@ -319,6 +319,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="default 200")
     p.add_argument("--max-episodes", dest="max_episodes", type=int, help="practice budget (default 3000)")
     p.add_argument("--plateau-evals", dest="plateau_evals", type=int, help="default 4")
+    p.add_argument("--stop-after-drops", dest="stop_after_drops", type=int,
+                   help="stop when this many evaluations in a row are below the start's beyond noise (paired on "
+                        "the same seeds): the policy is gaming the detector (default 2; 0 = never)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")

@@ -37,7 +37,7 @@ from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
 from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy, compile_enabled
 from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
-from core.stats import paired_gain, precision_recall_f1, wilson_interval
+from core.stats import format_points, paired_gain, precision_recall_f1, wilson_interval
 
 PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
 CHECK_SEED0 = 3_000_000  # held-out rollouts for the pre-practice detector check
@@ -123,6 +123,10 @@ class PracticeConfig:
     """Budget of practice episodes."""
     plateau_evals: int = 4
     """Stop after this many evaluations without a new best."""
+    stop_after_drops: int = 2
+    """Stop when this many evaluations in a row are below the start's beyond noise (the
+    paired interval of the gain since the start lies below 0): the policy is getting worse
+    while its reward says otherwise, i.e. it is gaming the detector. 0 = never."""
     seed: int = 0
     device: str = "cpu"
     compile: bool = True
@@ -288,6 +292,49 @@ def gain_vs_start(start: list[int | None] | None, now: list[int | None]) -> dict
     g = paired_gain([a for a, _ in pairs], [b for _, b in pairs])
     return {"eval_gain": g["gain"], "eval_gain_lo": g["ci"][0], "eval_gain_hi": g["ci"][1],
             "eval_gain_p": g["p"], "eval_gain_seeds": g["n"], "eval_gained": g["gained"], "eval_lost": g["lost"]}
+
+
+def drop_message(row: dict[str, Any], state: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """Why practice stopped on a drop, with the figures and what would help. ``rows``: the
+    run's metrics rows so far (the detector's false positives against ground truth, where
+    the fleet knows it, show whether the policy is gaming it)."""
+    first = next((r.get("eval_success") for r in rows if r.get("iteration") == 0), None)
+    msg = (f"practice stopped at iteration {row['iteration']}: greedy success {100 * row['eval_success']:.0f} % "
+           f"is below the start's{'' if first is None else f' {100 * first:.0f} %'} beyond noise in "
+           f"{state['drops_in_row']} evaluations in a row ({format_points(row['eval_gain'])} pts, 95 % interval "
+           f"[{format_points(row['eval_gain_lo'])}, {format_points(row['eval_gain_hi'])}] on the same "
+           f"{row['eval_gain_seeds']} seeds).")
+    its = [r for r in rows if r.get("iteration", 0) > 0 and "detector_fires" in r]
+    if its:
+        k = max(1, len(its) // 4)
+        def share(block):
+            fires = sum(r["detector_fires"] for r in block)
+            return sum(r["detector_false_positives"] for r in block), fires
+        (fp0, f0), (fp1, f1) = share(its[:k]), share(its[-k:])
+        if f0 and f1:
+            before, after = fp0 / f0, fp1 / f1
+            gamed = after >= before + 0.1
+            msg += (f" False positives among the detector's fires (against ground truth) went from {fp0}/{f0} in the "
+                    f"first {k} iterations to {fp1}/{f1} in the last {k}"
+                    + (": the policy is learning to fool the detector." if gamed else
+                       ": not a clear rise, so the detector may not be the (only) cause."))
+    best = state.get("best_iteration")
+    msg += (f" The best checkpoint (iteration {best}, {100 * state['best_success']:.0f} %) is kept in best.pt. "
+            "What would help: re-check the detector against labels (Review page, or the detector check with "
+            "more rollouts), refine it on labeled rollouts of a recent policy (refine_episodes), a larger s with "
+            "patience, or a smaller learning rate; stop_after_drops 0 practises on regardless.")
+    return msg
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    rows = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue  # a line cut short by a crash
+    return rows
 
 
 def _batch(rows: list[tuple], n_frames: int, action_bins: int) -> dict[str, Any]:
@@ -457,7 +504,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             log(f"iteration 0: eval success {ev['success']:.3f}")
             _save_state(state_path, state)
         # A budget or patience raised since the last run lets a finished run go on.
-        state["done"] = state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals
+        dropped = bool(cfg.stop_after_drops) and state.get("drops_in_row", 0) >= cfg.stop_after_drops
+        state["done"] = state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals \
+            or dropped
+        if not dropped:
+            state.pop("stop_reason", None)
         t0 = time.perf_counter() - state["seconds"]
         n_frames, bins = policy.config.n_frames, policy.config.action_bins
         while not state["done"]:
@@ -534,13 +585,19 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                                                               "eval_success": ev["success"]})
                 else:
                     state["evals_since_best"] += 1
+                dropped = row.get("eval_gain_hi") is not None and row["eval_gain_hi"] < 0
+                state["drops_in_row"] = state.get("drops_in_row", 0) + 1 if dropped else 0
+                if cfg.stop_after_drops and state["drops_in_row"] >= cfg.stop_after_drops:
+                    state["stop_reason"] = drop_message(row, state, _read_rows(out / "metrics.jsonl") + [row])
+                    log(state["stop_reason"])
             state["seconds"] = time.perf_counter() - t0
             row["seconds"] = state["seconds"]
             meta = {**pmeta, "stage": "si", "iteration": it, "parent": str(start_ckpt if it == 1 else
                                                                            out / f"iter_{it - 1:04d}.pt"),
                     "reward_checkpoint": reward_path, "practice": dataclasses.asdict(cfg), "stats": row}
             save_checkpoint(out / f"iter_{it:04d}.pt", policy, meta, optimizer=opt)
-            if state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals:
+            if state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals \
+                    or state.get("stop_reason"):
                 state["done"] = True
             _append(out / "metrics.jsonl", row)
             _save_state(state_path, state)  # the iteration counts as completed from here
@@ -555,7 +612,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     return {"run_dir": str(out), "best": str(out / "best.pt"), "best_success": state["best_success"],
             "best_iteration": state["best_iteration"], "episodes": state["episodes"],
             "iterations": state["iteration"], "seconds": state["seconds"], "last": summary,
-            "threshold_s": spec.threshold_s, "inference": policy.inference_backend, "reward_checkpoint": reward_path}
+            "threshold_s": spec.threshold_s, "inference": policy.inference_backend, "reward_checkpoint": reward_path,
+            "stop_reason": state.get("stop_reason")}
 
 
 def _make_env(backend: str, env_config: dict[str, Any]):

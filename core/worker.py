@@ -1067,6 +1067,8 @@ class Worker:
                 fleet.close()
         ctx.message = (f"practice done: {summary['iterations']} iterations, {summary['episodes']} episodes, "
                        f"best eval success {summary['best_success']:.3f} (iteration {summary['best_iteration']})")
+        if summary.get("stop_reason"):
+            ctx.message = summary["stop_reason"]
         return {**summary, "session_id": session_id, "checkpoint_id": runner.checkpoint_id,
                 "episodes_recorded": runner.recorded}
 

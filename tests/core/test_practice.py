@@ -257,3 +257,51 @@ def test_gain_vs_start_pairs_the_common_seeds():
     g = gain_vs_start([0, 0, None, 1, 0], [1, 1, 1, 1, 0, 1, 1])
     assert g["eval_gain_seeds"] == 4 and (g["eval_gained"], g["eval_lost"]) == (2, 0)
     assert g["eval_gain"] == pytest.approx(0.5) and g["eval_gain_lo"] < 0.5 < g["eval_gain_hi"]
+
+
+def test_practice_stops_when_success_falls_below_the_start_beyond_noise(stage1, tmp_path, monkeypatch):
+    """Two evaluations in a row below the start's on the same seeds (paired interval < 0) stop
+    practice with the figures and advice; the stop holds on a re-run, stop_after_drops 0 lifts it."""
+    import core.practice as P
+
+    calls = []
+
+    def scripted(policy, fleet, n, interrupt=None):  # the start succeeds on 16 of 20 seeds, later 2 of 20
+        k = 16 if not calls else 2
+        calls.append(k)
+        outcomes = [1] * k + [0] * (20 - k)
+        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20, "outcomes": outcomes}
+
+    monkeypatch.setattr(P, "evaluate_success", scripted)
+    out = tmp_path / "si"
+    res = run_practice(_cfg(stage1, out, max_episodes=50, eval_every=1, plateau_evals=100), progress=False)
+    assert res["iterations"] == 2 and len(calls) == 3  # the start, then two drops
+    reason = res["stop_reason"]
+    assert reason.startswith("practice stopped at iteration 2: greedy success 10 % is below the start's 80 %")
+    assert "2 evaluations in a row" in reason and "on the same 20 seeds" in reason
+    assert "best checkpoint (iteration 0, 80 %)" in reason and "refine" in reason
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["eval_gain_hi"] < 0 for r in rows[1:])
+    # The same command again: still stopped, nothing practised.
+    again = run_practice(_cfg(stage1, out, max_episodes=50, eval_every=1, plateau_evals=100), progress=False)
+    assert again["iterations"] == 2 and again["stop_reason"] == reason
+    # stop_after_drops 0 practises on regardless.
+    more = run_practice(_cfg(stage1, out, max_episodes=50, eval_every=1, plateau_evals=100, stop_after_drops=0),
+                        progress=False)
+    assert more["iterations"] > 2 and more["stop_reason"] is None
+
+
+def test_one_drop_or_a_change_within_noise_does_not_stop_practice(stage1, tmp_path, monkeypatch):
+    import core.practice as P
+
+    script = iter([16, 2, 15, 2, 14, 15, 16])  # start, drop, recovery, drop, within noise...
+
+    def scripted(policy, fleet, n, interrupt=None):
+        k = next(script)
+        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
+                "outcomes": [1] * k + [0] * (20 - k)}
+
+    monkeypatch.setattr(P, "evaluate_success", scripted)
+    res = run_practice(_cfg(stage1, tmp_path / "si", max_episodes=12, eval_every=1, plateau_evals=100),
+                       progress=False)
+    assert res["stop_reason"] is None and res["episodes"] >= 12

@@ -375,6 +375,33 @@ def test_an_automatic_threshold_is_recalibrated_on_the_starting_policys_rollouts
     assert eps and all(e.detector_threshold == check["threshold_s"] for e in eps)
 
 
+def test_a_practice_job_stopped_by_a_drop_says_why_and_records_the_paired_gains(tmp_path, stage1, monkeypatch):
+    """The job ends "done" with the drop's explanation as its message; the iterations' checkpoints
+    carry the paired gain since the start (what the Training page shows)."""
+    import core.practice as P
+
+    calls = []
+
+    def scripted(policy, fleet, n, interrupt=None):  # start 16 of 20 seeds, then 2 of 20
+        k = 16 if not calls else 2
+        calls.append(k)
+        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
+                "outcomes": [1] * k + [0] * (20 - k)}
+
+    monkeypatch.setattr(P, "evaluate_success", scripted)
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(stage1, max_episodes=100, plateau_evals=100)).id
+    assert Worker(db, name="w1", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        cks = [c for c in repo.list_checkpoints(s, task_id=job.task_id) if c.stage == "si"]
+    assert job.status == "done", job.error
+    assert job.message.startswith("practice stopped at iteration 2: greedy success 10 % is below the start's 80 %")
+    assert len(cks) == 2 and all(c.metrics["eval_gain_hi"] < 0 and c.metrics["eval_gain_seeds"] == 20 for c in cks)
+    assert all(c.metrics["start_checkpoint_id"] is not None for c in cks)
+
+
 def test_a_refined_reward_model_gets_its_threshold_recalibrated_over_the_tasks(tmp_path, stage1):
     """The task has its own s, chosen for the unrefined model: with refine_episodes the check
     re-calibrates s for the refined one, and the task shows the detector before and after."""
