@@ -72,6 +72,7 @@ def main(argv=None) -> dict:
     from core.evaluate import evaluate_policy
     from core.practice import PracticeConfig, run_practice
     from core.sft import SFTConfig, train_sft
+    from core.stats import paired_gain
     from sim_backends.metaworld_backend.tasks import resolve_tasks
 
     t0 = time.perf_counter()
@@ -101,10 +102,13 @@ def main(argv=None) -> dict:
     _, meta = load_checkpoint(sft["best_stg"])
     backend, env_config = meta["backend"], meta["env_config"]
 
+    outcomes: dict[str, list[int]] = {}  # checkpoint -> success per test seed, in seed order
+
     def per_task(ckpt: str) -> dict[str, dict[str, Any]]:
         model, _ = load_checkpoint(ckpt)
-        rep, _ = evaluate_policy(model, backend, env_config, plan["eval_per_task"] * nt, threshold_s=1.0,
-                                 n_envs=4)
+        rep, recs = evaluate_policy(model, backend, env_config, plan["eval_per_task"] * nt, threshold_s=1.0,
+                                    n_envs=4)
+        outcomes[ckpt] = [int(bool(r.success)) for r in recs]
         if not rep.per_task:  # a single task: the backend is that task's own
             return {tasks[0]: {"episodes": rep.episodes, "success": rep.success, "success_ci": rep.success_ci}}
         return rep.per_task
@@ -122,9 +126,12 @@ def main(argv=None) -> dict:
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
                 "si_ci": after[t]["success_ci"], "episodes": after[t]["episodes"]} for t in bc}
     mean = lambda k: sum(r[k] for r in rows.values()) / max(1, len(rows))  # noqa: E731
+    # Both evaluations run the same test seeds (the same number per task): the gain is paired.
+    g = paired_gain(outcomes[sft["best_policy"]], outcomes[si["best"]])
     result = {
         "tasks": list(tasks), "per_task": rows, "bc_mean": mean("bc"), "si_mean": mean("si"),
         "si_gain_points": 100 * (mean("si") - mean("bc")), "si_episodes": si["episodes"],
+        "si_gain_ci_points": [100 * g["ci"][0], 100 * g["ci"][1]], "si_gain_p": g["p"],
         "si_best_iteration": si["best_iteration"], "demos_per_task": plan["demos_per_task"],
         "detector_precision": chk["precision"], "detector_recall": chk["recall"],
         "detector_threshold_s": chk["threshold_s"], "detector_counts": chk["counts"],

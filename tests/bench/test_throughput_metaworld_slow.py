@@ -32,6 +32,8 @@ def test_metaworld_bench_on_one_task_reports_bc_si_and_the_detector(tmp_path, ca
     for key in ("bc", "si"):
         assert 0.0 <= row[key] <= 1.0
     assert result["si_episodes"] >= 4
+    lo, hi = result["si_gain_ci_points"]  # BC and SI on the same test seeds: a paired interval
+    assert lo <= result["si_gain_points"] <= hi and 0.0 <= result["si_gain_p"] <= 1.0
     assert 0.0 <= result["detector_precision"] <= 1.0 and 0.0 <= result["detector_recall"] <= 1.0
     assert result["labels_used"] == 4 and 0.0 <= result["detector_unrefined"]["precision"] <= 1.0
 
