@@ -32,6 +32,7 @@ with db.read() as s:
     metric_names = sorted(task_metrics) or repo.metric_names(s)
     checkpoints = repo.list_checkpoints(s, task_id=task_id, limit=100)
     promoted = repo.get_promoted(s, task_id)
+    stopped = queries.latest_practice_stop(s, task_id)
 
 curve = queries.success_curve(rows, bucket)
 complete = curve[:-1] if len(rows) % bucket and len(curve) > 1 else curve  # the metric skips a partial last block
@@ -62,6 +63,8 @@ if paired is not None:
              f"({paired['gained']} seeds newly succeed, {paired['lost']} no longer do; Newcombe's paired interval, "
              f"exact McNemar p = {paired['p']:.3g}). Pairing cancels the spread of seed difficulty both share, so "
              "it can tell a rise from noise where the two success intervals on the chart still overlap.")
+if stopped is not None:
+    st.warning(f"Practice job {stopped['job_id']} stopped itself: {stopped['reason']}")
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.success_vs_episodes(curve, evaluated=points), width="stretch", key="succ_eps")

@@ -75,6 +75,15 @@ def evaluated_points(rows: list[dict[str, Any]], evaluated: dict[int, tuple[floa
     return out
 
 
+def latest_practice_stop(s: Session, task_id: int) -> Optional[dict[str, Any]]:
+    """The newest practice job of the task, when it ended by stopping itself on a drop in
+    evaluated success (``stop_reason`` in its result): {"job_id", "reason"}; else None."""
+    job = s.scalars(select(Job).where(Job.task_id == task_id, Job.kind == "practice")
+                    .order_by(Job.id.desc()).limit(1)).first()
+    reason = (job.result or {}).get("stop_reason") if job is not None else None
+    return {"job_id": job.id, "reason": reason} if reason else None
+
+
 def latest_paired_gain(checkpoints: list[Any]) -> Optional[dict[str, Any]]:
     """The newest checkpoint whose evaluation was paired seed by seed with its practice
     session's start (practice writes ``eval_gain*`` into the iteration's metrics): the gain

@@ -151,11 +151,22 @@ def test_training_page_says_whether_the_paired_gain_is_beyond_noise(app, seeded)
                       "eval_gain_hi": g["ci"][1], "eval_gain_p": g["p"], "eval_gain_seeds": 50,
                       "eval_gained": 10, "eval_lost": 0, "start_checkpoint_id": seeded.checkpoint_ids[0]}
     at = _ok(app("training", "viewer").run())
+    assert not at.warning  # no practice job stopped itself
     text = " ".join(m.value for m in at.markdown)
     lo, hi = round(100 * g["ci"][0]), round(100 * g["ci"][1])
     assert (f"Checkpoint #{seeded.checkpoint_ids[-1]} vs #{seeded.checkpoint_ids[0]}, on the same 50 seeds: "
             f"+20 pts, 95 % interval [+{lo}, +{hi}]: rise beyond noise") in text
     assert lo > 0
+
+
+def test_training_page_warns_when_practice_stopped_itself_on_a_drop(app, seeded):
+    db = init_db(seeded.url)
+    reason = "practice stopped at iteration 50: greedy success 23 % is below the start's 48 % beyond noise"
+    with db.write() as s:
+        job = repo.enqueue_job(s, "practice", {}, task_id=seeded.task_id)
+        job.status, job.result = "done", {"stop_reason": reason, "iterations": 50}
+    at = _ok(app("training", "viewer").run())
+    assert [w.value for w in at.warning] == [f"Practice job {job.id} stopped itself: {reason}"]
 
 
 def test_data_page_renders(app):
