@@ -313,6 +313,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="before the check, refine the reward model on N rollouts of the starting policy labeled "
                         "by the simulator's ground truth (N labels; default 0 = the paper's label-free recipe)")
     p.add_argument("--refine-steps", dest="refine_steps", type=int, help="gradient steps of the refinement (default 400)")
+    p.add_argument("--refine-every", dest="refine_every", type=int,
+                   help="refine the reward model again every N iterations on those iterations' practice episodes, "
+                        "labeled by the simulator's ground truth (real robots: supervisors' verdicts); "
+                        "keeps a policy from gaming the detector (default 0 = off)")
     p.add_argument("--refine-frozen-vision", dest="refine_train_vision", action="store_const", const=False,
                    help="keep the reward model's image pathway frozen while refining (default: trained)")
     p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")

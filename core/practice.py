@@ -115,6 +115,16 @@ class PracticeConfig:
     """Let the refinement train the reward model's image pathway too (it is a separate copy:
     the policy's stays frozen). Frozen, the head could not tell a pressed button from a
     near-miss on Meta-World (README, issue 6 notes)."""
+    refine_every: int = 0
+    """Refine the reward model again every this many iterations, on the labeled practice
+    episodes of those iterations (no extra rollouts): a refinement fitted on the starting
+    policy's states is fooled again by a policy that moves away from them (the detector-gaming
+    collapse on Meta-World, README). Labels: the simulator's ground truth on simulated robots
+    (one per episode, counted as labels used); on real robots, only the episodes a supervisor
+    gave a verdict (Live page overrides). The refined model replaces ``reward_refined.pt``
+    (resume uses the latest); s is kept. 0 = off."""
+    refine_min_labels: int = 8
+    """A periodic refinement with fewer labeled episodes than this is skipped (and logged)."""
     min_precision: float = 0.5
     min_recall: float = 0.5
     eval_every: int = 5
@@ -229,18 +239,11 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
                         greedy=False, keep_frames=True, stop_on_ground_truth=True, generator=gen,
                         control=_control(interrupt))
     labeled = [from_record(r) for r in recs if not r.error and r.frames]
-    demos: list = []
-    try:
-        from core.dataset import load_datasets
-
-        _, demos = load_datasets(rmeta["dataset"]) if rmeta.get("dataset") else (None, [])
-    except (OSError, ValueError) as e:
-        log(f"refinement without demonstrations (cannot read {rmeta.get('dataset')}: {e})")
     refined = copy.deepcopy(reward)
     refined.disable_compiled_inference()
     stats = refine_reward(refined, labeled, spec.threshold_s,
                           RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision, seed=cfg.seed),
-                          demos=demos)
+                          demos=_reward_demos(rmeta, log))
     stats["seconds"] = time.perf_counter() - t0
     save_checkpoint(path, refined, {**rmeta, "stage": "reward_refined", "refined_from": cfg.reward_checkpoint,
                                     "refine": stats})
@@ -253,6 +256,58 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     if cfg.compile and compile_enabled():
         refined.compile_inference(fleet.size, warm_up=True)
     return refined
+
+
+def _reward_demos(rmeta: dict[str, Any], log: Callable[..., None]) -> list:
+    """The reward model's Stage-1 demonstrations (mixed into every refinement step so the
+    head keeps what it knew); none if they cannot be read (said in the log)."""
+    try:
+        from core.dataset import load_datasets
+
+        return load_datasets(rmeta["dataset"])[1] if rmeta.get("dataset") else []
+    except (OSError, ValueError) as e:
+        log(f"refinement without demonstrations (cannot read {rmeta.get('dataset')}: {e})")
+        return []
+
+
+def practice_label(rec: EpisodeRecord, verdict: bool | None, knows_success: bool):
+    """A practice episode as a labeled episode for the reward model's refinement, or None
+    when it has no label: a supervisor's verdict wins (success at the last frame); else the
+    simulator's ground truth where the fleet has one (success at the first frame it held)."""
+    from core.refine import LabeledEpisode, from_record
+
+    if not rec.frames or rec.error:
+        return None
+    if verdict is not None:
+        return LabeledEpisode(np.stack(rec.frames), np.stack(rec.proprio).astype(np.float32), rec.instruction,
+                              bool(verdict), None, rec.seed)
+    return from_record(rec) if knows_success else None
+
+
+def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: PracticeConfig, out: Path,
+             rmeta: dict[str, Any], demos: list, iteration: int, fleet_size: int,
+             interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
+    """Refine ``reward`` in place on ``labeled`` practice episodes (``refine_every``), save it
+    as ``reward_refined.pt`` and recompile its rollout forward; returns the figures.
+    ``interrupt`` may raise between gradient steps: the file on disk is then the previous
+    refinement (the in-memory model is abandoned with the iteration)."""
+    from core.refine import RefineConfig, refine_reward
+
+    t0 = time.perf_counter()
+    reward.disable_compiled_inference()
+    stats = refine_reward(reward, labeled, spec.threshold_s,
+                          RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision,
+                                       seed=cfg.seed * 1_000 + iteration), demos=demos, interrupt=interrupt)
+    reward.eval().requires_grad_(False)
+    stats["seconds"] = time.perf_counter() - t0
+    stats["iteration"] = iteration
+    save_checkpoint(out / "reward_refined.pt", reward, {**rmeta, "stage": "reward_refined",
+                                                        "refined_from": cfg.reward_checkpoint,
+                                                        "refined_at_iteration": iteration, "refine": stats})
+    _append(out / "refine_log.jsonl", stats)
+    if cfg.compile and compile_enabled():
+        reward.compile_inference(fleet_size, warm_up=True)
+    return stats
 
 
 def _control(interrupt: Callable[[], None] | None) -> Callable[[int, EpisodeRecord], None] | None:
@@ -321,7 +376,7 @@ def drop_message(row: dict[str, Any], state: dict[str, Any], rows: list[dict[str
     best = state.get("best_iteration")
     msg += (f" The best checkpoint (iteration {best}, {100 * state['best_success']:.0f} %) is kept in best.pt. "
             "What would help: re-check the detector against labels (Review page, or the detector check with "
-            "more rollouts), refine it on labeled rollouts of a recent policy (refine_episodes), a larger s with "
+            "more rollouts), refine it on the labeled practice episodes as practice goes (refine_every), a larger s with "
             "patience, or a smaller learning rate; stop_after_drops 0 practises on regardless.")
     return msg
 
@@ -456,7 +511,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     try:
         check_path = out / "detector_check.json"
         unrefined, reward_path = None, cfg.reward_checkpoint
-        if cfg.refine_episodes:
+        if cfg.refine_episodes or (cfg.refine_every and (out / "reward_refined.pt").exists()):
             unrefined = reward
             reward = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log, interrupt)
             reward_path = str(out / "reward_refined.pt")
@@ -511,6 +566,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             state.pop("stop_reason", None)
         t0 = time.perf_counter() - state["seconds"]
         n_frames, bins = policy.config.n_frames, policy.config.action_bins
+        window: list = []  # labeled practice episodes since the last refinement (refine_every)
+        demos: list | None = None
         while not state["done"]:
             it = state["iteration"] + 1
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
@@ -548,6 +605,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                     now = outcome_override(rec)
                     if now is None or now == verdict:
                         continue
+                    spans[k] = (rec, start, now, d_last)
                     rec.d[-1] = d_last
                     apply_override(rec, now)
                     returns, ep_returns[k] = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
@@ -571,9 +629,32 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 opt.step()
                 losses.append(loss.item())
             buffer.clear()
-            state["iteration"], state["episodes"] = it, state["episodes"] + used
-            row = {"iteration": it, "episodes_total": state["episodes"], **_episode_stats(recs, ep_returns),
+            row = {"iteration": it, "episodes_total": state["episodes"] + used, **_episode_stats(recs, ep_returns),
                    "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
+            if cfg.refine_every:
+                knows = bool(getattr(fleet, "knows_success", True))
+                window += [lab for lab in (practice_label(r, v, knows) for r, _, v, _ in spans) if lab is not None]
+                if it % cfg.refine_every == 0:
+                    if len(window) < cfg.refine_min_labels:
+                        log(f"iteration {it}: refinement skipped: {len(window)} labeled episodes "
+                            f"(refine_min_labels {cfg.refine_min_labels})")
+                    else:
+                        demos = _reward_demos(rmeta, log) if demos is None else demos
+                        rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, fleet.size, interrupt)
+                        reward_path = str(out / "reward_refined.pt")
+                        state["labels_used"] = state.get("labels_used", 0) + rs["labeled_episodes"]
+                        row.update(refine_labels=rs["labeled_episodes"], refine_label_success=rs["labeled_success"],
+                                   refine_seconds=round(rs["seconds"], 1),
+                                   refine_d_fail_min=[rs["before"]["d_fail_min_mean"], rs["after"]["d_fail_min_mean"]],
+                                   refine_d_goal=[rs["before"]["d_goal_mean"], rs["after"]["d_goal_mean"]],
+                                   labels_total=state["labels_used"])
+                        log(f"iteration {it}: reward model refined on {rs['labeled_episodes']} labeled practice "
+                            f"episodes ({rs['labeled_success']} successes) in {rs['seconds']:.0f} s: lowest d of "
+                            f"failed episodes (mean) {rs['before']['d_fail_min_mean']:.2f} -> "
+                            f"{rs['after']['d_fail_min_mean']:.2f}, d at the goal "
+                            f"{rs['before']['d_goal_mean']:.2f} -> {rs['after']['d_goal_mean']:.2f}")
+                    window = []
+            state["iteration"], state["episodes"] = it, state["episodes"] + used
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
                 ev = evaluate()
                 row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"],

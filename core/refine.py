@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -182,11 +182,13 @@ class RefineConfig:
 
 
 def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshold_s: float,
-                  cfg: RefineConfig = RefineConfig(), demos: Sequence[Episode] = ()) -> dict[str, Any]:
+                  cfg: RefineConfig = RefineConfig(), demos: Sequence[Episode] = (),
+                  interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
     """Fine-tune ``model``'s steps-to-go pathway in place on ``labeled`` rollouts (plus
     ``demos``, the Stage-1 loss, in every step). Returns what was done and the separation
     before/after on the labeled episodes themselves (training figures: measure precision
-    on fresh rollouts, as practice's detector check does)."""
+    on fresh rollouts, as practice's detector check does). ``interrupt()``, called before
+    every step, may raise to abandon it (a worker asked to stop)."""
     if not labeled:
         raise ValueError("refining the reward model needs at least one labeled episode")
     n_ok = sum(e.success for e in labeled)
@@ -211,6 +213,8 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
     losses = []
     try:
         for _ in range(cfg.steps):
+            if interrupt is not None:
+                interrupt()
             idx = rng.integers(0, len(table), cfg.batch_size)
             b = table.batch(idx, mc.n_frames, mc.action_bins)
             _, logits = model.predict(b)

@@ -614,6 +614,9 @@ class PracticeRunner:
         if "eval_gain" in row:
             ev += (f" ({format_points(row['eval_gain'])} pts since the start on the same {row['eval_gain_seeds']} "
                    f"seeds, 95 % interval [{format_points(row['eval_gain_lo'])}, {format_points(row['eval_gain_hi'])}])")
+        if "refine_labels" in row:
+            ev += (f"; reward model re-refined on {row['refine_labels']} labeled practice episodes "
+                   f"({row['labels_total']} labels so far)")
         self.ctx.message = (f"iteration {row['iteration']}: {self.episodes_total}/{cfg.max_episodes} episodes, "
                             f"mean return {row.get('mean_return', 0.0):.2f}{ev}")
         self.ctx.state = {"iteration": row["iteration"], "episodes": self.episodes_total,

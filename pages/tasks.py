@@ -85,6 +85,12 @@ with left:
                                  help="the starting policy's own rollouts, labeled by the simulator's ground "
                                       "truth, re-train a copy of the steps-to-go model so near-misses stop "
                                       "firing the detector (README: Refining the detector with labels)")
+        every = st.number_input("Re-refine it every N iterations on the practice episodes (0 = off)",
+                                min_value=0, max_value=1000, value=0, step=5,
+                                help="as practice goes, the episodes of the last N iterations (labeled by the "
+                                     "simulator's ground truth; on real robots, by the supervisors' verdicts on "
+                                     "Live) refine the steps-to-go model again, so a policy that finds new "
+                                     "near-misses cannot game the detector for long")
         extra_text = st.text_input("Extra practice params (JSON, optional)", value="",
                                    placeholder='{"check_episodes": 0, "max_episodes": 500}',
                                    help="any practice job param of the worker (python -m core.worker --params)")
@@ -95,6 +101,8 @@ with left:
             extra = actions.parse_extra(extra_text)
             if refine:
                 extra = {"refine_episodes": int(refine), **extra}
+            if every:
+                extra = {"refine_every": int(every), **extra}
         except ValueError as e:
             st.error(str(e))
             extra = None

@@ -305,3 +305,101 @@ def test_one_drop_or_a_change_within_noise_does_not_stop_practice(stage1, tmp_pa
     res = run_practice(_cfg(stage1, tmp_path / "si", max_episodes=12, eval_every=1, plateau_evals=100),
                        progress=False)
     assert res["stop_reason"] is None and res["episodes"] >= 12
+
+
+def _rec(gt, seed=1, frames=True):
+    n = len(gt)
+    return EpisodeRecord(seed=seed, instruction="push the red block to the blue block", d=[3.0] * n, gt=list(gt),
+                         actions=[np.zeros(2)] * (n - 1),
+                         frames=[np.full((8, 8, 3), t, np.uint8) for t in range(n)] if frames else [],
+                         proprio=[np.zeros(4, np.float32)] * n)
+
+
+def test_a_practice_episode_is_labeled_by_a_verdict_first_then_by_ground_truth():
+    from core.practice import practice_label
+
+    lab = practice_label(_rec([False, False, True, True]), None, knows_success=True)
+    assert lab.success and lab.goal_index == 2 and lab.frames.shape == (4, 8, 8, 3)
+    lab = practice_label(_rec([False, False, False]), None, knows_success=True)
+    assert not lab.success
+    # A supervisor's verdict beats the simulator's flag (success at the last frame).
+    lab = practice_label(_rec([False, False, False]), True, knows_success=True)
+    assert lab.success and lab.goal_index is None
+    assert not practice_label(_rec([False, True]), False, knows_success=True).success
+    # Real robots: no verdict, no label; no frames or a crashed robot's episode: no label.
+    assert practice_label(_rec([False, True]), None, knows_success=False) is None
+    assert practice_label(_rec([False, True]), True, knows_success=False).success
+    assert practice_label(_rec([True], frames=False), None, knows_success=True) is None
+
+
+def _stg_weights(path):
+    from core.checkpoint import read_checkpoint
+
+    return read_checkpoint(path)["state_dict"]
+
+
+def test_practice_re_refines_the_reward_model_on_its_labeled_episodes_and_resumes_with_it(stage1, tmp_path):
+    from core.checkpoint import read_checkpoint
+
+    out = tmp_path / "rerefine"
+    res = run_practice(_cfg(stage1, out, refine_every=1, refine_min_labels=1, refine_steps=2, eval_every=0,
+                            max_episodes=4), progress=False)
+    refined = out / "reward_refined.pt"
+    assert res["reward_checkpoint"] == str(refined) and refined.exists()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    it_rows = [r for r in rows if r["iteration"] > 0]
+    assert len(it_rows) == res["iterations"] >= 2
+    total = 0
+    for r in it_rows:  # every iteration's episodes, all labeled by ground truth (simulated robots)
+        assert r["refine_labels"] == r["episodes"] and 0 <= r["refine_label_success"] <= r["refine_labels"]
+        total += r["refine_labels"]
+        assert r["labels_total"] == total and len(r["refine_d_fail_min"]) == 2
+    log = [json.loads(x) for x in (out / "refine_log.jsonl").read_text().splitlines()]
+    assert [x["iteration"] for x in log] == [r["iteration"] for r in it_rows]
+    meta = read_checkpoint(refined)["meta"]
+    assert meta["stage"] == "reward_refined" and meta["refined_at_iteration"] == res["iterations"]
+    assert read_checkpoint(out / f"iter_{res['iterations']:04d}.pt")["meta"]["reward_checkpoint"] == str(refined)
+    # The refinement changed the steps-to-go pathway, not the action head.
+    base, new = _stg_weights(stage1 / "best_stg.pt"), _stg_weights(refined)
+    changed = [k for k in base if not torch.equal(base[k], new[k])]
+    assert changed and not any(k.startswith("action_head") for k in changed)
+    # Resumed with a larger budget: practice goes on with the latest refined model and refines it again.
+    before = _stg_weights(refined)
+    res2 = run_practice(_cfg(stage1, out, refine_every=1, refine_min_labels=1, refine_steps=2, eval_every=0,
+                             max_episodes=res["episodes"] + 2), progress=False)
+    assert res2["iterations"] > res["iterations"] and res2["reward_checkpoint"] == str(refined)
+    assert read_checkpoint(refined)["meta"]["refined_at_iteration"] == res2["iterations"]
+    after = _stg_weights(refined)
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    assert len((out / "refine_log.jsonl").read_text().splitlines()) == res2["iterations"]
+
+
+def test_on_real_robots_only_episodes_with_a_supervisor_verdict_refine_the_reward_model(stage1, tmp_path):
+    class RealRobots(LocalFleet):
+        knows_success = False
+
+    def fleet():
+        return RealRobots(lambda: make_env("tabletop", {"family": "block2block", "image_size": 32}), 2)
+
+    kw = dict(refine_every=1, refine_min_labels=1, refine_steps=2, eval_every=0, check_episodes=0, max_episodes=4)
+    f = fleet()
+    try:  # no verdicts: nothing to learn from, the refinement is skipped and said so
+        res = run_practice(_cfg(stage1, tmp_path / "none", **kw), progress=False, fleet=f)
+    finally:
+        f.close()
+    assert res["reward_checkpoint"].endswith("best_stg.pt") and not (tmp_path / "none" / "reward_refined.pt").exists()
+    rows = [json.loads(x) for x in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines()]
+    assert not any("refine_labels" in r for r in rows)
+    f = fleet()
+    def verdict(rec):  # a supervisor marked every other episode a failure
+        return False if rec.seed % 2 == 0 else None
+
+    try:
+        res = run_practice(_cfg(stage1, tmp_path / "some", **kw), progress=False, fleet=f, outcome_override=verdict)
+    finally:
+        f.close()
+    rows = [json.loads(x) for x in (tmp_path / "some" / "metrics.jsonl").read_text().splitlines()]
+    labeled = [r for r in rows if "refine_labels" in r]
+    assert labeled and all(r["refine_label_success"] == 0 for r in labeled)
+    assert sum(r["refine_labels"] for r in labeled) <= sum(r["episodes"] for r in rows if r["iteration"] > 0)
+    assert (tmp_path / "some" / "reward_refined.pt").exists()

@@ -61,12 +61,13 @@ def test_tasks_page_starts_and_stops_a_session(app, seeded):
 def test_tasks_page_starts_practice_with_a_detector_refinement(app, seeded):
     at = _ok(app("tasks", "supervisor").run())
     next(n for n in at.number_input if n.label.startswith("Refine the detector")).set_value(100)
+    next(n for n in at.number_input if n.label.startswith("Re-refine it every")).set_value(10)
     _ok(_button(at, "Start practice session").click().run())
     db = init_db(seeded.url)
     with db.read() as s:
         newest = repo.list_sessions(s, limit=1)[0]
         job = repo.list_jobs(s, session_id=newest.id)[0]
-    assert job.params["refine_episodes"] == 100
+    assert job.params["refine_episodes"] == 100 and job.params["refine_every"] == 10
     with db.write() as s:
         repo.stop_session(s, newest.id, actor=repo.get_user(s, "supervisor"))
 

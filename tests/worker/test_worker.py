@@ -448,3 +448,19 @@ def test_practices_larger_start_evaluation_replaces_a_smaller_one_on_the_same_se
     else:
         assert (ck.eval_success, ck.eval_episodes) == (first["eval_success"], 2)
         assert ck.metrics["evaluated_by_job"] == job_id
+
+
+def test_a_practice_job_re_refining_its_detector_records_the_labels_with_each_checkpoint(tmp_path, stage1):
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(
+            stage1, refine_every=1, refine_min_labels=1, refine_steps=2, max_episodes=4, eval_every=0,
+            eval_episodes=0)).id
+    assert Worker(db, name="w1", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        cks = [c for c in repo.list_checkpoints(s, task_id=job.task_id) if c.stage == "si"]
+    assert job.status == "done", job.error
+    assert cks and all(c.metrics["refine_labels"] >= 1 for c in cks)
+    assert max(c.metrics["labels_total"] for c in cks) == sum(c.metrics["refine_labels"] for c in cks)
+    assert (tmp_path / "runs" / f"practice-job{job_id}" / "reward_refined.pt").exists()
