@@ -227,9 +227,12 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     from core.refine import RefineConfig, from_record, refine_reward
 
     path = out / "reward_refined.pt"
-    if path.exists():
+    if path.exists():  # resumed: the latest refinement, compiled like the model it replaces
         refined, _ = load_checkpoint(path, reward.queries.device)
-        return refined.eval().requires_grad_(False)
+        refined.eval().requires_grad_(False)
+        if cfg.compile and compile_enabled():
+            refined.compile_inference(fleet.size, warm_up=True)
+        return refined
     if not getattr(fleet, "knows_success", True):
         raise PracticeRefused("refine_episodes needs simulated robots: their ground truth labels the rollouts. "
                               "On real robots, label episodes in the Review page instead, or set refine_episodes 0")
@@ -694,7 +697,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             "best_iteration": state["best_iteration"], "episodes": state["episodes"],
             "iterations": state["iteration"], "seconds": state["seconds"], "last": summary,
             "threshold_s": spec.threshold_s, "inference": policy.inference_backend, "reward_checkpoint": reward_path,
-            "stop_reason": state.get("stop_reason")}
+            "reward_inference": reward.inference_backend,
+            "stop_reason": state.get("stop_reason"), "labels_used": state.get("labels_used", 0)}
 
 
 def _make_env(backend: str, env_config: dict[str, Any]):

@@ -209,7 +209,15 @@ def test_practice_rolls_out_with_the_compiled_forward_and_reports_it(stage1, tmp
     monkeypatch.setenv("DOJO_NO_COMPILE", "0")
     res = run_practice(_cfg(stage1, tmp_path / "compiled", max_episodes=2), progress=False)
     assert res["inference"].startswith("compiled (batch 2, compiled in"), res["inference"]
-    assert res["iterations"] >= 1
+    assert res["iterations"] >= 1 and res["reward_inference"].startswith("compiled (batch 2")
+    # Resumed with a refined reward model read back from the run directory: still compiled
+    # (it used to come back eager, ~2x slower rollouts for the rest of the run).
+    kw = dict(refine_episodes=2, refine_steps=1, check_episodes=0)
+    first = run_practice(_cfg(stage1, tmp_path / "refined", max_episodes=2, **kw), progress=False)
+    again = run_practice(_cfg(stage1, tmp_path / "refined", max_episodes=first["episodes"] + 2, **kw),
+                         progress=False)
+    assert again["iterations"] > first["iterations"]
+    assert again["reward_inference"].startswith("compiled (batch 2"), again["reward_inference"]
     off = run_practice(_cfg(stage1, tmp_path / "eager", max_episodes=2, compile=False), progress=False)
     assert off["inference"] == "eager"
 
@@ -354,6 +362,7 @@ def test_practice_re_refines_the_reward_model_on_its_labeled_episodes_and_resume
         assert r["refine_labels"] == r["episodes"] and 0 <= r["refine_label_success"] <= r["refine_labels"]
         total += r["refine_labels"]
         assert r["labels_total"] == total and len(r["refine_d_fail_min"]) == 2
+    assert res["labels_used"] == total
     log = [json.loads(x) for x in (out / "refine_log.jsonl").read_text().splitlines()]
     assert [x["iteration"] for x in log] == [r["iteration"] for r in it_rows]
     meta = read_checkpoint(refined)["meta"]
