@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refine the reward model again every N iterations on those iterations' practice episodes, "
                         "labeled by the simulator's ground truth (real robots: supervisors' verdicts); "
                         "keeps a policy from gaming the detector (default 0 = off)")
+    p.add_argument("--detector-tolerance", dest="detector_tolerance", type=int,
+                   help="steps a detector may fire before ground truth and still count as right in the check and "
+                        "its calibration (default 3; 0 = strict: a fire ends the episode, so an early one is a miss)")
     p.add_argument("--refine-frozen-vision", dest="refine_train_vision", action="store_const", const=False,
                    help="keep the reward model's image pathway frozen while refining (default: trained)")
     p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")

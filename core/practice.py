@@ -122,9 +122,17 @@ class PracticeConfig:
     collapse on Meta-World, README). Labels: the simulator's ground truth on simulated robots
     (one per episode, counted as labels used); on real robots, only the episodes a supervisor
     gave a verdict (Live page overrides). The refined model replaces ``reward_refined.pt``
-    (resume uses the latest); s is kept. 0 = off."""
+    (resume uses the latest). Where s is calibrated (no threshold_s given), every third
+    episode of the window is held out of the refinement and s is re-calibrated on those
+    (F-beta as in the check, precision/recall reported on half of them), since each
+    refinement moves d's scale. 0 = off."""
     refine_min_labels: int = 8
     """A periodic refinement with fewer labeled episodes than this is skipped (and logged)."""
+    detector_tolerance: int = DEFAULT_TOLERANCE
+    """Steps: a detector firing this close before ground truth counts as right when the
+    check (and a periodic refinement) scores and calibrates it. A detector that ends the
+    episode a step before the goal ends it unsolved, so 0 is the strict setting (Meta-World's
+    button press: fires just before the press paid the policy for stopping short)."""
     min_precision: float = 0.5
     min_recall: float = 0.5
     eval_every: int = 5
@@ -297,11 +305,20 @@ def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: Practic
     from core.refine import RefineConfig, refine_reward
 
     t0 = time.perf_counter()
+    recalibrate = cfg.threshold_s is None and cfg.calibrate_on_rollouts and len(labeled) >= 12
+    held = labeled[::3] if recalibrate else []
+    fit = [e for i, e in enumerate(labeled) if i % 3] if recalibrate else labeled
     reward.disable_compiled_inference()
-    stats = refine_reward(reward, labeled, spec.threshold_s,
+    stats = refine_reward(reward, fit, spec.threshold_s,
                           RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision,
                                        seed=cfg.seed * 1_000 + iteration), demos=demos, interrupt=interrupt)
     reward.eval().requires_grad_(False)
+    if held:
+        from core.refine import episode_d
+
+        pairs = [(list(d), [e.success and t >= (len(d) - 1 if e.goal_index is None else e.goal_index)
+                            for t in range(len(d))]) for d, e in zip(episode_d(reward, held), held)]
+        stats["check"] = score_check(pairs, spec, cfg.detector_tolerance, True, cfg.calibration_beta)
     stats["seconds"] = time.perf_counter() - t0
     stats["iteration"] = iteration
     save_checkpoint(out / "reward_refined.pt", reward, {**rmeta, "stage": "reward_refined",
@@ -520,6 +537,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             reward_path = str(out / "reward_refined.pt")
         if cfg.check_episodes and not check_path.exists():
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
+                                 tolerance=cfg.detector_tolerance,
                                  calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts,
                                  beta=cfg.calibration_beta, baseline=unrefined, interrupt=interrupt)
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
@@ -542,6 +560,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                     f"(bar: {cfg.min_precision:.2f} / {cfg.min_recall:.2f}; s = {spec.threshold_s:.2f}, "
                     f"patience {spec.patience}). What would help: more demonstrations for Stage 1, a larger "
                     f"s with more patience (--patience), or a better image encoder. Figures: {check_path}")
+        if state.get("threshold_s") is not None:  # re-calibrated by a periodic refinement
+            spec = DetectorSpec(float(state["threshold_s"]), spec.patience)
         def evaluate() -> dict[str, Any]:
             if on_phase is not None:
                 on_phase("evaluating")
@@ -645,8 +665,17 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                         demos = _reward_demos(rmeta, log) if demos is None else demos
                         rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, fleet.size, interrupt)
                         reward_path = str(out / "reward_refined.pt")
-                        state["labels_used"] = state.get("labels_used", 0) + rs["labeled_episodes"]
-                        row.update(refine_labels=rs["labeled_episodes"], refine_label_success=rs["labeled_success"],
+                        state["labels_used"] = state.get("labels_used", 0) + len(window)
+                        if "check" in rs:
+                            c = rs["check"]
+                            spec = DetectorSpec(c["threshold_s"], spec.patience)
+                            state["threshold_s"] = c["threshold_s"]
+                            row.update(refine_threshold_s=c["threshold_s"], refine_precision=c["precision"],
+                                       refine_recall=c["recall"], refine_held_out=len(window[::3]))
+                            log(f"iteration {it}: s re-calibrated to {c['threshold_s']:.2f} on held-out practice "
+                                f"episodes: precision {c['precision']:.2f} recall {c['recall']:.2f} "
+                                f"({c['episodes']} scored)")
+                        row.update(refine_labels=len(window), refine_label_success=sum(e.success for e in window),
                                    refine_seconds=round(rs["seconds"], 1),
                                    refine_d_fail_min=[rs["before"]["d_fail_min_mean"], rs["after"]["d_fail_min_mean"]],
                                    refine_d_goal=[rs["before"]["d_goal_mean"], rs["after"]["d_goal_mean"]],

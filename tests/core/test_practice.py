@@ -412,3 +412,30 @@ def test_on_real_robots_only_episodes_with_a_supervisor_verdict_refine_the_rewar
     assert labeled and all(r["refine_label_success"] == 0 for r in labeled)
     assert sum(r["refine_labels"] for r in labeled) <= sum(r["episodes"] for r in rows if r["iteration"] > 0)
     assert (tmp_path / "some" / "reward_refined.pt").exists()
+
+
+def test_a_periodic_refinement_recalibrates_s_on_practice_episodes_it_held_out(stage1, tmp_path):
+    from core.checkpoint import read_checkpoint
+
+    out = tmp_path / "recal"
+    kw = dict(refine_every=2, refine_min_labels=1, refine_steps=2, eval_every=0, check_episodes=4,
+              threshold_s=None, detector_tolerance=0, tuples_per_iteration=400, minibatch=100, max_episodes=16)
+    res = run_practice(_cfg(stage1, out, **kw), progress=False)
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    done = [r for r in rows if "refine_labels" in r]
+    assert done, rows
+    log = [json.loads(x) for x in (out / "refine_log.jsonl").read_text().splitlines()]
+    for r, entry in zip(done, log):
+        assert r["refine_labels"] >= 12, r  # enough labels to hold some out
+        held = len(range(0, r["refine_labels"], 3))
+        assert r["refine_held_out"] == held and entry["labeled_episodes"] == r["refine_labels"] - held
+        assert 0.25 <= r["refine_threshold_s"] <= 8.0 and 0 <= r["refine_precision"] <= 1
+        assert entry["check"]["tolerance"] == 0 and entry["check"]["episodes"] == held - held // 2
+    state = json.loads((out / "state.json").read_text())
+    assert state["threshold_s"] == done[-1]["refine_threshold_s"] == res["threshold_s"]
+    assert read_checkpoint(out / "reward_refined.pt")["meta"]["refined_at_iteration"] == done[-1]["iteration"]
+    # An explicit s is the supervisor's: refinements keep it.
+    fixed = run_practice(_cfg(stage1, tmp_path / "fixed", **{**kw, "threshold_s": 1.5}), progress=False)
+    assert fixed["threshold_s"] == 1.5
+    assert not any("refine_threshold_s" in json.loads(x)
+                   for x in (tmp_path / "fixed" / "metrics.jsonl").read_text().splitlines())
