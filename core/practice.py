@@ -41,6 +41,7 @@ from core.stats import format_points, paired_gain, precision_recall_f1, wilson_i
 
 PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
 CHECK_SEED0 = 3_000_000  # held-out rollouts for the pre-practice detector check
+WIDE_CANDIDATES = tuple(float(x) for x in np.round(np.arange(0.25, 20.01, 0.25), 2))  # s tried for a refined model
 REFINE_SEED0 = 5_000_000  # labeled rollouts that refine the reward model (disjoint from the check's)
 
 
@@ -198,7 +199,9 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
                         reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen,
                         keep_frames=baseline is not None, control=_control(interrupt))
     recs = [r for r in recs if not r.error]
-    out = score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta)
+    # A refined model (``baseline`` given) may read the goal at d ~ 8-15: try s up to 20 for it.
+    out = score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta,
+                      wide=baseline is not None)
     if baseline is not None:
         from core.refine import episode_d, from_record
 
@@ -208,12 +211,15 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
 
 
 def score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec, tolerance: int,
-                 calibrate: bool, beta: float) -> dict[str, Any]:
+                calibrate: bool, beta: float, wide: bool = False) -> dict[str, Any]:
     held = pairs
     s_used, source = spec.threshold_s, "given"
     if calibrate and len(pairs) >= 4:
         fit, held = pairs[: len(pairs) // 2], pairs[len(pairs) // 2:]
-        s_used, _ = S.calibrate_threshold(fit, patience=spec.patience, tolerance=tolerance, beta=beta)
+        # ``wide``: up to 20 steps, for a refined reward model, which can read the goal at
+        # d ~ 8-15 (its failure frames were pushed far above); else the usual 0.25-8.
+        s_used, _ = S.calibrate_threshold(fit, candidates=WIDE_CANDIDATES if wide else None,
+                                          patience=spec.patience, tolerance=tolerance, beta=beta)
         source = f"calibrated on {len(fit)} rollouts" + (f" (max F{beta:g})" if beta != 1.0 else " (max F1)")
     counts = S.DetectorCounts()
     for d, gt in held:
@@ -318,7 +324,7 @@ def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: Practic
 
         pairs = [(list(d), [e.success and t >= (len(d) - 1 if e.goal_index is None else e.goal_index)
                             for t in range(len(d))]) for d, e in zip(episode_d(reward, held), held)]
-        stats["check"] = score_check(pairs, spec, cfg.detector_tolerance, True, cfg.calibration_beta)
+        stats["check"] = score_check(pairs, spec, cfg.detector_tolerance, True, cfg.calibration_beta, wide=True)
     stats["seconds"] = time.perf_counter() - t0
     stats["iteration"] = iteration
     save_checkpoint(out / "reward_refined.pt", reward, {**rmeta, "stage": "reward_refined",
