@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from storage.stats import format_points, mcnemar_exact_p, paired_gain, wilson_interval  # noqa: F401 - re-exported: core's reports use them
+from storage.stats import f_beta, format_points, mcnemar_exact_p, paired_gain, wilson_interval  # noqa: F401 - re-exported: core's reports use them
 
 
 def precision_recall_f1(counts) -> tuple[float, float, float]:
@@ -14,16 +14,6 @@ def precision_recall_f1(counts) -> tuple[float, float, float]:
     recall = tp / (tp + fn) if tp + fn else 0.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return precision, recall, f1
-
-
-def f_beta(precision: float, recall: float, beta: float = 1.0) -> float:
-    """F-beta score: beta < 1 weighs precision more (beta = 0.5: precision counts twice as
-    much as recall), beta = 1 is F1; 0 where both are 0."""
-    if beta <= 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
-    b2 = beta * beta
-    denom = b2 * precision + recall
-    return (1 + b2) * precision * recall / denom if denom else 0.0
 
 
 def percentiles_ms(seconds, qs=(50, 99)) -> dict[str, float]:

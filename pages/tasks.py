@@ -132,6 +132,12 @@ with right:
                    f"{', ' + str(cal['source']) if cal.get('source') else ''}); set s here to override it."
                    + (f" Before the refinement: precision {float(b.get('precision') or 0):.2f}, recall "
                       f"{float(b.get('recall') or 0):.2f}." if (b := cal.get("before_refinement")) else ""))
+    elif (task.detector_threshold is not None and cal.get("threshold_s") is not None
+          and abs(float(cal["threshold_s"]) - float(task.detector_threshold)) < 1e-9 and cal.get("source")):
+        st.caption(f"s = {float(task.detector_threshold):g} chosen from {cal['source']}: precision "
+                   f"{float(cal.get('precision') or 0):.2f}, recall {float(cal.get('recall') or 0):.2f}"
+                   f"{' (' + str(cal['counts']['censored']) + ' undecided)' if (cal.get('counts') or {}).get('censored') else ''}"
+                   "; the next practice session uses it.")
     if cal:
         st.caption("Calibration (how s was chosen)")
         st.json(cal, expanded=False)

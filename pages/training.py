@@ -94,6 +94,50 @@ else:
     c5.caption("Detector precision/recall appear once people label or override episodes (Review, Live).")
 c6.plotly_chart(charts.effort_and_gain(effort, per_hour), width="stretch", key="effort")
 
+st.subheader("Re-calibrate s from people's labels")
+with db.read() as s:
+    judged_sessions = repo.labeled_sessions(s, task_id)
+    task = repo.get_task(s, task_id)
+if not judged_sessions:
+    st.caption("Once reviewers label episodes (Review) or supervisors override the detector (Live), the detector is "
+               "replayed here at every threshold s on those episodes' stored steps-to-go curves, and the s that "
+               "best agrees with people can be applied to the task.")
+else:
+    shown = {x["session_id"]: f"session {x['session_id'] if x['session_id'] is not None else '-'}: "
+                              f"{x['judged']} judged, ran with s = {', '.join(f'{t:g}' for t in x['ran_with']) or '-'}"
+             for x in judged_sessions}
+    sid = st.selectbox("Practice session (one reward model, so one scale of steps-to-go)", list(shown),
+                       format_func=lambda v: shown.get(v, str(v)))
+    pat = st.number_input("Patience (steps in a row)", min_value=1, max_value=20, value=int(task.detector_patience),
+                          key="sweep_patience")
+    with db.read() as s:
+        sweep = repo.threshold_sweep(s, task_id, session_id=sid, patience=int(pat))
+    best = sweep["best"]
+    in_use = sweep["current"]
+    run = sweep["as_run"]
+    fmt = (lambda v: "-" if v is None else f"{v:.2f}")
+    st.caption(f"As it ran: precision {fmt(run['precision'])}, recall {fmt(run['recall'])} on {sweep['judged']} "
+               f"judged episodes (people's label, else override). An episode the live detector ended cannot tell "
+               "whether a stricter s would have fired later; those are left out of that s's figures.")
+    st.plotly_chart(charts.threshold_sweep(sweep["rows"], in_use, best["threshold"] if best else None),
+                    width="stretch", key="sweep")
+    if best is None:
+        st.info(sweep["reason"])
+    else:
+        st.markdown(f"**Suggested s = {best['threshold']:g}** (patience {sweep['patience']}): precision "
+                    f"{fmt(best['precision'])}, recall {fmt(best['recall'])}, F{sweep['beta']:g} "
+                    f"{best['f_beta']:.2f} on {sweep['judged'] - int(best['censored'])} decided episodes.")
+        may_edit = can(user, "edit_task")
+        if st.button(f"Use s = {best['threshold']:g} for {task.name}", disabled=not may_edit,
+                     help="sets the task's detector threshold; the next practice session uses it"):
+            if act(user, "edit_task", repo.apply_threshold_from_labels, task_id, sweep, best["threshold"],
+                   success=f"s = {best['threshold']:g} set for {task.name}") is not None:
+                st.rerun()
+        if not may_edit:
+            st.caption(f"Changing a task's threshold needs role supervisor; you are {user.role}.")
+    with st.expander("Every threshold"):
+        st.dataframe(sweep["rows"], hide_index=True, width="stretch")
+
 st.subheader("Checkpoints")
 if not checkpoints:
     st.caption("No checkpoints yet: Stage-1 training and each practice iteration add one.")

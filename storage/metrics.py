@@ -71,6 +71,19 @@ def human_truth(ep: Episode) -> Optional[bool]:
     return ep.label_success if ep.label_success is not None else ep.override_success
 
 
+def replay_detector(d_seq: Sequence[Optional[float]], fired: bool, threshold_s: float,
+                    patience: int = 1) -> Optional[bool]:
+    """Would a detector with ``threshold_s`` / ``patience`` have fired on this stored d(o,g)
+    curve? None when the curve cannot tell: the episode ended because the live detector
+    fired (``fired``), so its curve stops there, and the replayed detector had not fired
+    by then; what the robot would have done next was never seen (a right-censored episode).
+    Without this, a stricter s than the one it ran with would count every such episode as a
+    miss."""
+    if first_detection(d_seq, threshold_s, patience) is not None:
+        return True
+    return None if fired else False
+
+
 def compute_detector_quality(s: Session, checkpoint_id: Optional[int], *, threshold: Optional[float] = None,
                              patience: Optional[int] = None, task_id: Optional[int] = None,
                              store: bool = True, actor: Actor = None) -> DetectorQuality:
@@ -96,8 +109,8 @@ def compute_detector_quality(s: Session, checkpoint_id: Optional[int], *, thresh
                                     .order_by(Step.episode_id, Step.t)):
                 curves[eid].append(d)
         task_patience = dict(s.execute(select(Task.id, Task.detector_patience)).all())
-        predicted = {ep.id: first_detection(curves[ep.id], threshold, patience or task_patience.get(ep.task_id, 1))
-                     is not None for ep in eps}
+        predicted = {ep.id: replay_detector(curves[ep.id], bool(ep.detector_success), threshold,
+                                            patience or task_patience.get(ep.task_id, 1)) for ep in eps}
 
     tp = fp = fn = tn = 0
     for ep in eps:
@@ -139,3 +152,126 @@ def detector_quality_history(s: Session, *, checkpoint_id: Optional[int] = None,
 def sweep_thresholds(s: Session, checkpoint_id: Optional[int], thresholds: Iterable[float], **kw) -> list[DetectorQuality]:
     """compute_detector_quality at each threshold (e.g. for a precision/recall curve)."""
     return [compute_detector_quality(s, checkpoint_id, threshold=t, **kw) for t in thresholds]
+
+
+def labeled_sessions(s: Session, task_id: int) -> list[dict[str, object]]:
+    """The task's practice sessions with human-judged finished episodes (label, else
+    override), newest first: session_id, judged, and the thresholds s the detector ran with."""
+    q = (select(Episode.session_id, Episode.detector_threshold)
+         .where(Episode.task_id == task_id, Episode.status == "finished",
+                (Episode.label_success.is_not(None)) | (Episode.override_success.is_not(None))))
+    judged: dict[Optional[int], int] = defaultdict(int)
+    ran: dict[Optional[int], set[float]] = defaultdict(set)
+    for sid, thr in s.execute(q):
+        judged[sid] += 1
+        if thr is not None:
+            ran[sid].add(round(float(thr), 4))
+    return [{"session_id": sid, "judged": judged[sid], "ran_with": sorted(ran[sid])}
+            for sid in sorted(judged, key=lambda x: -1 if x is None else x, reverse=True)]
+
+
+def sweep_judged(curves: Sequence[Sequence[Optional[float]]], truths: Sequence[bool], fired: Sequence[bool],
+                 candidates: Iterable[float], patience: int = 1, beta: float = 0.5,
+                 min_decided: float = 0.5, current: Optional[float] = None) -> dict[str, object]:
+    """Replay the detector at each candidate s on stored d(o,g) curves of human-judged
+    episodes (``truths``: the human's success/failure; ``fired``: the live detector ended the
+    episode) and score it: tp/fp/fn/tn, censored (cannot tell, see replay_detector),
+    precision, recall, F-beta. ``best``: the highest F-beta among candidates where at least
+    ``min_decided`` of the episodes could be decided (ties: fewer undecided, then the s
+    closest to ``current``, the s in use, then the smaller s), else None. A stricter s than the one the session ran with is judged on fewer episodes
+    (those its live detector ended are undecided): only a session run with it verifies it.
+    Pure: the Training page and tests call it on any curves."""
+    if not len(curves) == len(truths) == len(fired):
+        raise ValueError(f"curves, truths and fired differ in length: {len(curves)}, {len(truths)}, {len(fired)}")
+    from storage.stats import f_beta
+
+    rows: list[dict[str, object]] = []
+    for c in candidates:
+        n = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "censored": 0}
+        for d_seq, truth, fr in zip(curves, truths, fired):
+            pred = replay_detector(d_seq, bool(fr), float(c), patience)
+            key = "censored" if pred is None else ("tp" if truth else "fp") if pred else ("fn" if truth else "tn")
+            n[key] += 1
+        p = n["tp"] / (n["tp"] + n["fp"]) if n["tp"] + n["fp"] else None
+        r = n["tp"] / (n["tp"] + n["fn"]) if n["tp"] + n["fn"] else None
+        rows.append({"threshold": round(float(c), 4), **n, "precision": p, "recall": r,
+                     "f_beta": f_beta(p or 0.0, r or 0.0, beta)})
+    total = len(curves)
+    eligible = [r for r in rows if total and total - int(r["censored"]) >= min_decided * total and
+                r["tp"] + r["fp"] + r["fn"]]
+    # Ties: the fewest episodes it cannot tell, then the s closest to ``current`` (no change the
+    # labels do not ask for), then the smaller s.
+    best = max(eligible, key=lambda r: (round(float(r["f_beta"]), 12), -int(r["censored"]),
+                                        -abs(float(r["threshold"]) - current) if current is not None else 0.0,
+                                        -float(r["threshold"])), default=None)
+    return {"rows": rows, "best": best, "beta": beta, "patience": patience, "judged": total}
+
+
+def threshold_sweep(s: Session, task_id: int, *, session_id: Optional[int] = None,
+                    patience: Optional[int] = None, candidates: Optional[Iterable[float]] = None,
+                    beta: float = 0.5, min_judged: int = 10) -> dict[str, object]:
+    """Re-calibrate the success detector's s from people's judgments: sweep_judged over the
+    finished episodes of one practice session (one frozen reward model, so one scale of d)
+    that a reviewer labeled or a supervisor overrode. ``patience``: default the task's.
+    ``candidates``: default 0.25 .. max(8, 2 x the largest s it ran with) in steps of 0.25.
+    With fewer than ``min_judged`` judged episodes there is no ``best`` (``reason`` says so).
+    Read-only: apply a result with apply_threshold_from_labels."""
+    task = s.get(Task, task_id)
+    if task is None:
+        raise ValueError(f"no task {task_id}")
+    patience = int(patience or task.detector_patience or 1)
+    q = select(Episode).where(Episode.task_id == task_id, Episode.status == "finished",
+                              (Episode.label_success.is_not(None)) | (Episode.override_success.is_not(None)))
+    q = q.where(Episode.session_id == session_id if session_id is not None else Episode.session_id.is_(None))
+    eps = list(s.scalars(q.order_by(Episode.id)))
+    curves: dict[int, list[Optional[float]]] = defaultdict(list)
+    ids = [ep.id for ep in eps]
+    for i in range(0, len(ids), 500):
+        for eid, d in s.execute(select(Step.episode_id, Step.d).where(Step.episode_id.in_(ids[i:i + 500]))
+                                .order_by(Step.episode_id, Step.t)):
+            curves[eid].append(d)
+    ran = sorted({float(ep.detector_threshold) for ep in eps if ep.detector_threshold is not None})
+    if candidates is None:
+        top = max([8.0] + [2 * x for x in ran])
+        candidates = [round(0.25 * k, 2) for k in range(1, int(top / 0.25) + 1)]
+    current = task.detector_threshold if task.detector_threshold is not None else (ran[-1] if ran else None)
+    out = sweep_judged([curves[ep.id] for ep in eps], [bool(human_truth(ep)) for ep in eps],
+                       [bool(ep.detector_success) for ep in eps], candidates, patience, beta, current=current)
+    as_run = {"tp": 0, "fp": 0, "fn": 0, "tn": 0}
+    for ep in eps:
+        if ep.detector_success is not None:
+            truth = bool(human_truth(ep))
+            as_run[("tp" if truth else "fp") if ep.detector_success else ("fn" if truth else "tn")] += 1
+    as_run["precision"] = as_run["tp"] / (as_run["tp"] + as_run["fp"]) if as_run["tp"] + as_run["fp"] else None
+    as_run["recall"] = as_run["tp"] / (as_run["tp"] + as_run["fn"]) if as_run["tp"] + as_run["fn"] else None
+    out.update(task_id=task_id, session_id=session_id, ran_with=ran, as_run=as_run, reason=None, current=current)
+    if len(eps) < min_judged:
+        out["best"] = None
+        out["reason"] = (f"only {len(eps)} judged episodes in this session; label at least {min_judged} on "
+                         "the Review page (or override on Live) before re-calibrating s")
+    elif out["best"] is None:
+        out["reason"] = ("no candidate s decides enough episodes: most of them ended at the live detector's "
+                         "fire before a stricter s would have fired; try candidates at or above the s it ran with")
+    return out
+
+
+def apply_threshold_from_labels(s: Session, task_id: int, sweep: Mapping[str, object], threshold: float, *,
+                                actor: Actor = None) -> Task:
+    """Set the task's detector threshold s to ``threshold`` from a threshold_sweep result and
+    record how it was chosen in the task's calibration (shown on Tasks & fleet; the next
+    practice session uses it). Audited as update_task; needs the edit_task permission."""
+    rows = {float(r["threshold"]): r for r in sweep["rows"]}  # type: ignore[index]
+    row = rows.get(round(float(threshold), 4))
+    if row is None:
+        raise ValueError(f"s = {threshold} is not one of the swept candidates")
+    from storage.fleet import update_task
+
+    sid = sweep.get("session_id")
+    cal = {"threshold_s": float(threshold), "patience": int(sweep["patience"]),  # type: ignore[arg-type]
+           "precision": row["precision"], "recall": row["recall"],
+           "counts": {k: row[k] for k in ("tp", "fp", "fn", "tn", "censored")},
+           "judged": sweep["judged"], "session_id": sid, "beta": sweep["beta"],
+           "source": f"people's labels on {sweep['judged']} episodes of session {sid if sid is not None else '-'}",
+           "ran_with": sweep.get("ran_with"), "as_run": sweep.get("as_run")}
+    return update_task(s, task_id, actor=actor, detector_threshold=float(threshold),
+                       detector_patience=int(sweep["patience"]), calibration=cal)  # type: ignore[arg-type]

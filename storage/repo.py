@@ -23,7 +23,9 @@ from storage.fleet import (Control, InvalidTransition, NotFound, control_state, 
 from storage.jobs import (JobError, cancel_job, claim_job, enqueue_job, fail_job, finish_job,  # noqa: F401
                           get_job, heartbeat, list_jobs, recover_worker, requeue_job,
                           requeue_stale_jobs, set_progress)
-from storage.metrics import (compute_detector_quality, detector_quality_history, first_detection,  # noqa: F401
-                             log_metric, log_metrics, metric_names, metric_series, sweep_thresholds)
+from storage.metrics import (apply_threshold_from_labels, compute_detector_quality,  # noqa: F401
+                             detector_quality_history, first_detection, labeled_sessions, log_metric, log_metrics,
+                             metric_names, metric_series, replay_detector, sweep_judged, sweep_thresholds,
+                             threshold_sweep)
 from storage.queries import (ReviewItem, SuccessStats, episodes_per_hour, review_backlog,  # noqa: F401
                              review_queue, robot_summary, status_counts, success_by_checkpoint)

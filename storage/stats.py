@@ -18,6 +18,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, flo
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+def f_beta(precision: float, recall: float, beta: float = 1.0) -> float:
+    """F-beta score: beta < 1 weighs precision more (beta = 0.5: precision counts twice as
+    much as recall), beta = 1 is F1; 0 where both are 0."""
+    if beta <= 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
+    b2 = beta * beta
+    denom = b2 * precision + recall
+    return (1 + b2) * precision * recall / denom if denom else 0.0
+
+
 def paired_gain(before, after, z: float = 1.96) -> dict:
     """The change in success rate when the same seeds are run twice (a checkpoint before and
     after practice): ``gain = rate(after) - rate(before)``, with Newcombe's hybrid-score

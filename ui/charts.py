@@ -88,6 +88,25 @@ def detector_quality(rows: Sequence[dict[str, Any]]) -> go.Figure:
     return fig
 
 
+def threshold_sweep(rows: Sequence[dict[str, Any]], current: Optional[float] = None,
+                    best: Optional[float] = None) -> go.Figure:
+    """Precision and recall of the detector replayed at each s on people-judged episodes
+    (storage.metrics.sweep_judged rows), with the s in use and the suggested one marked."""
+    fig = _fig("Detector vs people's labels, by threshold s", "threshold s (steps-to-go)", "")
+    xs = [r["threshold"] for r in rows]
+    fig.add_scatter(x=xs, y=[r["precision"] for r in rows], mode="lines+markers", name="precision")
+    fig.add_scatter(x=xs, y=[r["recall"] for r in rows], mode="lines+markers", name="recall")
+    n = max((int(r["tp"]) + int(r["fp"]) + int(r["fn"]) + int(r["tn"]) + int(r["censored"]) for r in rows), default=0)
+    if n:
+        fig.add_scatter(x=xs, y=[int(r["censored"]) / n for r in rows], mode="lines", line=dict(dash="dot"),
+                        name="share it cannot tell (ended earlier)")
+    for x, label, dash in ((current, "in use", "dash"), (best, "suggested", "solid")):
+        if x is not None:
+            fig.add_vline(x=x, line_dash=dash, annotation_text=f"{label}: {x:g}")
+    fig.update_yaxes(range=[0, 1.05])
+    return fig
+
+
 def effort_and_gain(effort: Sequence[tuple[dt.datetime, int, int]],
                     per_hour: Sequence[tuple[dt.datetime, int, int]]) -> go.Figure:
     """Human effort (overrides + labels per hour, bars) beside the success rate per hour (line)."""

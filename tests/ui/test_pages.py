@@ -2,10 +2,12 @@
 shows what it is for; actions go through and are refused for roles that may not do them."""
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import select
 
 from storage import init_db, repo
-from storage.models import Episode, PracticeSession, Robot
+from storage.models import Episode, PracticeSession, Robot, User
 
 
 def _ok(at):
@@ -129,12 +131,13 @@ def test_training_page_charts_and_promotion(app, seeded):
     assert "Lineage" in _texts(at)
     # Promote the newest (better) checkpoint, then roll back to the Stage-1 one.
     newest = seeded.checkpoint_ids[-1]
-    at.selectbox[1].set_value(newest)
+    pick = next(b for b in at.selectbox if b.label == "Checkpoint")
+    pick.set_value(newest)
     _ok(_button(at, "Promote").click().run())
     db = init_db(seeded.url)
     with db.read() as s:
         assert repo.get_promoted(s, seeded.task_id).id == newest
-    at.selectbox[1].set_value(seeded.checkpoint_ids[0])
+    next(b for b in at.selectbox if b.label == "Checkpoint").set_value(seeded.checkpoint_ids[0])
     _ok(_button(at, "Roll back to it").click().run())
     with db.read() as s:
         assert repo.get_promoted(s, seeded.task_id).id == seeded.checkpoint_ids[0]
@@ -205,3 +208,34 @@ def test_tasks_page_shows_the_threshold_a_practice_check_chose(app, seeded):
     finally:  # the seeded file is shared by this module's tests
         with db.write() as s:
             repo.update_task(s, task_id, detector_threshold=2.0, calibration=None)
+
+
+def test_training_page_recalibrates_s_from_peoples_labels(app, seeded, tmp_path, monkeypatch):
+    from tests.ui.seeding import seed
+
+    at = _ok(app("training", "viewer").run())  # the shared file: a few judged episodes, too few
+    assert "Re-calibrate s from people's labels" in [h.value for h in at.subheader]
+    assert any(re.search(r"only \d judged episodes in this session", i.value) for i in at.info)
+    # A file of its own, with 16 episodes labeled by a reviewer (ground truth as the label).
+    own = seed(str(tmp_path / "own.sqlite"), episodes=40, robots=2)
+    monkeypatch.setenv("DOJO_DB", own.url)
+    db = init_db(own.url)
+    with db.write() as s:
+        reviewer = s.get(User, own.user_ids["reviewer"])
+        for eid in own.episode_ids[2:18]:
+            repo.label_episode(s, eid, bool(s.get(Episode, eid).gt_success), actor=reviewer)
+    with db.read() as s:
+        sweep = repo.threshold_sweep(s, own.task_id, session_id=own.session_id)
+    best = sweep["best"]["threshold"]
+    label = f"Use s = {best:g} for Block2Block tabletop"
+    at = _ok(app("training", "viewer").run())
+    assert "Suggested s" in _texts(at) and _button(at, label).disabled
+    at = _ok(app("training", "supervisor").run())
+    assert not _button(at, label).disabled
+    _ok(_button(at, label).click().run())
+    with db.read() as s:
+        task = repo.get_task(s, own.task_id)
+        assert task.detector_threshold == best and task.calibration["judged"] == 18
+        assert repo.audit_log(s, action="update_task")[0].username == "supervisor"
+    at = _ok(app("tasks", "viewer").run())
+    assert f"s = {best:g} chosen from people's labels on 18 episodes of session {own.session_id}" in _texts(at)

@@ -86,6 +86,18 @@ def test_queries_on_seeded_db(seeded):
     assert hi - lo == dt.timedelta(hours=1)
 
 
+
+def test_threshold_sweep_chart_marks_the_s_in_use_and_the_suggestion():
+    from storage.metrics import sweep_judged
+
+    out = sweep_judged([[9, 2, 0.5], [9, 0.9], [9, 8, 7]], [True, False, False], [True, True, False],
+                       [0.25, 0.5, 1.0, 2.0], patience=1)
+    fig = charts.threshold_sweep(out["rows"], current=1.0, best=out["best"]["threshold"])
+    assert [t.name for t in fig.data] == ["precision", "recall", "share it cannot tell (ended earlier)"]
+    assert list(fig.data[2].y) == [2 / 3, 1 / 3, 0.0, 0.0]  # at 0.25 both fired episodes are undecided
+    assert sorted(sh.x0 for sh in fig.layout.shapes) == sorted([1.0, out["best"]["threshold"]])
+    assert len(charts.threshold_sweep(out["rows"]).layout.shapes) == 0
+
 def test_live_card_carries_config_safely():
     html = card_html(robot_id=3, robot_name="robot-</script>", threshold=1.5,
                      telemetry=Telemetry(port=9999, host="", token="t0k"))
