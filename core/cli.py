@@ -6,6 +6,8 @@
             against ground truth, steps-to-go error on held-out demonstrations
   practice  Stage 2: self-improvement on a fleet, rewarded by a frozen Stage-1 model
   pipeline  demos -> sft -> eval on the bundled demo task, end to end
+  refine-labels  re-train a reward model's steps-to-go head on the episodes people judged
+            in one practice session (Review labels, Live overrides), from the database
   worker    the background worker: runs queued jobs, live telemetry, remote robots
             (same as ``python -m core.worker``; see its --help)
 """
@@ -203,6 +205,25 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--no-grounding", dest="grounding", action="store_const", const=False)
 
 
+def cmd_refine_labels(args: argparse.Namespace) -> dict:
+    from core.relabel import refine_from_labels, session_detector
+    from storage import init_db, repo
+
+    db = init_db(args.db)
+    with db.read() as s:
+        sess = repo.get_session(s, args.session)
+        task = repo.get_task(s, sess.task_id)
+        reward = args.reward or (sess.params or {}).get("reward_checkpoint")
+        s_ran, p_ran = session_detector(s, sess.id)
+    if not reward:
+        raise ValueError(f"session {args.session} does not record its reward model: pass --reward best_stg.pt")
+    res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sess.id, reward_checkpoint=reward,
+                             out=args.out, steps=args.steps, lr=args.lr, min_labels=args.min_labels,
+                             threshold_s=s_ran, patience=int(p_ran or task.detector_patience or 1))
+    res.pop("refine", None)
+    return res
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m core.cli", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -342,6 +363,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-episodes", type=int, default=200)
     p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     p.set_defaults(func=cmd_pipeline)
+
+    p = sub.add_parser("refine-labels", help="re-train a reward model's steps-to-go head on a session's "
+                                             "judged episodes in the database (the web app's refine job)")
+    p.add_argument("--db", default=None, help="database URL or SQLite path (default: DOJO_DB, data/dojo.sqlite)")
+    p.add_argument("--session", type=int, required=True, help="practice session whose labels/overrides to use")
+    p.add_argument("--reward", default=None, help="reward checkpoint (default: the one the session ran with)")
+    p.add_argument("--out", required=True, help="directory for reward_from_labels.pt and relabel.json")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--min-labels", type=int, default=10)
+    p.set_defaults(func=cmd_refine_labels)
 
     sub.add_parser("worker", add_help=False, help="the background worker (python -m core.worker --help)")
     return ap

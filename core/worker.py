@@ -67,7 +67,7 @@ from storage.stats import format_points
 
 log = logging.getLogger("dojo.worker")
 
-JOB_KINDS = ("demos", "sft", "practice", "eval")
+JOB_KINDS = ("demos", "sft", "practice", "eval", "refine")
 
 
 class JobParamsError(ValueError):
@@ -145,6 +145,17 @@ JOB_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "promote_tolerance": {"type": "float", "default": 0.0},
     },
     "practice": {},  # filled lazily from PracticeConfig (see job_params_spec)
+    "refine": {
+        "session_id": {"type": "int", "default": None,
+                       "help": "the practice session whose judged episodes (labels, overrides) to learn from; "
+                               "default: the job's session, else the task's newest one with judged episodes"},
+        "reward_checkpoint": {"type": "str", "default": None,
+                              "help": "the reward model to re-train; default: the one that session ran with"},
+        "out": {"type": "str", "default": None, "help": "run directory; default <data>/runs/refine-job<J>"},
+        "steps": {"type": "int", "default": 300, "help": "gradient steps"},
+        "lr": {"type": "float", "default": 1e-4}, "seed": {"type": "int", "default": 0},
+        "min_labels": {"type": "int", "default": 10, "help": "usable judged episodes needed"},
+    },
     "eval": {
         "checkpoint_id": {"type": "int", "default": None, "help": "default: the task's promoted checkpoint"},
         "checkpoint": {"type": "str", "default": None, "help": "a checkpoint file instead of a row"},
@@ -196,10 +207,13 @@ def describe_error(kind: str, e: BaseException) -> str:
 
     try:
         from core.practice import PracticeRefused
+        from core.relabel import RelabelError
     except Exception:  # noqa: BLE001
-        PracticeRefused = ()  # type: ignore[assignment]
+        PracticeRefused = RelabelError = ()  # type: ignore[assignment]
     if isinstance(e, JobParamsError):
         fix = f"correct the job's params and enqueue it again (accepted: {sorted(job_params_spec(kind))})"
+    elif isinstance(e, RelabelError):
+        fix = "see above: label more episodes of that session on the Review page, then re-queue"
     elif isinstance(e, PracticeRefused):
         fix = "see above: improve the Stage-1 reward model or relax the detector settings, then re-queue"
     elif isinstance(e, (FileNotFoundError, CheckpointError)):
@@ -572,7 +586,8 @@ class PracticeRunner:
             steps.append({"t": t, "action": np.asarray(rec.actions[t]).tolist() if t < T else None,
                           "d": d[t], "reward": rewards[t] if t < T else None,
                           "detector_count": counts[t] if t < len(counts) else None,
-                          "detector_fired": rec.detector_step == t, "frame_t": ft})
+                          "detector_fired": rec.detector_step == t, "frame_t": ft,
+                          "proprio": np.asarray(rec.proprio[t], np.float32).tolist() if t < len(rec.proprio) else None})
         override = None
         with self.db.write() as s:
             if st.uid and st.uid != uid and st.episode_id is not None:
@@ -993,6 +1008,8 @@ class Worker:
                 start_id = existing.id if existing else repo.add_checkpoint(
                     s, "sft", policy_path, task_id=task_id, metrics={"reward_checkpoint": reward_path}).id
             task_threshold, task_patience = task.detector_threshold, task.detector_patience
+            sess = repo.get_session(s, session_id)  # the reward model that gave this session's d (refine jobs)
+            sess.params = {**(sess.params or {}), "reward_checkpoint": reward_path}
         ctx.session_id, ctx.task_id = session_id, task_id
 
         # detector: params > the task's setting > the reward model's calibration
@@ -1011,6 +1028,14 @@ class Worker:
         # A refined reward model reads d on its own scale: a task's s chosen for the old one
         # no longer applies, so the check re-calibrates it (an explicit threshold_s param still wins).
         auto_threshold = auto_threshold or (p["threshold_s"] is None and bool(p.get("refine_episodes")))
+        if p["threshold_s"] is None and rmeta.get("stage") == "reward_refined":
+            # One re-trained from people's labels (a refine job): its own held-out s, else calibrate.
+            auto_threshold = rmeta.get("threshold_s") is None
+            if not auto_threshold:
+                threshold = float(rmeta["threshold_s"])
+                patience = int(rmeta.get("patience", patience))
+            elif (p["fleet"] or {}).get("kind") == "remote":  # no check on real robots: its demo calibration
+                threshold = _calibrated_threshold(reward_path, rmeta, patience)
         fleet_p = dict(p["fleet"] or {})
         kind = fleet_p.pop("kind", "process")
         size = int(fleet_p.pop("size", 0) or os.cpu_count() or 1)
@@ -1099,6 +1124,60 @@ class Worker:
                                min_robots=fp.get("min_robots"), step_timeout_s=float(fp.get("step_timeout_s", 10)),
                                max_steps=fp.get("max_steps"))
         raise JobParamsError(f"fleet kind {kind!r}: use process, local or remote")
+
+    def job_refine(self, ctx: JobContext) -> dict[str, Any]:
+        """Re-train a reward model's steps-to-go head on a session's judged episodes
+        (core.relabel); the result names the new reward checkpoint, which a practice session
+        can then use (Tasks & fleet: "Reward model")."""
+        from core.relabel import refine_from_labels
+
+        p = check_params("refine", ctx.params)
+        sid = p["session_id"] if p["session_id"] is not None else ctx.session_id
+        with self.db.read() as s:
+            if sid is None:
+                if ctx.task_id is None:
+                    raise JobParamsError("refine needs session_id (or a job task with judged episodes)")
+                judged = [x for x in repo.labeled_sessions(s, ctx.task_id) if x["session_id"] is not None]
+                if not judged:
+                    raise JobParamsError(f"task {ctx.task_id} has no practice session with judged episodes: label "
+                                         "some on the Review page first")
+                sid = judged[0]["session_id"]
+            sess = repo.get_session(s, sid)
+            task = repo.get_task(s, sess.task_id)
+            reward = p["reward_checkpoint"] or (sess.params or {}).get("reward_checkpoint")
+            if not reward:
+                job = s.scalar(select(Job).where(Job.session_id == sid, Job.kind == "practice").order_by(Job.id))
+                reward = ((job.params or {}).get("reward_checkpoint") if job is not None else None)
+            if not reward:
+                raise JobParamsError(f"session {sid} does not record its reward model (it ran before Dojo kept it): "
+                                     "pass reward_checkpoint, the best_stg.pt it used")
+            from core.relabel import session_detector
+
+            s_ran, p_ran = session_detector(s, sid)
+            patience = int(p_ran or task.detector_patience or 1)
+        with self.db.write() as s:
+            s.execute(update(Job).where(Job.id == ctx.job_id).values(session_id=sid, task_id=sess.task_id)
+                      .execution_options(synchronize_session=False))
+        ctx.session_id, ctx.task_id = sid, sess.task_id
+        out = p["out"] or str(self.data_dir / "runs" / f"refine-job{ctx.job_id}")
+        ctx.message = f"re-training the steps-to-go head of {Path(reward).name} on session {sid}'s judged episodes"
+
+        def interrupt() -> None:
+            if self.should_stop(ctx):
+                raise self._stop_reason(ctx)
+
+        res = refine_from_labels(self.db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=_norm(reward),
+                                 out=_norm(out), steps=p["steps"], lr=p["lr"], seed=p["seed"],
+                                 threshold_s=s_ran, patience=patience,
+                                 min_labels=p["min_labels"], interrupt=interrupt, log=log.info)
+        after = res.get("check_after")
+        ctx.message = (f"steps-to-go head re-trained on {res['fit']} judged episodes of session {sid}"
+                       + (f"; held-out precision {res['check_before']['precision']:.2f} -> {after['precision']:.2f}, "
+                          f"recall {res['check_before']['recall']:.2f} -> {after['recall']:.2f}" if after else ""))
+        r = res["refine"]
+        return {k: v for k, v in res.items() if k != "refine"} | {
+            "separation_before": r["before"], "separation_after": r["after"], "demo_episodes": r["demo_episodes"],
+            "loss_first": r["loss_first"], "loss_last": r["loss_last"]}
 
     def job_eval(self, ctx: JobContext) -> dict[str, Any]:
         from core.cli import evaluate_checkpoint

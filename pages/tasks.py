@@ -91,6 +91,14 @@ with left:
                                      "simulator's ground truth; on real robots, by the supervisors' verdicts on "
                                      "Live) refine the steps-to-go model again, so a policy that finds new "
                                      "near-misses cannot game the detector for long")
+        with db.read() as s:
+            refined = {r["job_id"]: r for r in queries.refine_jobs(s, task.id)
+                       if r["status"] == "done" and r["reward_checkpoint"]}
+        reward_pick = st.selectbox("Reward model (steps-to-go)", [None] + list(refined),
+                                   format_func=lambda j: "the starting checkpoint's (Stage 1)" if j is None
+                                   else queries.describe_refine(refined[j]),
+                                   help="a reward model re-trained on people's labels (Training: Re-train the "
+                                        "steps-to-go head) runs with the s it calibrated on held-out labels")
         extra_text = st.text_input("Extra practice params (JSON, optional)", value="",
                                    placeholder='{"check_episodes": 0, "max_episodes": 500}',
                                    help="any practice job param of the worker (python -m core.worker --params)")
@@ -103,6 +111,8 @@ with left:
                 extra = {"refine_episodes": int(refine), **extra}
             if every:
                 extra = {"refine_every": int(every), **extra}
+            if reward_pick is not None:
+                extra = {"reward_checkpoint": refined[reward_pick]["reward_checkpoint"], **extra}
         except ValueError as e:
             st.error(str(e))
             extra = None

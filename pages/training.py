@@ -137,6 +137,24 @@ else:
             st.caption(f"Changing a task's threshold needs role supervisor; you are {user.role}.")
     with st.expander("Every threshold"):
         st.dataframe(sweep["rows"], hide_index=True, width="stretch")
+    if sid is not None:
+        st.markdown("When no s separates the near-misses from the successes, **re-train the steps-to-go head** on "
+                    "these judged episodes (a copy of the session's reward model; every third episode is held out to "
+                    "score it and choose its s). Pick the result as the reward model when starting the next session "
+                    "on Tasks & fleet.")
+        may_job = can(user, "enqueue_job")
+        if st.button(f"Re-train the steps-to-go head on session {sid}'s {sweep['judged']} judged episodes",
+                     disabled=not may_job):
+            if act(user, "enqueue_job", repo.enqueue_job, "refine", {"session_id": int(sid)}, task_id=task_id,
+                   session_id=int(sid), success="refine job queued: progress on Tasks & fleet") is not None:
+                st.rerun()
+        with db.read() as s:
+            jobs = queries.refine_jobs(s, task_id, session_id=sid, limit=5)
+        for r in jobs:
+            line = (queries.describe_refine(r) if r["status"] == "done" else
+                    f"job {r['job_id']}: {r['status']}" + (f": {r['error']}" if r["error"] else
+                                                           f": {r['message']}" if r["message"] else ""))
+            st.caption(line)
 
 st.subheader("Checkpoints")
 if not checkpoints:

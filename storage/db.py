@@ -274,16 +274,33 @@ def upgrade(engine: Engine, revision: str = "head") -> None:
     from alembic import command
 
     cfg = alembic_config(engine)
+    sqlite = engine.dialect.name == "sqlite"
     with translate_errors(engine):
         conn_cm = engine.connect()
         with conn_cm as conn:
-            if engine.dialect.name == "sqlite":
+            raw = conn.connection.dbapi_connection if sqlite else None
+            if sqlite:
                 conn = conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
-            with conn.begin():
-                if engine.dialect.name == "postgresql":
-                    conn.execute(text("SELECT pg_advisory_xact_lock(47110815)"))
-                cfg.attributes["connection"] = conn
-                command.upgrade(cfg, revision)
+                # SQLite's procedure for schema changes: foreign keys off (outside a transaction,
+                # else it is a no-op). A migration that copies a table (batch mode) drops the
+                # old one, and with them on that DROP's implicit DELETE would run ON DELETE SET
+                # NULL on every row pointing at it (episodes.job_id lost its job). Checked before
+                # the commit and switched back on below.
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                with conn.begin():
+                    if engine.dialect.name == "postgresql":
+                        conn.execute(text("SELECT pg_advisory_xact_lock(47110815)"))
+                    cfg.attributes["connection"] = conn
+                    command.upgrade(cfg, revision)
+                    if sqlite:
+                        bad = conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall()
+                        if bad:
+                            raise StorageError(f"migration to {revision} left rows pointing at missing rows "
+                                               f"({bad[:5]}); nothing was changed. Report it with the file")
+            finally:
+                if sqlite:
+                    raw.execute("PRAGMA foreign_keys = ON")
 
 
 def current_revision(engine: Engine) -> str | None:

@@ -40,7 +40,7 @@ class FinishResult(NamedTuple):
 
 _START_FIELDS = ("task_id", "session_id", "robot_id", "checkpoint_id", "job_id", "worker", "instruction",
                  "seed", "source", "detector_threshold", "meta")
-_STEP_KEYS = ("t", "action", "d", "reward", "detector_count", "detector_fired", "frame_t")
+_STEP_KEYS = ("t", "action", "d", "reward", "detector_count", "detector_fired", "frame_t", "proprio")
 
 
 def _plain(x: Any) -> Any:
@@ -110,12 +110,13 @@ def steps_from_arrays(*, d: Sequence[float], actions: Optional[Sequence[Any]] = 
                       rewards: Optional[Sequence[float]] = None,
                       detector_counts: Optional[Sequence[int]] = None,
                       detector_fired: Optional[Sequence[bool]] = None,
-                      frame_every: Optional[int] = 1) -> list[dict[str, Any]]:
+                      frame_every: Optional[int] = 1,
+                      proprio: Optional[Sequence[Any]] = None) -> list[dict[str, Any]]:
     """Step dicts for ``finish_episode`` from per-step arrays (numpy or lists) of length T.
     ``frame_every=k`` points each step at the last frame stored at a multiple of k (None: no frames)."""
     n = len(d)
     for name, arr in (("actions", actions), ("rewards", rewards), ("detector_counts", detector_counts),
-                      ("detector_fired", detector_fired)):
+                      ("detector_fired", detector_fired), ("proprio", proprio)):
         if arr is not None and len(arr) != n:
             raise EpisodeError(f"{name} has {len(arr)} entries but d has {n}; pass one per step")
     out = []
@@ -128,6 +129,7 @@ def steps_from_arrays(*, d: Sequence[float], actions: Optional[Sequence[Any]] = 
             "detector_count": None if detector_counts is None else int(detector_counts[t]),
             "detector_fired": False if detector_fired is None else bool(detector_fired[t]),
             "frame_t": None if not frame_every else (t // frame_every) * frame_every,
+            "proprio": None if proprio is None else _plain(proprio[t]),
         })
     return out
 
@@ -147,7 +149,8 @@ def _step_rows(episode_id: int, steps: Sequence[Mapping[str, Any]]) -> list[dict
                      "d": _float(st.get("d")), "reward": _float(st.get("reward")),
                      "detector_count": None if st.get("detector_count") is None else int(st["detector_count"]),
                      "detector_fired": bool(st.get("detector_fired", False)),
-                     "frame_t": None if st.get("frame_t") is None else int(st["frame_t"])})
+                     "frame_t": None if st.get("frame_t") is None else int(st["frame_t"]),
+                     "proprio": None if st.get("proprio") is None else [float(x) for x in _plain(st["proprio"])]})
     return rows
 
 

@@ -33,7 +33,7 @@ SESSION_STATUSES = ("running", "paused", "stopped", "finished")
 EPISODE_SOURCES = ("demo", "practice", "eval")
 EPISODE_STATUSES = ("running", "finished", "aborted")
 CHECKPOINT_STAGES = ("sft", "si")
-JOB_KINDS = ("demos", "sft", "practice", "eval")
+JOB_KINDS = ("demos", "sft", "practice", "eval", "refine")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ROLES = ("viewer", "reviewer", "supervisor", "admin")  # ordered: each includes the ones before
 
@@ -268,6 +268,9 @@ class Step(Base):
     detector_count: Mapped[Optional[int]] = mapped_column(Integer)  # consecutive steps with d <= s so far
     detector_fired: Mapped[bool] = mapped_column(Boolean, default=False)
     frame_t: Mapped[Optional[int]] = mapped_column(Integer)  # key of the frame shown (frames.t), if any
+    # The robot's proprioception at frame t (what the model reads beside the image), so that a
+    # labeled episode can re-train the steps-to-go head from the database (core/relabel.py).
+    proprio: Mapped[Optional[list[float]]] = mapped_column(JSON)
 
 
 class Frame(Base):

@@ -84,6 +84,35 @@ def latest_practice_stop(s: Session, task_id: int) -> Optional[dict[str, Any]]:
     return {"job_id": job.id, "reason": reason} if reason else None
 
 
+def refine_jobs(s: Session, task_id: int, *, session_id: Optional[int] = None, limit: int = 20
+                ) -> list[dict[str, Any]]:
+    """The task's refine jobs (steps-to-go head re-trained on judged episodes), newest first:
+    job_id, status, session_id, error's first line, and for a finished one the new reward
+    checkpoint, labels used, held-out precision/recall before -> after and its s."""
+    q = select(Job).where(Job.task_id == task_id, Job.kind == "refine").order_by(Job.id.desc()).limit(limit)
+    if session_id is not None:
+        q = q.where(Job.session_id == session_id)
+    out = []
+    for j in s.scalars(q):
+        r = j.result or {}
+        before, after = r.get("check_before") or {}, r.get("check_after") or {}
+        out.append({"job_id": j.id, "status": j.status, "session_id": j.session_id,
+                    "error": (j.error or "").split("\n")[0] or None, "message": j.message,
+                    "reward_checkpoint": r.get("reward_checkpoint"), "labels": r.get("labels"),
+                    "threshold_s": r.get("threshold_s"), "held_out": r.get("held_out"),
+                    "precision": (before.get("precision"), after.get("precision")),
+                    "recall": (before.get("recall"), after.get("recall"))})
+    return out
+
+
+def describe_refine(r: dict[str, Any]) -> str:
+    """One line for a finished refine job (the Tasks page's reward model choice)."""
+    (p0, p1), (r0, r1) = r["precision"], r["recall"]
+    fig = (f"; held-out precision {p0:.2f} -> {p1:.2f}, recall {r0:.2f} -> {r1:.2f}, s {r['threshold_s']:g}"
+           if None not in (p0, p1, r0, r1) and r.get("threshold_s") is not None else "")
+    return f"re-trained on {r['labels']} judged episodes of session {r['session_id']} (job {r['job_id']}){fig}"
+
+
 def latest_paired_gain(checkpoints: list[Any]) -> Optional[dict[str, Any]]:
     """The newest checkpoint whose evaluation was paired seed by seed with its practice
     session's start (practice writes ``eval_gain*`` into the iteration's metrics): the gain

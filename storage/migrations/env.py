@@ -32,9 +32,21 @@ def run_migrations_online() -> None:
     engine = make_engine(config.get_main_option("sqlalchemy.url") or None)
     try:
         with engine.connect() as conn:
-            _configure(conn)
-            with context.begin_transaction():
-                context.run_migrations()
+            # As storage.db.upgrade does: on SQLite, foreign keys off while a batch migration
+            # copies a table (its DROP would otherwise run ON DELETE actions on the rows that
+            # point at it), checked before the commit.
+            raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+            if raw is not None:
+                raw.execute("PRAGMA foreign_keys = OFF")
+            try:
+                _configure(conn)
+                with context.begin_transaction():
+                    context.run_migrations()
+                    if raw is not None and conn.exec_driver_sql("PRAGMA foreign_key_check").fetchall():
+                        raise RuntimeError("the migration left rows pointing at missing rows; rolled back")
+            finally:
+                if raw is not None:
+                    raw.execute("PRAGMA foreign_keys = ON")
     finally:
         engine.dispose()
 

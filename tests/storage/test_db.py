@@ -42,6 +42,42 @@ def test_init_db_is_idempotent_and_keeps_data(empty_db_url):
     db.dispose()
 
 
+
+def test_upgrading_a_first_version_database_keeps_every_row_and_link(empty_db_url):
+    """0002 copies the jobs table on SQLite (a CHECK constraint cannot be altered in place):
+    with foreign keys on, dropping the old table set every episode's and metric's job_id to
+    NULL. The upgrade runs with them off and checks them before it commits."""
+    from storage.db import upgrade
+
+    eng = make_engine(empty_db_url)
+    upgrade(eng, "0001")
+    with eng.begin() as c:
+        c.execute(text("INSERT INTO tasks (id, name, backend, env_config, detector_patience, fleet_size, created_at) "
+                       "VALUES (1, 't', 'tabletop', '{}', 1, 1, '2026-01-01')"))
+        c.execute(text("INSERT INTO jobs (id, kind, status, params, priority, attempts, max_attempts, progress, "
+                       "created_at, created_by) VALUES (7, 'sft', 'done', '{}', 0, 1, 3, 1, '2026-01-01', 'x')"))
+        c.execute(text("INSERT INTO episodes (id, uid, task_id, job_id, source, status, started_at) "
+                       "VALUES (1, 'e1', 1, 7, 'practice', 'finished', '2026-01-01')"))
+        c.execute(text("INSERT INTO steps (episode_id, t, d, detector_fired) VALUES (1, 0, 3.5, false)"))
+        c.execute(text("INSERT INTO metrics (name, x, value, job_id, created_at) VALUES ('m', 0, 1, 7, '2026-01-01')"))
+    eng.dispose()
+    db = init_db(empty_db_url)
+    assert current_revision(db.engine) == head_revision()
+    with db.engine.connect() as c:
+        assert c.execute(text("SELECT job_id FROM episodes")).scalar() == 7
+        assert c.execute(text("SELECT job_id FROM metrics")).scalar() == 7
+        assert c.execute(text("SELECT kind, status FROM jobs")).one() == ("sft", "done")
+        assert c.execute(text("SELECT d, proprio FROM steps")).one() == (3.5, None)
+        if db.engine.dialect.name == "sqlite":
+            assert c.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    with db.write() as s:  # the new job kind is allowed, a bogus one still is not
+        repo.enqueue_job(s, "refine", {}, task_id=1)
+    with pytest.raises(Exception, match="ck_jobs_kind|CHECK constraint"):
+        with db.engine.begin() as c:
+            c.execute(text("INSERT INTO jobs (kind, status, params, priority, attempts, max_attempts, progress, "
+                           "created_at) VALUES ('bogus', 'queued', '{}', 0, 0, 3, 0, '2026-01-01')"))
+    db.dispose()
+
 def test_sqlite_connections_use_wal_foreign_keys_and_busy_timeout(tmp_path):
     db = init_db(tmp_path / "dojo.sqlite")
     with db.engine.connect() as c:

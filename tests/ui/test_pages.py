@@ -239,3 +239,30 @@ def test_training_page_recalibrates_s_from_peoples_labels(app, seeded, tmp_path,
         assert repo.audit_log(s, action="update_task")[0].username == "supervisor"
     at = _ok(app("tasks", "viewer").run())
     assert f"s = {best:g} chosen from people's labels on 18 episodes of session {own.session_id}" in _texts(at)
+
+    # Re-train the head on them: a supervisor queues a refine job for the session; a viewer cannot.
+    retrain = f"Re-train the steps-to-go head on session {own.session_id}'s 18 judged episodes"
+    at = _ok(app("training", "viewer").run())
+    assert _button(at, retrain).disabled
+    at = _ok(app("training", "supervisor").run())
+    _ok(_button(at, retrain).click().run())
+    with db.write() as s:
+        job = max((j for j in repo.list_jobs(s) if j.kind == "refine"), key=lambda j: j.id)
+        assert (job.params, job.session_id, job.task_id, job.status) == (
+            {"session_id": own.session_id}, own.session_id, own.task_id, "queued")
+        # as the worker leaves it when done (tests/worker: the job itself)
+        job.status, job.result = "done", {
+            "reward_checkpoint": "/runs/refine-job9/reward_from_labels.pt", "labels": 18, "held_out": 6,
+            "threshold_s": 3.5, "check_before": {"precision": 0.5, "recall": 1.0},
+            "check_after": {"precision": 1.0, "recall": 0.75}, "session_id": own.session_id}
+    at = _ok(app("training", "viewer").run())
+    assert (f"re-trained on 18 judged episodes of session {own.session_id} (job {job.id}); held-out precision "
+            "0.50 -> 1.00, recall 1.00 -> 0.75, s 3.5") in _texts(at)
+    # ... and the next session can use it as its reward model.
+    at = _ok(app("tasks", "supervisor").run())
+    pick = next(b for b in at.selectbox if b.label == "Reward model (steps-to-go)")
+    pick.set_value(job.id)
+    _ok(at.button[[b.label for b in at.button].index("Start practice session")].click().run())
+    with db.read() as s:
+        practice = max((j for j in repo.list_jobs(s) if j.kind == "practice"), key=lambda j: j.id)
+    assert practice.params["reward_checkpoint"] == "/runs/refine-job9/reward_from_labels.pt"
