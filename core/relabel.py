@@ -174,6 +174,9 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     # scored on the same second half (the refined one may read the goal at a larger d).
     before = score_detector(model, held, s_old, patience, tolerance, beta, wide=False) if held else None
     refined = copy.deepcopy(model)
+    import torch
+
+    torch.manual_seed(seed)  # dropout: the same labels and seed give the same model
     stats = refine_reward(refined, fit, s_old, RefineConfig(steps=steps, lr=lr, seed=seed),
                           demos=_reward_demos(rmeta, log), interrupt=interrupt)
     refined.eval().requires_grad_(False)

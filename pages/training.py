@@ -83,7 +83,7 @@ else:
 c5, c6 = st.columns(2)
 with db.read() as s:
     quality = []
-    for ck in [None] + [c.id for c in checkpoints[:12]]:
+    for ck in [None] + queries.judged_checkpoints(s, task_id, limit=12):
         dq = repo.compute_detector_quality(s, ck, task_id=task_id, store=False)
         if dq.n_labeled:
             quality.append({"checkpoint": "none" if ck is None else f"#{ck}", "precision": dq.precision,
@@ -108,8 +108,10 @@ else:
              for x in judged_sessions}
     sid = st.selectbox("Practice session (one reward model, so one scale of steps-to-go)", list(shown),
                        format_func=lambda v: shown.get(v, str(v)))
-    pat = st.number_input("Patience (steps in a row)", min_value=1, max_value=20, value=int(task.detector_patience),
-                          key="sweep_patience")
+    ran_patience = next((x["patience"] for x in judged_sessions if x["session_id"] == sid), None)
+    pat = st.number_input("Patience (steps in a row)", min_value=1, max_value=20,
+                          value=int(ran_patience or task.detector_patience), key=f"sweep_patience_{sid}",
+                          help="default: the patience the session's detector ran with")
     with db.read() as s:
         sweep = repo.threshold_sweep(s, task_id, session_id=sid, patience=int(pat))
     best = sweep["best"]

@@ -156,7 +156,8 @@ def sweep_thresholds(s: Session, checkpoint_id: Optional[int], thresholds: Itera
 
 def labeled_sessions(s: Session, task_id: int) -> list[dict[str, object]]:
     """The task's practice sessions with human-judged finished episodes (label, else
-    override), newest first: session_id, judged, and the thresholds s the detector ran with."""
+    override), newest first: session_id, judged, the thresholds s the detector ran with and
+    its patience (the newest episode's ``meta.patience``, as the worker writes it; None if absent)."""
     q = (select(Episode.session_id, Episode.detector_threshold)
          .where(Episode.task_id == task_id, Episode.status == "finished",
                 (Episode.label_success.is_not(None)) | (Episode.override_success.is_not(None))))
@@ -166,8 +167,16 @@ def labeled_sessions(s: Session, task_id: int) -> list[dict[str, object]]:
         judged[sid] += 1
         if thr is not None:
             ran[sid].add(round(float(thr), 4))
-    return [{"session_id": sid, "judged": judged[sid], "ran_with": sorted(ran[sid])}
-            for sid in sorted(judged, key=lambda x: -1 if x is None else x, reverse=True)]
+    out = []
+    for sid in sorted(judged, key=lambda x: -1 if x is None else x, reverse=True):
+        newest = s.scalars(select(Episode.meta).where(Episode.task_id == task_id, Episode.session_id == sid
+                                                      if sid is not None else Episode.session_id.is_(None),
+                                                      Episode.status == "finished")
+                           .order_by(Episode.id.desc()).limit(1)).first()
+        pat = (newest or {}).get("patience")
+        out.append({"session_id": sid, "judged": judged[sid], "ran_with": sorted(ran[sid]),
+                    "patience": int(pat) if pat is not None else None})
+    return out
 
 
 def sweep_judged(curves: Sequence[Sequence[Optional[float]]], truths: Sequence[bool], fired: Sequence[bool],

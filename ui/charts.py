@@ -100,9 +100,12 @@ def threshold_sweep(rows: Sequence[dict[str, Any]], current: Optional[float] = N
     if n:
         fig.add_scatter(x=xs, y=[int(r["censored"]) / n for r in rows], mode="lines", line=dict(dash="dot"),
                         name="share it cannot tell (ended earlier)")
-    for x, label, dash in ((current, "in use", "dash"), (best, "suggested", "solid")):
-        if x is not None:
-            fig.add_vline(x=x, line_dash=dash, annotation_text=f"{label}: {x:g}")
+    if current is not None and best is not None and abs(current - best) < 1e-9:
+        fig.add_vline(x=best, line_dash="solid", annotation_text=f"in use and suggested: {best:g}")
+    else:
+        for x, label, dash in ((current, "in use", "dash"), (best, "suggested", "solid")):
+            if x is not None:
+                fig.add_vline(x=x, line_dash=dash, annotation_text=f"{label}: {x:g}")
     fig.update_yaxes(range=[0, 1.05])
     return fig
 

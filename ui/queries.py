@@ -84,6 +84,17 @@ def latest_practice_stop(s: Session, task_id: int) -> Optional[dict[str, Any]]:
     return {"job_id": job.id, "reason": reason} if reason else None
 
 
+def judged_checkpoints(s: Session, task_id: int, *, limit: int = 12) -> list[int]:
+    """The newest ``limit`` checkpoints of the task that have episodes people judged (label
+    or override), oldest first: the detector-vs-human chart's bars (the newest checkpoints
+    of a long session often have none)."""
+    q = (select(Episode.checkpoint_id).where(Episode.task_id == task_id, Episode.checkpoint_id.is_not(None),
+                                             (Episode.label_success.is_not(None))
+                                             | (Episode.override_success.is_not(None)))
+         .group_by(Episode.checkpoint_id).order_by(Episode.checkpoint_id.desc()).limit(limit))
+    return sorted(s.scalars(q))
+
+
 def refine_jobs(s: Session, task_id: int, *, session_id: Optional[int] = None, limit: int = 20
                 ) -> list[dict[str, Any]]:
     """The task's refine jobs (steps-to-go head re-trained on judged episodes), newest first:

@@ -87,6 +87,7 @@ def test_threshold_sweep_on_a_session_and_applying_it(db, task_id, users):
     with db.read() as s:
         sessions = repo.labeled_sessions(s, task_id)
         assert [(x["session_id"], x["judged"], x["ran_with"]) for x in sessions] == [(other, 1, [1.0]), (sid, 14, [1.0])]
+        assert sessions[0]["patience"] is None  # these rows carry no meta.patience
         few = repo.threshold_sweep(s, task_id, session_id=other)
         assert few["best"] is None and "only 1 judged episodes" in few["reason"]
         sw = repo.threshold_sweep(s, task_id, session_id=sid, patience=1)

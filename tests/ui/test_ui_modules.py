@@ -8,8 +8,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from sqlalchemy import select
+
 from storage import init_db, repo
-from storage.models import User
+from storage.models import Episode, User
 from ui import charts, queries
 from ui.config import Telemetry
 from ui.live import card_html
@@ -97,6 +99,17 @@ def test_threshold_sweep_chart_marks_the_s_in_use_and_the_suggestion():
     assert list(fig.data[2].y) == [2 / 3, 1 / 3, 0.0, 0.0]  # at 0.25 both fired episodes are undecided
     assert sorted(sh.x0 for sh in fig.layout.shapes) == sorted([1.0, out["best"]["threshold"]])
     assert len(charts.threshold_sweep(out["rows"]).layout.shapes) == 0
+    same = charts.threshold_sweep(out["rows"], current=1.0, best=1.0)  # one line, one label, not two on top
+    assert len(same.layout.shapes) == 1 and same.layout.annotations[0].text == "in use and suggested: 1"
+
+
+def test_judged_checkpoints_are_those_with_labels_or_overrides(seeded):
+    db = init_db(seeded.url)
+    with db.read() as s:
+        ids = queries.judged_checkpoints(s, seeded.task_id)
+        judged = {e.checkpoint_id for e in s.scalars(select(Episode).where(
+            (Episode.label_success.is_not(None)) | (Episode.override_success.is_not(None))))}
+    assert ids == sorted(judged) and ids
 
 def test_live_card_carries_config_safely():
     html = card_html(robot_id=3, robot_name="robot-</script>", threshold=1.5,
