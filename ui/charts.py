@@ -103,9 +103,10 @@ def threshold_sweep(rows: Sequence[dict[str, Any]], current: Optional[float] = N
     if current is not None and best is not None and abs(current - best) < 1e-9:
         fig.add_vline(x=best, line_dash="solid", annotation_text=f"in use and suggested: {best:g}")
     else:
-        for x, label, dash in ((current, "in use", "dash"), (best, "suggested", "solid")):
-            if x is not None:
-                fig.add_vline(x=x, line_dash=dash, annotation_text=f"{label}: {x:g}")
+        for x, label, dash, where in ((current, "in use", "dash", "bottom right"),
+                                      (best, "suggested", "solid", "top right")):
+            if x is not None:  # labels at opposite ends, so two close lines do not overwrite each other
+                fig.add_vline(x=x, line_dash=dash, annotation_text=f"{label}: {x:g}", annotation_position=where)
     fig.update_yaxes(range=[0, 1.05])
     return fig
 
@@ -120,6 +121,7 @@ def effort_and_gain(effort: Sequence[tuple[dt.datetime, int, int]],
                     name="success rate", yaxis="y2", mode="lines+markers")
     fig.update_layout(barmode="stack", yaxis2=dict(title="success rate", overlaying="y", side="right",
                                                    range=[0, 1]))
+    fig.update_traces(width=0.8 * 3600 * 1000, selector=dict(type="bar"))  # an hour's bar (date axis: ms), not a hairline
     hours = sorted({h for h, _, _ in effort} | {h for h, _, _ in per_hour})
     if hours:  # whole hours on the axis (one point alone got a sub-millisecond range)
         fig.update_xaxes(type="date", tickformat="%d %b %H:%M",
