@@ -143,7 +143,8 @@ else:
         st.markdown("When no s separates the near-misses from the successes, **re-train the steps-to-go head** on "
                     "these judged episodes (a copy of the session's reward model; every third episode is held out to "
                     "score it and choose its s). Pick the result as the reward model when starting the next session "
-                    "on Tasks & fleet.")
+                    "on Tasks & fleet. Measured on the demo: a better detector, but practice with it did not climb "
+                    "(README: the refine job).")
         may_job = can(user, "enqueue_job")
         if st.button(f"Re-train the steps-to-go head on session {sid}'s {sweep['judged']} judged episodes",
                      disabled=not may_job):
