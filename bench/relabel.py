@@ -11,7 +11,8 @@ the simulator's ground truth stored beside them (so the session must be simulate
 from the copied database. Both detectors are then scored on ``--score`` of the session's
 *other* finished episodes (never labeled, ground truth known): s for each is calibrated
 (F0.5) on the first half of those and precision/recall measured on the second half, from the
-same stored frames. Last line ``RESULT {json}``.
+same stored frames, and as a progress reward (``progress_signal``: d against the steps left on
+successes, the share of steps with a negative reward, its spread). Last line ``RESULT {json}``.
 """
 from __future__ import annotations
 
@@ -23,6 +24,22 @@ from pathlib import Path
 from bench.common import print_result
 
 
+def progress_signal(model, episodes) -> dict:
+    """How well d works as the progress reward on these episodes: the correlation of d with
+    the steps left on successes (goal at the last frame), the share of steps whose reward
+    r = d_t - d_t+1 is negative, and the per-step reward's spread."""
+    import numpy as np
+
+    from core.refine import episode_d
+
+    ds = episode_d(model, episodes)
+    corr = [np.corrcoef(d, len(d) - 1 - np.arange(len(d)))[0, 1] for d, e in zip(ds, episodes)
+            if e.success and len(d) > 2]
+    return {"corr_success": float(np.nanmean(corr)) if corr else float("nan"),
+            "negative_share": float(np.mean([(np.diff(d) > 0).mean() for d in ds if len(d) > 1])),
+            "std": float(np.mean([np.std(np.diff(d)) for d in ds if len(d) > 1]))}
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--db", required=True, help="SQLite file of a Dojo run with a simulated practice session")
@@ -32,6 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--score", type=int, default=400, help="other episodes both detectors are scored on")
     ap.add_argument("--steps", type=int, default=300, help="refinement gradient steps")
     ap.add_argument("--tolerance", type=int, default=3)
+    ap.add_argument("--fail-tail", type=int, default=None, help="refine job's fail_tail (default: every frame)")
     args = ap.parse_args(argv)
 
     from sqlalchemy import func, select
@@ -74,7 +92,7 @@ def main(argv=None) -> dict:
             patience = int(p_ran or task.detector_patience or 1)
         res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=reward,
                                  out=Path(tmp) / "out", steps=args.steps, threshold_s=s_ran,
-                                 patience=patience, tolerance=args.tolerance, min_labels=10)
+                                 patience=patience, tolerance=args.tolerance, min_labels=10, fail_tail=args.fail_tail)
         old, meta = load_checkpoint(reward, "cpu")
         new, _ = load_checkpoint(res["reward_checkpoint"], "cpu")
         with db.read() as s:
@@ -83,20 +101,23 @@ def main(argv=None) -> dict:
         s_run = s_ran if s_ran is not None else float(meta.get("threshold_s") or 1.0)
         before = score_detector(old, scored, s_run, patience, args.tolerance, 0.5, wide=False)
         after = score_detector(new, scored, s_run, patience, args.tolerance, 0.5, wide=True)
+        before["progress"], after["progress"] = progress_signal(old, scored), progress_signal(new, scored)
         db.dispose()
 
-    keep = ("precision", "recall", "threshold_s", "episodes", "counts")
+    keep = ("precision", "recall", "threshold_s", "episodes", "counts", "progress")
     out = {"session": sid, "patience": patience, "labels": res["labels"], "labels_success": res["labels_success"],
            "scored": len(scored), "scored_success": sum(e.success for e in scored), "skipped": skipped,
            "s_ran_with": s_run, "before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep},
            "held_out_in_job": {"before": res["check_before"], "after": res["check_after"]},
-           "steps": args.steps, "minutes": round((time.perf_counter() - t0) / 60, 2)}
+           "steps": args.steps, "fail_tail": args.fail_tail, "minutes": round((time.perf_counter() - t0) / 60, 2)}
     print(f"labels {out['labels']} ({out['labels_success']} successes); scored on {out['scored']} other episodes "
           f"({out['scored_success']} successes), s calibrated on half, figures on the other half:")
     for k in ("before", "after"):
         b = out[k]
+        g = b["progress"]
         print(f"  {k:6s}: s {b['threshold_s']:.2f}  precision {b['precision']:.2f}  recall {b['recall']:.2f}  "
-              f"({b['episodes']} episodes, {b['counts']})")
+              f"({b['episodes']} episodes, {b['counts']}); progress reward: corr(d, steps left) on successes "
+              f"{g['corr_success']:.2f}, steps with r < 0 {g['negative_share']:.2f}, per-step std {g['std']:.2f}")
     print_result(out)
     return out
 

@@ -219,7 +219,8 @@ def cmd_refine_labels(args: argparse.Namespace) -> dict:
         raise ValueError(f"session {args.session} does not record its reward model: pass --reward best_stg.pt")
     res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sess.id, reward_checkpoint=reward,
                              out=args.out, steps=args.steps, lr=args.lr, min_labels=args.min_labels,
-                             threshold_s=s_ran, patience=int(p_ran or task.detector_patience or 1))
+                             threshold_s=s_ran, patience=int(p_ran or task.detector_patience or 1),
+                             fail_tail=args.fail_tail)
     res.pop("refine", None)
     return res
 
@@ -373,6 +374,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--min-labels", type=int, default=10)
+    p.add_argument("--fail-tail", type=int, default=None,
+                   help="train on the last K frames of a failed episode only (default: every frame)")
     p.set_defaults(func=cmd_refine_labels)
 
     sub.add_parser("worker", add_help=False, help="the background worker (python -m core.worker --help)")

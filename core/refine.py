@@ -116,10 +116,14 @@ def labeled_stg_loss(stg_logits: torch.Tensor, labels: torch.Tensor, censored: t
     return out.mean()
 
 
-def _table(episodes: Sequence[LabeledEpisode], fail_floor: int) -> tuple[FrameTable, np.ndarray]:
-    """A FrameTable of the labeled frames (success episodes cut at their goal) and its
-    ``censored`` flags; the table's STG column holds the label or the lower bound."""
-    eps, labels, cens = [], [], []
+def _table(episodes: Sequence[LabeledEpisode], fail_floor: int, fail_tail: int | None = None
+           ) -> tuple[FrameTable, np.ndarray, np.ndarray]:
+    """A FrameTable of the labeled frames (success episodes cut at their goal), its
+    ``censored`` flags, and the rows a step may sample: all, except that with ``fail_tail``
+    = K only the last K frames of a failed episode are trained on (the earlier ones stay in
+    the table as the previous frame of the next); the table's STG column holds the label or
+    the lower bound."""
+    eps, labels, cens, keep = [], [], [], []
     for e in episodes:
         lab, c = rollout_targets(len(e.frames), e.success, e.goal_index, fail_floor)
         n = len(lab)
@@ -127,9 +131,13 @@ def _table(episodes: Sequence[LabeledEpisode], fail_floor: int) -> tuple[FrameTa
                            e.instruction, e.seed, e.success))
         labels.append(lab)
         cens.append(c)
+        k = np.ones(n, bool)
+        if not e.success and fail_tail is not None:
+            k[: max(0, n - int(fail_tail))] = False
+        keep.append(k)
     table = FrameTable.from_episodes(eps)
     table.stg = np.concatenate(labels)
-    return table, np.concatenate(cens)
+    return table, np.concatenate(cens), np.concatenate(keep)
 
 
 @torch.no_grad()
@@ -177,6 +185,10 @@ class RefineConfig:
     """Lower bound on steps-to-go for frames of failed episodes; default from s (``default_fail_floor``)."""
     train_vision: bool = False
     """Also train the image pathway (frozen by default, as in Stage 2)."""
+    fail_tail: int | None = None
+    """Train on the last K frames of a failed episode only (where a near-miss fires the
+    detector); None = every frame. Bounding every frame of a failure also lifts d on the
+    mid-episode frames that successes share, which made the progress reward noisier (README)."""
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -195,7 +207,8 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
     floor = cfg.fail_floor if cfg.fail_floor is not None else default_fail_floor(threshold_s)
     mc = model.config
     before = separation(model, labeled)
-    table, cens = _table(labeled, floor)
+    table, cens, keep = _table(labeled, floor, cfg.fail_tail)
+    pool = np.flatnonzero(keep)
     demo_table = FrameTable.from_episodes(list(demos)) if demos else None
     frozen = [] if cfg.train_vision else model.vision_modules()
     grads = {p: p.requires_grad for p in model.parameters()}
@@ -215,7 +228,7 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
         for _ in range(cfg.steps):
             if interrupt is not None:
                 interrupt()
-            idx = rng.integers(0, len(table), cfg.batch_size)
+            idx = pool[rng.integers(0, len(pool), cfg.batch_size)]
             b = table.batch(idx, mc.n_frames, mc.action_bins)
             _, logits = model.predict(b)
             loss = labeled_stg_loss(logits, b[STG], torch.from_numpy(cens[idx]), mc.stg_cap, mc.stg_bin_width,
@@ -237,6 +250,7 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
             p.requires_grad_(g)
     after = separation(model, labeled)
     return {"labeled_episodes": len(labeled), "labeled_success": n_ok, "labeled_failure": len(labeled) - n_ok,
-            "demo_episodes": len(demos), "fail_floor": floor, "steps": cfg.steps, "lr": cfg.lr,
+            "demo_episodes": len(demos), "fail_floor": floor, "fail_tail": cfg.fail_tail, "steps": cfg.steps,
+            "lr": cfg.lr,
             "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:])),
             "before": before, "after": after}

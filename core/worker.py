@@ -155,6 +155,8 @@ JOB_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "steps": {"type": "int", "default": 300, "help": "gradient steps"},
         "lr": {"type": "float", "default": 1e-4}, "seed": {"type": "int", "default": 0},
         "min_labels": {"type": "int", "default": 10, "help": "usable judged episodes needed"},
+        "fail_tail": {"type": "int", "default": None,
+                      "help": "train on the last K frames of a failed episode only (default: every frame)"},
     },
     "eval": {
         "checkpoint_id": {"type": "int", "default": None, "help": "default: the task's promoted checkpoint"},
@@ -1169,7 +1171,8 @@ class Worker:
         res = refine_from_labels(self.db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=_norm(reward),
                                  out=_norm(out), steps=p["steps"], lr=p["lr"], seed=p["seed"],
                                  threshold_s=s_ran, patience=patience,
-                                 min_labels=p["min_labels"], interrupt=interrupt, log=log.info)
+                                 min_labels=p["min_labels"], fail_tail=p["fail_tail"], interrupt=interrupt,
+                                 log=log.info)
         after = res.get("check_after")
         ctx.message = (f"steps-to-go head re-trained on {res['fit']} judged episodes of session {sid}"
                        + (f"; held-out precision {res['check_before']['precision']:.2f} -> {after['precision']:.2f}, "

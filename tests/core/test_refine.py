@@ -112,3 +112,18 @@ def test_refining_leaves_the_action_head_and_frozen_vision_alone():
     assert not model.training
     with pytest.raises(ValueError, match="at least one"):
         refine_reward(model, [], 1.0)
+
+
+def test_fail_tail_trains_on_the_last_frames_of_a_failure_only():
+    from core.refine import _table
+
+    eps = _episodes(16, n=2, T=6)  # one success (7 frames, cut at its goal), one failure (7 frames)
+    table, cens, keep = _table(eps, 3)
+    assert keep.all() and len(table) == 14
+    table, cens, keep = _table(eps, 3, fail_tail=2)
+    assert list(keep[:7]) == [True] * 7  # the success: every frame
+    assert list(keep[7:]) == [False] * 5 + [True] * 2 and cens[7:].all()
+    torch.manual_seed(0)
+    model = DojoPolicy(tiny_config(image_size=16))
+    stats = refine_reward(model, eps, 1.0, RefineConfig(steps=2, fail_tail=2))
+    assert stats["labeled_failure"] == 1
