@@ -50,6 +50,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=300, help="refinement gradient steps")
     ap.add_argument("--tolerance", type=int, default=3)
     ap.add_argument("--fail-tail", type=int, default=None, help="refine job's fail_tail (default: every frame)")
+    ap.add_argument("--anchor", type=float, default=0.0, help="refine job's anchor (with --fail-tail)")
     args = ap.parse_args(argv)
 
     from sqlalchemy import func, select
@@ -92,7 +93,8 @@ def main(argv=None) -> dict:
             patience = int(p_ran or task.detector_patience or 1)
         res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=reward,
                                  out=Path(tmp) / "out", steps=args.steps, threshold_s=s_ran,
-                                 patience=patience, tolerance=args.tolerance, min_labels=10, fail_tail=args.fail_tail)
+                                 patience=patience, tolerance=args.tolerance, min_labels=10, fail_tail=args.fail_tail,
+                                 anchor=args.anchor)
         old, meta = load_checkpoint(reward, "cpu")
         new, _ = load_checkpoint(res["reward_checkpoint"], "cpu")
         with db.read() as s:
@@ -109,7 +111,7 @@ def main(argv=None) -> dict:
            "scored": len(scored), "scored_success": sum(e.success for e in scored), "skipped": skipped,
            "s_ran_with": s_run, "before": {k: before[k] for k in keep}, "after": {k: after[k] for k in keep},
            "held_out_in_job": {"before": res["check_before"], "after": res["check_after"]},
-           "steps": args.steps, "fail_tail": args.fail_tail, "minutes": round((time.perf_counter() - t0) / 60, 2)}
+           "steps": args.steps, "fail_tail": args.fail_tail, "anchor": args.anchor, "minutes": round((time.perf_counter() - t0) / 60, 2)}
     print(f"labels {out['labels']} ({out['labels_success']} successes); scored on {out['scored']} other episodes "
           f"({out['scored_success']} successes), s calibrated on half, figures on the other half:")
     for k in ("before", "after"):

@@ -185,6 +185,11 @@ class RefineConfig:
     """Lower bound on steps-to-go for frames of failed episodes; default from s (``default_fail_floor``)."""
     train_vision: bool = False
     """Also train the image pathway (frozen by default, as in Stage 2)."""
+    anchor: float = 0.0
+    """With ``fail_tail``: weight of a term that keeps the steps-to-go distribution on the
+    earlier frames of failed episodes (not trained on) where the model had it (cross-entropy
+    to the model's own predictions before the refinement), so the progress reward there
+    does not drift. 0 = off."""
     fail_tail: int | None = None
     """Train on the last K frames of a failed episode only (where a near-miss fires the
     detector); None = every frame. Bounding every frame of a failure also lifts d on the
@@ -209,6 +214,14 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
     before = separation(model, labeled)
     table, cens, keep = _table(labeled, floor, cfg.fail_tail)
     pool = np.flatnonzero(keep)
+    anchor_rows = np.flatnonzero(~keep) if cfg.anchor > 0 else np.zeros(0, np.int64)
+    anchor_probs = None
+    if len(anchor_rows):
+        model.eval()
+        with torch.no_grad():
+            anchor_probs = torch.cat([F.softmax(model.predict(table.batch(anchor_rows[i:i + 256], mc.n_frames,
+                                                                          mc.action_bins))[1].float(), -1)
+                                      for i in range(0, len(anchor_rows), 256)])
     demo_table = FrameTable.from_episodes(list(demos)) if demos else None
     frozen = [] if cfg.train_vision else model.vision_modules()
     grads = {p: p.requires_grad for p in model.parameters()}
@@ -239,6 +252,10 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
                 _, dl = model.predict(db)
                 tgt = S.soft_stg_targets(db[STG].to(dl.device), mc.stg_cap, mc.stg_bin_width, mc.stg_label_sigma)
                 loss = 0.5 * loss + 0.5 * -(tgt * F.log_softmax(dl.float(), -1)).sum(-1).mean()
+            if anchor_probs is not None:
+                ai = rng.integers(0, len(anchor_rows), cfg.batch_size)
+                _, al = model.predict(table.batch(anchor_rows[ai], mc.n_frames, mc.action_bins))
+                loss = loss + cfg.anchor * -(anchor_probs[ai].to(al.device) * F.log_softmax(al.float(), -1)).sum(-1).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -250,7 +267,7 @@ def refine_reward(model: DojoPolicy, labeled: Sequence[LabeledEpisode], threshol
             p.requires_grad_(g)
     after = separation(model, labeled)
     return {"labeled_episodes": len(labeled), "labeled_success": n_ok, "labeled_failure": len(labeled) - n_ok,
-            "demo_episodes": len(demos), "fail_floor": floor, "fail_tail": cfg.fail_tail, "steps": cfg.steps,
+            "demo_episodes": len(demos), "fail_floor": floor, "fail_tail": cfg.fail_tail, "anchor": cfg.anchor, "steps": cfg.steps,
             "lr": cfg.lr,
             "loss_first": float(np.mean(losses[:20])), "loss_last": float(np.mean(losses[-20:])),
             "before": before, "after": after}

@@ -138,7 +138,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
                        reward_checkpoint: str, out: str | Path, steps: int = 300, lr: float = 1e-4,
                        seed: int = 0, threshold_s: Optional[float] = None, patience: int = 1,
                        tolerance: int = 3, beta: float = 0.5, min_labels: int = MIN_LABELS,
-                       fail_tail: Optional[int] = None,
+                       fail_tail: Optional[int] = None, anchor: float = 0.0,
                        interrupt: Callable[[], None] | None = None,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Refine ``reward_checkpoint`` on the judged episodes of ``session_id`` and write
@@ -178,7 +178,8 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     import torch
 
     torch.manual_seed(seed)  # dropout: the same labels and seed give the same model
-    stats = refine_reward(refined, fit, s_old, RefineConfig(steps=steps, lr=lr, seed=seed, fail_tail=fail_tail),
+    stats = refine_reward(refined, fit, s_old, RefineConfig(steps=steps, lr=lr, seed=seed, fail_tail=fail_tail,
+                                                                         anchor=anchor),
                           demos=_reward_demos(rmeta, log), interrupt=interrupt)
     refined.eval().requires_grad_(False)
     after = score_detector(refined, held, s_old, patience, tolerance, beta, wide=True) if held else None
@@ -189,7 +190,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
                "task_id": task_id, "session_id": session_id, "labels": len(labeled), "labels_success": n_ok,
                "episode_ids": ids, "fit": len(fit), "held_out": len(held), "skipped": skipped,
                "threshold_before": s_old, "threshold_s": new_s, "patience": patience, "tolerance": tolerance,
-               "fail_tail": fail_tail,
+               "fail_tail": fail_tail, "anchor": anchor,
                "check_before": before, "check_after": after, "refine": stats,
                "seconds": round(time.perf_counter() - t0, 1)}
     meta = {**rmeta, "stage": "reward_refined", "refined_from": str(reward_checkpoint), "relabel": summary}

@@ -127,3 +127,20 @@ def test_fail_tail_trains_on_the_last_frames_of_a_failure_only():
     model = DojoPolicy(tiny_config(image_size=16))
     stats = refine_reward(model, eps, 1.0, RefineConfig(steps=2, fail_tail=2))
     assert stats["labeled_failure"] == 1
+
+
+def test_anchor_keeps_d_where_it_was_on_the_failures_earlier_frames():
+    eps = _episodes(16, n=4, T=6)
+    early = [LabeledEpisode(e.frames[:4], e.proprio[:4], e.instruction, False, None) for e in eps if not e.success]
+
+    def moved(anchor: float) -> float:
+        torch.manual_seed(0)
+        model = DojoPolicy(tiny_config(image_size=16, stg_cap=10, stg_bin_width=1))
+        before = np.concatenate(episode_d(model, early))
+        stats = refine_reward(model, eps, 1.0, RefineConfig(steps=60, lr=3e-3, train_vision=True, fail_tail=2,
+                                                             anchor=anchor))
+        assert stats["anchor"] == anchor and stats["fail_tail"] == 2
+        return float(np.abs(np.concatenate(episode_d(model, early)) - before).mean())
+
+    free, anchored = moved(0.0), moved(10.0)
+    assert anchored < 0.5 * free, (anchored, free)
