@@ -49,8 +49,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--score", type=int, default=400, help="other episodes both detectors are scored on")
     ap.add_argument("--steps", type=int, default=300, help="refinement gradient steps")
     ap.add_argument("--tolerance", type=int, default=3)
-    ap.add_argument("--fail-tail", type=int, default=None, help="refine job's fail_tail (default: every frame)")
-    ap.add_argument("--anchor", type=float, default=0.0, help="refine job's anchor (with --fail-tail)")
+    ap.add_argument("--fail-tail", type=int, default=10, help="refine job's fail_tail (0: every frame)")
+    ap.add_argument("--anchor", type=float, default=1.0, help="refine job's anchor (with --fail-tail)")
     args = ap.parse_args(argv)
 
     from sqlalchemy import func, select
@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
             patience = int(p_ran or task.detector_patience or 1)
         res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=reward,
                                  out=Path(tmp) / "out", steps=args.steps, threshold_s=s_ran,
-                                 patience=patience, tolerance=args.tolerance, min_labels=10, fail_tail=args.fail_tail,
+                                 patience=patience, tolerance=args.tolerance, min_labels=10, fail_tail=args.fail_tail or None,
                                  anchor=args.anchor)
         old, meta = load_checkpoint(reward, "cpu")
         new, _ = load_checkpoint(res["reward_checkpoint"], "cpu")

@@ -220,7 +220,7 @@ def cmd_refine_labels(args: argparse.Namespace) -> dict:
     res = refine_from_labels(db.read, task_id=sess.task_id, session_id=sess.id, reward_checkpoint=reward,
                              out=args.out, steps=args.steps, lr=args.lr, min_labels=args.min_labels,
                              threshold_s=s_ran, patience=int(p_ran or task.detector_patience or 1),
-                             fail_tail=args.fail_tail, anchor=args.anchor)
+                             fail_tail=args.fail_tail or None, anchor=args.anchor)
     res.pop("refine", None)
     return res
 
@@ -374,9 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--lr", type=float, default=1e-4)
     p.add_argument("--min-labels", type=int, default=10)
-    p.add_argument("--fail-tail", type=int, default=None,
-                   help="train on the last K frames of a failed episode only (default: every frame)")
-    p.add_argument("--anchor", type=float, default=0.0,
+    p.add_argument("--fail-tail", type=int, default=10,
+                   help="train on the last K frames of a failed episode only (0: every frame)")
+    p.add_argument("--anchor", type=float, default=1.0,
                    help="with --fail-tail: keep d where it was on a failure's earlier frames (weight; 0 = off)")
     p.set_defaults(func=cmd_refine_labels)
 

@@ -12,7 +12,9 @@ from the ``frames`` table (JPEG, as the worker stored them) and the propriocepti
 
 Labels: a judged success ends at its last frame (the person saw the goal there: the same
 convention as a verdict in practice); a judged failure gives every frame the censored bound
-of core.refine. Every third judged episode (from 12 on) is held out: on its first half each
+of core.refine, on the last 10 frames of a failure only, with d kept where it was on the
+earlier ones (``fail_tail``, ``anchor``: re-training every frame of a failure made d a
+noisier progress reward, README). Every third judged episode (from 12 on) is held out: on its first half each
 model (old, refined) gets its best s, on the second half both are scored; the refined model's
 s (its d has a new scale) goes into the checkpoint's meta, so a practice job using it reads it.
 """
@@ -138,7 +140,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
                        reward_checkpoint: str, out: str | Path, steps: int = 300, lr: float = 1e-4,
                        seed: int = 0, threshold_s: Optional[float] = None, patience: int = 1,
                        tolerance: int = 3, beta: float = 0.5, min_labels: int = MIN_LABELS,
-                       fail_tail: Optional[int] = None, anchor: float = 0.0,
+                       fail_tail: Optional[int] = 10, anchor: float = 1.0,
                        interrupt: Callable[[], None] | None = None,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Refine ``reward_checkpoint`` on the judged episodes of ``session_id`` and write

@@ -155,9 +155,9 @@ JOB_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "steps": {"type": "int", "default": 300, "help": "gradient steps"},
         "lr": {"type": "float", "default": 1e-4}, "seed": {"type": "int", "default": 0},
         "min_labels": {"type": "int", "default": 10, "help": "usable judged episodes needed"},
-        "fail_tail": {"type": "int", "default": None,
-                      "help": "train on the last K frames of a failed episode only (default: every frame)"},
-        "anchor": {"type": "float", "default": 0.0,
+        "fail_tail": {"type": "int", "default": 10,
+                      "help": "train on the last K frames of a failed episode only (0: every frame)"},
+        "anchor": {"type": "float", "default": 1.0,
                    "help": "with fail_tail: keep d where it was on a failure's earlier frames (weight; 0 = off)"},
     },
     "eval": {
@@ -1173,7 +1173,7 @@ class Worker:
         res = refine_from_labels(self.db.read, task_id=sess.task_id, session_id=sid, reward_checkpoint=_norm(reward),
                                  out=_norm(out), steps=p["steps"], lr=p["lr"], seed=p["seed"],
                                  threshold_s=s_ran, patience=patience,
-                                 min_labels=p["min_labels"], fail_tail=p["fail_tail"], anchor=p["anchor"],
+                                 min_labels=p["min_labels"], fail_tail=p["fail_tail"] or None, anchor=p["anchor"],
                                  interrupt=interrupt,
                                  log=log.info)
         after = res.get("check_after")
