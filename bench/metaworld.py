@@ -62,6 +62,8 @@ def main(argv=None) -> dict:
                     help="re-refine the reward model every N practice iterations on their labeled episodes "
                          "(default 0 = off; measured on button-press it did not prevent the collapse, README)")
     ap.add_argument("--image-size", type=int, default=64)
+    ap.add_argument("--goal-observable", action="store_true",
+                    help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
     ap.add_argument("--fleet", type=int, default=4, help="robots (simulator processes) in practice")
     ap.add_argument("--lr", type=float, default=3e-5, help="practice learning rate")
     ap.add_argument("--workers", type=int, default=2)
@@ -89,9 +91,12 @@ def main(argv=None) -> dict:
     dirs = []
     t_demo = time.perf_counter()
     for task in tasks:
-        d = root / f"demos-{task}-{args.image_size}px"
-        res = generate_demos(d, plan["demos_per_task"], backend="metaworld",
-                             env_config={"task": task, "image_size": args.image_size}, workers=args.workers,
+        d = root / f"demos-{task}-{args.image_size}px{'-goal' if args.goal_observable else ''}"
+        env_config = {"task": task, "image_size": args.image_size}
+        if args.goal_observable:
+            env_config["goal_observable"] = True
+        res = generate_demos(d, plan["demos_per_task"], backend="metaworld", env_config=env_config,
+                             workers=args.workers,
                              progress=False)
         print(f"demos {task}: {res['episodes']} (expert success {res['expert_success_rate']:.2f})", flush=True)
         dirs.append(str(d))
@@ -100,6 +105,8 @@ def main(argv=None) -> dict:
           f"-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     if len(tag) > 120:
         tag = f"{nt}tasks-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
+    if args.goal_observable:
+        tag += "-goal"
     run = root / "runs" / tag
     si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
                     + (f"-every{plan['refine_every']}" if plan["refine_every"] else ""))
@@ -150,6 +157,7 @@ def main(argv=None) -> dict:
         if "before" in chk else None,
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
+        "goal_observable": args.goal_observable,
     }
     (run / "result.json").write_text(json.dumps(result, indent=2, default=float))
     print_result(result)

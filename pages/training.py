@@ -8,6 +8,7 @@ import streamlit as st
 from storage import repo
 from storage.stats import format_points
 from ui import charts, queries
+from ui.actions import REFINE_OPTIONS
 from ui.app_state import act, can, get_db, require_login
 
 user = require_login()
@@ -146,9 +147,12 @@ else:
                     "on Tasks & fleet. Measured on the demo: a better detector, but practice with it did not climb "
                     "(README: the refine job).")
         may_job = can(user, "enqueue_job")
+        with st.expander("Re-training options"):
+            opts = {name: st.number_input(label, value=default, min_value=type(default)(0), key=f"refine_{name}",
+                                          help=hint) for name, label, default, hint in REFINE_OPTIONS}
         if st.button(f"Re-train the steps-to-go head on session {sid}'s {sweep['judged']} judged episodes",
                      disabled=not may_job):
-            if act(user, "enqueue_job", repo.enqueue_job, "refine", {"session_id": int(sid)}, task_id=task_id,
+            if act(user, "enqueue_job", repo.enqueue_job, "refine", {"session_id": int(sid)} | opts, task_id=task_id,
                    session_id=int(sid), success="refine job queued: progress on Tasks & fleet") is not None:
                 st.rerun()
         with db.read() as s:

@@ -10,6 +10,17 @@ from storage import repo
 from storage.models import PracticeSession
 
 
+REFINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
+    ("steps", "Gradient steps", 300, "more steps fit the labels closer (and cost time: ~0.3 s each on 2 cores)"),
+    ("fail_tail", "Frames of a failure to train (from its end; 0 = every frame)", 10,
+     "every frame made d a noisier progress reward on the demo (README: bench.relabel)"),
+    ("anchor", "Anchor weight on a failure's earlier frames (0 = off)", 1.0,
+     "keeps d where it was on the frames not trained, so the progress reward stays intact"),
+)
+"""The refine job's options the Training page offers (name, label, default, hint); the
+defaults are the worker's (core/worker.py JOB_PARAMS["refine"], a test keeps them equal)."""
+
+
 class NoCheckpoint(ValueError):
     """Practice needs a starting policy; the message says how to get one."""
 

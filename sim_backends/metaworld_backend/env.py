@@ -11,7 +11,9 @@ Meta-World itself leaves to the user, and ``GymTaskConfig`` does the rest.
   objects would limit each task to 50 pre-drawn goals and draw them from the global RNG.)
 - Observations: the goal-observable 39-d vector (hand xyz, gripper opening, object poses,
   the previous frame of those, goal xyz) that the scripted policies parse; Dojo's proprio is
-  the hand position and gripper opening (first 4 entries), mapped to [-1, 1].
+  the hand position and gripper opening (first 4 entries), mapped to [-1, 1], and with
+  ``goal_observable`` also the goal xyz (the last 3: Meta-World's "goal-observable" setting,
+  for tasks whose goal is a point in the air no camera frame can place, like reach-v3).
 - Images: an offscreen ``mujoco.Renderer`` at the requested size, shadows, reflections and
   multisampling off (4x faster on software GL, the default on CPU machines). Meta-World's
   corner cameras are defined upside down (they were made for mujoco-py, which flipped
@@ -46,6 +48,8 @@ DEFAULT_NOISE = 0.1
 # Sawyer hand workspace (SawyerXYZEnv._HAND_SPACE) and gripper opening in [0, 1]: proprio scale.
 PROPRIO_LOW = (-0.525, 0.348, -0.0525, 0.0)
 PROPRIO_HIGH = (0.525, 1.025, 0.7, 1.0)
+GOAL_OBS = (36, 37, 38)
+"""Indices of the goal xyz in Meta-World's goal-observable 39-d observation."""
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,10 @@ class MetaWorldConfig:
     steps-to-go 0 (``GymTaskConfig.demo_hold_steps``). Stopping at the goal left the
     steps-to-go head with a floor of d ~ 3 on success and near-miss frames alike (25 demos
     per task), so no threshold separated them (detector precision 0.33-0.42)."""
+    goal_observable: bool = False
+    """Append the goal xyz to the proprioception (Meta-World's goal-observable setting; the
+    goal of reach-v3 is a ~1 px dot at 64 px floating at an unseen depth, so from the image
+    alone the policy cannot know where to reach). Mapped with the hand's bounds."""
 
     def __post_init__(self) -> None:
         check_task(self.task)
@@ -224,7 +232,9 @@ def task_config(cfg: MetaWorldConfig) -> GymTaskConfig:
     return GymTaskConfig(
         factory=partial(MetaWorldRaw, cfg.task, cfg.image_size, cfg.camera, cfg.upright, cfg.step_limit),
         instruction=instruction, phrasings=tuple(phrasings), random_phrasing=cfg.random_phrasing,
-        image_size=cfg.image_size, proprio="0:4", proprio_low=PROPRIO_LOW, proprio_high=PROPRIO_HIGH,
+        image_size=cfg.image_size, proprio=(0, 1, 2, 3, *GOAL_OBS) if cfg.goal_observable else "0:4",
+        proprio_low=PROPRIO_LOW + (PROPRIO_LOW[:3] if cfg.goal_observable else ()),
+        proprio_high=PROPRIO_HIGH + (PROPRIO_HIGH[:3] if cfg.goal_observable else ()),
         max_steps=cfg.step_limit, success_key="success", terminate_on_success=cfg.terminate_on_success,
         expert=MetaWorldExpert(cfg.task), expert_noise=float(cfg.expert_noise), name=cfg.task,
         demo_hold_steps=int(cfg.demo_hold_steps),

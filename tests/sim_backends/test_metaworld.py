@@ -163,3 +163,28 @@ def test_demos_pipeline(tmp_path):
     out = generate_demos(tmp_path / "mw", 1, backend="metaworld",
                          env_config={"task": "reach-v3", "image_size": 32}, progress=False)
     assert out["episodes"] == 1 and len(list_episode_files(tmp_path / "mw")) == 1
+
+
+def test_goal_observable_puts_the_goal_in_the_proprioception():
+    """reach-v3's goal is a point in the air no frame can place: goal_observable appends it
+    (mapped with the hand's bounds) to the 4 proprio entries, and it follows the seed."""
+    plain = MetaWorldEnv(MetaWorldConfig(task="reach-v3", image_size=32))
+    env = MetaWorldEnv(MetaWorldConfig(task="reach-v3", image_size=32, goal_observable=True))
+    try:
+        goals = []
+        for seed in (3, 4):
+            o_plain, _ = plain.reset(seed=seed)
+            obs, _ = env.reset(seed=seed)
+            assert o_plain[OBS_PROPRIO].shape == (4,) and obs[OBS_PROPRIO].shape == (7,)
+            np.testing.assert_allclose(obs[OBS_PROPRIO][:4], o_plain[OBS_PROPRIO])
+            goal = env.privileged_state()["goal"]
+            lo, hi = np.array([-0.525, 0.348, -0.0525]), np.array([0.525, 1.025, 0.7])
+            np.testing.assert_allclose(obs[OBS_PROPRIO][4:], 2 * (goal - lo) / (hi - lo) - 1, atol=1e-5)
+            goals.append(obs[OBS_PROPRIO][4:])
+            obs = env.step(env.expert_action(np.random.default_rng(0)))[0]
+            np.testing.assert_allclose(obs[OBS_PROPRIO][4:], goals[-1], atol=1e-5)  # the goal holds still
+        assert not np.allclose(goals[0], goals[1])
+        assert check_backend(env, n_steps=3).ok
+    finally:
+        plain.close()
+        env.close()

@@ -245,11 +245,13 @@ def test_training_page_recalibrates_s_from_peoples_labels(app, seeded, tmp_path,
     at = _ok(app("training", "viewer").run())
     assert _button(at, retrain).disabled
     at = _ok(app("training", "supervisor").run())
+    next(n for n in at.number_input if n.label.startswith("Frames of a failure")).set_value(0)
     _ok(_button(at, retrain).click().run())
     with db.write() as s:
         job = max((j for j in repo.list_jobs(s) if j.kind == "refine"), key=lambda j: j.id)
         assert (job.params, job.session_id, job.task_id, job.status) == (
-            {"session_id": own.session_id}, own.session_id, own.task_id, "queued")
+            {"session_id": own.session_id, "steps": 300, "fail_tail": 0, "anchor": 1.0}, own.session_id,
+            own.task_id, "queued")
         # as the worker leaves it when done (tests/worker: the job itself)
         job.status, job.result = "done", {
             "reward_checkpoint": "/runs/refine-job9/reward_from_labels.pt", "labels": 18, "held_out": 6,

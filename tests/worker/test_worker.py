@@ -64,6 +64,16 @@ def test_params_are_checked_against_the_published_schema():
     assert spec["env_config"]["type"] == "dict" and spec["freeze_vision"]["type"] == "bool"
 
 
+def test_the_training_pages_refine_options_default_to_the_workers():
+    """The UI cannot import the worker (no torch there): its copy of the defaults must match."""
+    from ui.actions import REFINE_OPTIONS
+
+    spec = job_params_spec("refine")
+    for name, _label, default, _hint in REFINE_OPTIONS:
+        assert spec[name]["default"] == default and type(spec[name]["default"]) is type(default), name
+    assert check_params("refine", {name: d for name, _, d, _ in REFINE_OPTIONS})
+
+
 def test_bad_jobs_fail_with_a_fix_and_the_worker_goes_on(tmp_path, stage1):
     db = init_db(tmp_path / "dojo.sqlite")
     with db.write() as s:
