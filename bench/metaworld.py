@@ -55,6 +55,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--eval-per-task", type=int)
     ap.add_argument("--practice-episodes", type=int)
+    ap.add_argument("--si-eval-every", type=int, help="practice iterations between evaluations on selection seeds")
+    ap.add_argument("--si-eval-per-task", type=int, help="selection seeds per task in each of those evaluations")
+    ap.add_argument("--check-episodes", type=int, help="starting-policy rollouts for the detector check")
     ap.add_argument("--refine", dest="refine_episodes", type=int,
                     help="labeled rollouts that refine the reward model before practice (default: quick 60, "
                          "full 200; 0 = the paper's label-free recipe)")
@@ -72,7 +75,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes", "refine_episodes",
-              "refine_every"):
+              "refine_every", "si_eval_every", "si_eval_per_task", "check_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 

@@ -8,7 +8,7 @@ Ctrl-C (or SIGTERM) stops both cleanly.
 Environment: DOJO_DATA (data folder, default ./data), DOJO_DB or DATABASE_URL (default
 <data>/dojo.sqlite), DOJO_ADMIN_PASSWORD (the first admin's password; without it one is
 generated and printed once), DOJO_PREP_DEMOS / DOJO_PREP_EPOCHS / DOJO_PREP_SFT_MINUTES /
-DOJO_PREP_EVAL_EVERY / DOJO_PREP_EVAL_EPISODES /
+DOJO_PREP_EVAL_EVERY / DOJO_PREP_EVAL_EPISODES / DOJO_PREP_LR /
 DOJO_FLEET_SIZE (sizes of the preparation chain, see ui/bootstrap.py).
 
 The preparation chain (demonstrations -> Stage-1 SFT -> a practice session) is a series of

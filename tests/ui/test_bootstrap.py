@@ -62,7 +62,8 @@ def test_preparation_chain_one_job_at_a_time(fresh, tmp_path):
         practice = repo.list_jobs(s, kind="practice")[0]
         steps = bootstrap.preparation_status(s, task.id)
     assert practice.session_id is not None and practice.params["checkpoint_id"] == 7
-    assert (practice.params["eval_every"], practice.params["eval_episodes"]) == (cfg.eval_every, cfg.eval_episodes)
+    assert (practice.params["eval_every"], practice.params["eval_episodes"], practice.params["lr"]) == (
+        cfg.eval_every, cfg.eval_episodes, cfg.lr)
     check_params("practice", practice.params)
     assert [p["status"] for p in steps] == ["done", "done", "queued"]
 
