@@ -32,13 +32,19 @@ from typing import Any
 from bench.common import print_result
 
 FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 10, 0.2: 8, 0.8: 4},
-            select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000)
+            select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000,
+            novel_single_demos=40)
 QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1500, epochs={0.1: 8, 0.2: 6, 0.8: 3},
-             select_episodes=40, si_eval_every=4, si_eval_episodes=60, novel_practice_episodes=1000)
+             select_episodes=40, si_eval_every=4, si_eval_episodes=60, novel_practice_episodes=1000,
+             novel_single_demos=40)
 FRACTIONS = (0.1, 0.2, 0.8)
 # The paper's BananaTable: a banana alone on the table, never seen in any demonstration,
 # pushed to one of the nine regions ("push the banana to the top left of the table").
 NOVEL_ENV = {"family": "block2location", "blocks": [], "objects": ["banana"]}
+# Stage 1 for that arm also sees each of the 8 blocks alone on the table, named half the
+# time by a generic noun ("push the object to the top left"): blocks only, never the banana,
+# so the model learns that the words need not name a block it knows to find what to push.
+SINGLE_OBJECT_GENERIC_PROB = 0.5
 
 
 def _plot(path: Path, arms: dict[str, Any], pool: int) -> None:
@@ -129,22 +135,33 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     from core.practice import PracticeConfig, run_practice
     from core.sft import SFTConfig, train_sft
 
+    from sim_backends.tabletop.instructions import CATALOG_BLOCKS
+
     n = int(0.1 * plan["pool"])
     b2l = root / "demos-block2location"
     generate_demos(b2l, n, env_config={"family": "block2location"}, workers=args.workers)
-    sft = train_sft(SFTConfig(data=f"{pool_dir},{b2l}", out=str(root / "sft-both-10-s0"), max_episodes=n,
+    dirs, single = [pool_dir, b2l], plan["novel_single_demos"]
+    for block in CATALOG_BLOCKS if single else ():
+        d = root / f"demos-alone-{block.replace(' ', '-')}"
+        generate_demos(d, single, env_config={"family": "block2location", "blocks": [block],
+                                              "generic_name_prob": SINGLE_OBJECT_GENERIC_PROB},
+                       workers=args.workers, progress=False)
+        dirs.append(d)
+    tag = f"-alone{single}" if single else ""
+    sft = train_sft(SFTConfig(data=",".join(map(str, dirs)), out=str(root / f"sft-both-10{tag}-s0"), max_episodes=n,
                               epochs=plan["epochs"][0.1], eval_every=max(1, plan["epochs"][0.1] // 3),
                               eval_episodes=plan["select_episodes"], seed=0), progress=False)
     both = test_success(sft["best_policy"], {"family": "block2location"})
     before = test_success(sft["best_policy"], NOVEL_ENV)
-    print(f"novel: Stage 1 on blocks (both families, {2 * n} demos): block2location {both}, banana {before}",
+    print(f"novel: Stage 1 on blocks (both families, {2 * n} demos, {len(CATALOG_BLOCKS) * single if single else 0}"
+          f" with a block alone): block2location {both}, banana {before}",
           flush=True)
     signal = {"blocks": reward_signal(sft["best_stg"], {"family": "block2location"}),
               "banana": reward_signal(sft["best_stg"], NOVEL_ENV)}
     print(f"novel: reward signal on expert episodes: {json.dumps(signal)}", flush=True)
     si = run_practice(PracticeConfig(
         policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], backend="tabletop",
-        env_config=NOVEL_ENV, out=str(root / "si-novel-s0"), max_episodes=plan["novel_practice_episodes"],
+        env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}-s0"), max_episodes=plan["novel_practice_episodes"],
         eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
         min_precision=0.0, min_recall=0.0, fleet_size=args.fleet, lr=args.lr), progress=True)
     after = test_success(si["best"], NOVEL_ENV)
@@ -155,6 +172,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     return {"novel_before": before[0] / before[1], "novel_before_ci": wilson_interval(*before),
             "novel_after": after[0] / after[1], "novel_after_ci": wilson_interval(*after),
             "novel_episodes": si["episodes"], "novel_blocks_block2location": both[0] / both[1],
+            "novel_single_object_demos_per_block": single,
             "novel_detector_precision": chk["precision"], "novel_detector_recall": chk["recall"],
             "novel_detector_threshold_s": chk["threshold_s"], "novel_reward_signal": signal}
 
@@ -174,9 +192,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
     ap.add_argument("--only-novel", action="store_true", help="run only the new-object (banana) arm")
     ap.add_argument("--novel-practice-episodes", type=int)
+    ap.add_argument("--novel-single-demos", type=int,
+                    help="demos per block of a block alone on the table (half named generically) in the "
+                         "new-object arm's Stage 1; 0 = blocks in 4-block scenes only")
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
-    for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes"):
+    for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 
@@ -192,7 +213,8 @@ def main(argv=None) -> dict:
     env_config = {"family": "block2block"}
     pool = plan["pool"]
     data = root / "demos-pool"
-    generate_demos(data, pool, env_config=env_config, workers=args.workers)
+    # The new-object arm alone needs only the pool's first 10 % (demos are seeded by index).
+    generate_demos(data, int(0.1 * pool) if args.only_novel else pool, env_config=env_config, workers=args.workers)
 
     def test_success(ckpt: str, task: dict | None = None) -> tuple[int, int]:
         model, _ = load_checkpoint(ckpt)

@@ -28,7 +28,7 @@ from sim_backends.base import (  # noqa: E402
 from sim_backends.tabletop import scene  # noqa: E402
 from sim_backends.tabletop.instructions import (  # noqa: E402
     BLOCK2BLOCK, BLOCK2BLOCK_SUCCESS_DISTANCE, BLOCK2LOCATION_SUCCESS_DISTANCE, CATALOG_BLOCKS,
-    DEFAULT_BLOCKS, EXTRA_OBJECTS, FAMILIES, REGIONS, Goal, InstructionError, parse_instruction,
+    DEFAULT_BLOCKS, EXTRA_OBJECTS, FAMILIES, GENERIC_NOUNS, REGIONS, Goal, InstructionError, parse_instruction,
     render_instruction, sample_goal,
 )
 
@@ -68,10 +68,15 @@ class TabletopConfig:
     block2block_success_distance: float = BLOCK2BLOCK_SUCCESS_DISTANCE
     """Block2Block success: the two object centres are closer than this (metres)."""
     block2location_success_distance: float = BLOCK2LOCATION_SUCCESS_DISTANCE
+    """Block2Location success: the object centre is closer than this to the region point."""
     terminate_on_success: bool = True
     """End the episode when the goal is reached. Practice (Stage 2) turns this off: there
     the learned success detector decides, and ground truth is only recorded beside it."""
-    """Block2Location success: the object centre is closer than this to the region point."""
+    generic_name_prob: float = 0.0
+    """When one object is alone on the table, the probability that a sampled instruction
+    calls it by a generic noun ("push the object to the top left") instead of its name.
+    Stage-1 data with such scenes teaches a model to find the thing to push when the words
+    do not name a block it knows (the new-object experiment, ``bench.self_improvement``)."""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -102,6 +107,8 @@ class TabletopConfig:
             raise ValueError(f"TabletopConfig.substeps={self.substeps!r}; expected an int >= 1")
         if not (0.0 < self.timestep <= 0.02):
             raise ValueError(f"TabletopConfig.timestep={self.timestep!r}; expected 0 < dt <= 0.02 s")
+        if not (0.0 <= self.generic_name_prob <= 1.0):
+            raise ValueError(f"TabletopConfig.generic_name_prob={self.generic_name_prob!r}; expected 0..1")
         for name in ("block2block_success_distance", "block2location_success_distance"):
             v = getattr(self, name)
             if not (0.0 < v < 0.3):
@@ -187,7 +194,12 @@ class TabletopEnv(gym.Env):
             if self._goal_distance(episode_goal) > self.config.success_distance(episode_goal.family) + 0.04:
                 break
         if instruction is None:
-            instruction = render_instruction(episode_goal, rng)
+            name = None
+            # Drawn only when it can apply, so seeded episodes of other configs are unchanged.
+            if len(self.object_names) == 1 and self.config.generic_name_prob > 0.0 \
+                    and rng.random() < self.config.generic_name_prob:
+                name = GENERIC_NOUNS[int(rng.integers(len(GENERIC_NOUNS)))]
+            instruction = render_instruction(episode_goal, rng, name=name)
         self.episode_id += 1
         self._episode = _Episode(goal=episode_goal, instruction=instruction)
         obs = self._observe()

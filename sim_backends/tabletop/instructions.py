@@ -24,6 +24,11 @@ CATALOG_BLOCKS = (
 DEFAULT_BLOCKS = ("red moon", "blue cube", "green star", "yellow pentagon")
 # Extra objects that are not colour+shape blocks (off by default; see TabletopConfig.objects).
 EXTRA_OBJECTS = ("banana",)
+# Words that name the object to push without saying what it is. Only unambiguous when the
+# object is alone on the table, so only then does an instruction use (or parse) them; they
+# teach a model that the words need not name a known block to find the thing to push
+# (TabletopConfig.generic_name_prob).
+GENERIC_NOUNS = ("object", "thing", "item", "block")
 
 # Region target points on a 3x3 grid, metres, +y = top of the table, +x = right.
 REGION_OFFSET = 0.18
@@ -115,13 +120,15 @@ def sample_goal(rng: np.random.Generator, blocks: tuple[str, ...] | list[str], f
     raise InstructionError(f"unknown family {family!r}; expected one of {FAMILIES}")
 
 
-def render_instruction(goal: Goal, rng: np.random.Generator | None = None, phrasing: int | None = None
-                       ) -> str:
-    """The goal in words, with a random phrasing from ``rng`` (or the given phrasing index)."""
+def render_instruction(goal: Goal, rng: np.random.Generator | None = None, phrasing: int | None = None,
+                       name: str | None = None) -> str:
+    """The goal in words, with a random phrasing from ``rng`` (or the given phrasing index).
+
+    ``name``: the words for the object to push (default ``goal.block``), e.g. a generic noun."""
     templates = BLOCK2BLOCK_TEMPLATES if goal.family == BLOCK2BLOCK else BLOCK2LOCATION_TEMPLATES
     if phrasing is None:
         phrasing = int(rng.integers(len(templates))) if rng is not None else 0
-    return templates[phrasing].format(block=goal.block, target=goal.target_block, region=goal.region)
+    return templates[phrasing].format(block=name or goal.block, target=goal.target_block, region=goal.region)
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -154,6 +161,11 @@ def _check_object(name: str, blocks: tuple[str, ...], text: str) -> str | None:
     """None if ``name`` is an object in the scene, else the error message naming the bad word."""
     if name in blocks:
         return None
+    if name in GENERIC_NOUNS:
+        if len(blocks) == 1:
+            return None
+        return (f"{name!r} is ambiguous with {len(blocks)} objects on the table; name one of "
+                f"{list(blocks)} (in {text!r})")
     words = name.split()
     if name in EXTRA_OBJECTS or name in CATALOG_BLOCKS:
         return f"{name!r} is not in this scene (in {text!r})"
@@ -195,7 +207,7 @@ def parse_instruction(text: str, blocks: tuple[str, ...] | list[str]) -> Goal:
         if bad:
             errors.append(bad)
             continue
-        return Goal(BLOCK2LOCATION, block, region=region)
+        return Goal(BLOCK2LOCATION, blocks[0] if block in GENERIC_NOUNS else block, region=region)
     for regex in _B2B_REGEXES:
         m = regex.match(norm)
         if not m:
