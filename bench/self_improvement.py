@@ -1,6 +1,7 @@
 """The paper's Fig. 3 at CPU scale on Block2Block: few demos + practice vs more demos.
 
     python -m bench.self_improvement [--quick] [--pool P] [--seeds N] [--practice-episodes E]
+                                     [--bc-fractions 0.1,0.2,0.8] [--only-novel | --skip-novel]
 
 From one fixed pool of P demonstrations (seeds 0..P-1): behavioural cloning (Stage 1)
 on 10 %, 20 % and 80 % of the pool; and Stage 1 on 10 % followed by self-improvement
@@ -33,17 +34,23 @@ from bench.common import print_result
 
 FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 10, 0.2: 8, 0.8: 4},
             select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000,
-            novel_single_demos=40)
-QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1500, epochs={0.1: 8, 0.2: 6, 0.8: 3},
-             select_episodes=40, si_eval_every=4, si_eval_episodes=60, novel_practice_episodes=1000,
-             novel_single_demos=40)
+            novel_single_demos=40, fractions=(0.1, 0.2, 0.8), lr=3e-5, novel_lr=3e-5, novel_nouns="household")
+# --quick answers one question in ~10 minutes: does practice beat its own starting
+# checkpoint (BC on 10 %) beyond noise? So it trains that arm only (--bc-fractions puts
+# the others back: BC on 80 % alone is ~14 min of training) and practises 600 episodes at
+# lr 5e-5, which climbed faster than 3e-5 over the first ~400 episodes (README).
+QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=600, epochs={0.1: 8, 0.2: 6, 0.8: 3},
+             select_episodes=40, si_eval_every=10, si_eval_episodes=100, novel_practice_episodes=1000,
+             novel_single_demos=40, fractions=(0.1,), lr=5e-5, novel_lr=3e-5,
+             novel_nouns="household")
 FRACTIONS = (0.1, 0.2, 0.8)
 # The paper's BananaTable: a banana alone on the table, never seen in any demonstration,
 # pushed to one of the nine regions ("push the banana to the top left of the table").
 NOVEL_ENV = {"family": "block2location", "blocks": [], "objects": ["banana"]}
 # Stage 1 for that arm also sees each of the 8 blocks alone on the table, named half the
-# time by a generic noun ("push the object to the top left"): blocks only, never the banana,
-# so the model learns that the words need not name a block it knows to find what to push.
+# time by another noun ("push the object / the cup / the toy to the top left"): blocks only,
+# never the banana nor any food word, so the model learns that with one object on the table
+# the noun does not change where to push it.
 SINGLE_OBJECT_GENERIC_PROB = 0.5
 
 
@@ -127,7 +134,8 @@ def reward_signal(reward_ckpt: str, env_config: dict[str, Any], n: int = 20, see
             "keypoint_err_object": float(kp_err[0]), "keypoint_err_target": float(kp_err[1])}
 
 
-def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_success) -> dict[str, Any]:
+def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_success,
+              outcomes: dict[tuple[str, str], list[int]]) -> dict[str, Any]:
     """A new skill by practice: Stage 1 on blocks only (both instruction families, 10 % of
     the pool each), then practice on a banana it never saw, rewarded by the same frozen
     steps-to-go model. Success on the banana before and after, on the same test seeds."""
@@ -143,11 +151,14 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     dirs, single = [pool_dir, b2l], plan["novel_single_demos"]
     for block in CATALOG_BLOCKS if single else ():
         d = root / f"demos-alone-{block.replace(' ', '-')}"
-        generate_demos(d, single, env_config={"family": "block2location", "blocks": [block],
-                                              "generic_name_prob": SINGLE_OBJECT_GENERIC_PROB},
+        cfg = {"family": "block2location", "blocks": [block], "generic_name_prob": SINGLE_OBJECT_GENERIC_PROB}
+        if plan["novel_nouns"] != "generic":
+            cfg["lone_nouns"] = plan["novel_nouns"]
+            d = d.with_name(f"{d.name}-{plan['novel_nouns']}")
+        generate_demos(d, single, env_config=cfg,
                        workers=args.workers, progress=False)
         dirs.append(d)
-    tag = f"-alone{single}" if single else ""
+    tag = f"-alone{single}{'' if plan['novel_nouns'] == 'generic' else '-' + plan['novel_nouns']}" if single else ""
     sft = train_sft(SFTConfig(data=",".join(map(str, dirs)), out=str(root / f"sft-both-10{tag}-s0"), max_episodes=n,
                               epochs=plan["epochs"][0.1], eval_every=max(1, plan["epochs"][0.1] // 3),
                               eval_episodes=plan["select_episodes"], seed=0), progress=False)
@@ -163,16 +174,23 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
         policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], backend="tabletop",
         env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}-s0"), max_episodes=plan["novel_practice_episodes"],
         eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
-        min_precision=0.0, min_recall=0.0, fleet_size=args.fleet, lr=args.lr), progress=True)
+        min_precision=0.0, min_recall=0.0, fleet_size=args.fleet, lr=plan["novel_lr"]), progress=True)
     after = test_success(si["best"], NOVEL_ENV)
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
-    print(f"novel: after {si['episodes']} practice episodes on the banana: {after}", flush=True)
-    from core.stats import wilson_interval
+    from core.stats import format_points, paired_gain, wilson_interval
+
+    key = json.dumps(NOVEL_ENV, sort_keys=True)
+    g = paired_gain(outcomes[sft["best_policy"], key], outcomes[si["best"], key])
+    print(f"novel: after {si['episodes']} practice episodes on the banana: {after}; paired on the same test seeds "
+          f"{format_points(g['gain'])} pts [{format_points(g['ci'][0])}, {format_points(g['ci'][1])}], "
+          f"p {g['p']:.2g}", flush=True)
 
     return {"novel_before": before[0] / before[1], "novel_before_ci": wilson_interval(*before),
             "novel_after": after[0] / after[1], "novel_after_ci": wilson_interval(*after),
+            "novel_gain": g["gain"], "novel_gain_ci": g["ci"], "novel_gain_p": g["p"],
             "novel_episodes": si["episodes"], "novel_blocks_block2location": both[0] / both[1],
-            "novel_single_object_demos_per_block": single,
+            "novel_single_object_demos_per_block": single, "novel_nouns": plan["novel_nouns"],
+            "novel_practice_lr": plan["novel_lr"],
             "novel_detector_precision": chk["precision"], "novel_detector_recall": chk["recall"],
             "novel_detector_threshold_s": chk["threshold_s"], "novel_reward_signal": signal}
 
@@ -188,18 +206,30 @@ def main(argv=None) -> dict:
     ap.add_argument("--root", default="data/bench/self_improvement")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fleet", type=int, default=8, help="robots (simulator processes) in practice")
-    ap.add_argument("--lr", type=float, default=3e-5, help="practice learning rate")
+    ap.add_argument("--lr", type=float, help="practice learning rate (full 3e-5, quick 5e-5)")
+    ap.add_argument("--bc-fractions", help="BC arms as fractions of the pool, e.g. 0.1,0.2,0.8 (full: all three; "
+                                           "quick: 0.1); 0.1 is always trained, practice starts from it")
     ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
     ap.add_argument("--only-novel", action="store_true", help="run only the new-object (banana) arm")
     ap.add_argument("--novel-practice-episodes", type=int)
+    ap.add_argument("--novel-nouns", choices=("generic", "household"),
+                    help="the words naming a lone block in that arm's Stage 1 (default household)")
+    ap.add_argument("--novel-lr", type=float, help="practice learning rate on the new object (default 3e-5)")
     ap.add_argument("--novel-single-demos", type=int,
                     help="demos per block of a block alone on the table (half named generically) in the "
                          "new-object arm's Stage 1; 0 = blocks in 4-block scenes only")
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
-    for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos"):
+    for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos",
+              "lr", "novel_lr", "novel_nouns"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
+    if args.bc_fractions:
+        plan["fractions"] = tuple(sorted({0.1, *(float(x) for x in args.bc_fractions.split(","))}))
+        bad = [f for f in plan["fractions"] if f not in FRACTIONS]
+        if bad:
+            ap.error(f"--bc-fractions {args.bc_fractions!r}: {bad} not among {FRACTIONS}")
+    fractions = [f for f in plan["fractions"] if not (f == 0.8 and args.skip_bc80)]
 
     from core.checkpoint import load_checkpoint
     from core.demos import generate_demos
@@ -214,7 +244,8 @@ def main(argv=None) -> dict:
     pool = plan["pool"]
     data = root / "demos-pool"
     # The new-object arm alone needs only the pool's first 10 % (demos are seeded by index).
-    generate_demos(data, int(0.1 * pool) if args.only_novel else pool, env_config=env_config, workers=args.workers)
+    generate_demos(data, int((0.1 if args.only_novel else max(fractions)) * pool), env_config=env_config,
+                   workers=args.workers)
 
     def test_success(ckpt: str, task: dict | None = None) -> tuple[int, int]:
         model, _ = load_checkpoint(ckpt)
@@ -228,9 +259,7 @@ def main(argv=None) -> dict:
     per_seed: dict[str, list[tuple[int, int]]] = {}
     si_curves, si_eps = [], []
     for seed in range(0 if args.only_novel else plan["seeds"]):
-        for frac in FRACTIONS:
-            if frac == 0.8 and args.skip_bc80:
-                continue
+        for frac in fractions:
             n = int(frac * pool)
             run = root / f"sft-{int(frac * 100)}-s{seed}"
             sft = train_sft(SFTConfig(data=str(data), out=str(run), max_episodes=n, epochs=plan["epochs"][frac],
@@ -245,7 +274,7 @@ def main(argv=None) -> dict:
                     out=str(root / f"si-10-s{seed}"), max_episodes=plan["practice_episodes"],
                     eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
                     plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=args.fleet,
-                    lr=args.lr), progress=True)
+                    lr=plan["lr"]), progress=True)
                 rows = [json.loads(x) for x in (Path(si["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
                 si_curves.append([r for r in rows if "eval_success" in r])
                 si_eps.append(si["episodes"])
@@ -275,15 +304,18 @@ def main(argv=None) -> dict:
               f"[{format_points(g['ci'][0])}, {format_points(g['ci'][1])}] ({g['gained']} seeds gained, "
               f"{g['lost']} lost)",
               flush=True)
+    for key in ("bc_10", "bc_20", "bc_80", "si_10"):
+        result.setdefault(key, None)  # an arm this plan left out (--quick: BC 10 % and SI only)
     if not args.skip_novel:
-        result.update(novel_arm(plan, root, data, args, test_success))
+        result.update(novel_arm(plan, root, data, args, test_success, outcomes))
     if not args.only_novel:
         _plot(root / "self_improvement.png", arms, pool)
     det = per_seed.get("detector", [])
     result.update({
         "si_episodes": si_eps, "pool": pool, "seeds": plan["seeds"], "eval_episodes_per_point": plan["eval_episodes"],
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
-        "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick})
+        "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
+        "practice_lr": plan["lr"], "bc_fractions": list(fractions)})
     (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)
     return result

@@ -28,7 +28,7 @@ from sim_backends.base import (  # noqa: E402
 from sim_backends.tabletop import scene  # noqa: E402
 from sim_backends.tabletop.instructions import (  # noqa: E402
     BLOCK2BLOCK, BLOCK2BLOCK_SUCCESS_DISTANCE, BLOCK2LOCATION_SUCCESS_DISTANCE, CATALOG_BLOCKS,
-    DEFAULT_BLOCKS, EXTRA_OBJECTS, FAMILIES, GENERIC_NOUNS, REGIONS, Goal, InstructionError, parse_instruction,
+    DEFAULT_BLOCKS, EXTRA_OBJECTS, FAMILIES, LONE_NOUNS, REGIONS, Goal, InstructionError, parse_instruction,
     render_instruction, sample_goal,
 )
 
@@ -77,6 +77,9 @@ class TabletopConfig:
     calls it by a generic noun ("push the object to the top left") instead of its name.
     Stage-1 data with such scenes teaches a model to find the thing to push when the words
     do not name a block it knows (the new-object experiment, ``bench.self_improvement``)."""
+    lone_nouns: str = "generic"
+    """The words ``generic_name_prob`` draws from: "generic" (object, thing, item, block) or
+    "household" (those and ~24 household object words: cup, ball, toy, ...)."""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -109,6 +112,8 @@ class TabletopConfig:
             raise ValueError(f"TabletopConfig.timestep={self.timestep!r}; expected 0 < dt <= 0.02 s")
         if not (0.0 <= self.generic_name_prob <= 1.0):
             raise ValueError(f"TabletopConfig.generic_name_prob={self.generic_name_prob!r}; expected 0..1")
+        if self.lone_nouns not in LONE_NOUNS:
+            raise ValueError(f"TabletopConfig.lone_nouns={self.lone_nouns!r}; expected one of {list(LONE_NOUNS)}")
         for name in ("block2block_success_distance", "block2location_success_distance"):
             v = getattr(self, name)
             if not (0.0 < v < 0.3):
@@ -198,7 +203,8 @@ class TabletopEnv(gym.Env):
             # Drawn only when it can apply, so seeded episodes of other configs are unchanged.
             if len(self.object_names) == 1 and self.config.generic_name_prob > 0.0 \
                     and rng.random() < self.config.generic_name_prob:
-                name = GENERIC_NOUNS[int(rng.integers(len(GENERIC_NOUNS)))]
+                nouns = LONE_NOUNS[self.config.lone_nouns]
+                name = nouns[int(rng.integers(len(nouns)))]
             instruction = render_instruction(episode_goal, rng, name=name)
         self.episode_id += 1
         self._episode = _Episode(goal=episode_goal, instruction=instruction)

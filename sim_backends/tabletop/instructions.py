@@ -29,6 +29,14 @@ EXTRA_OBJECTS = ("banana",)
 # teach a model that the words need not name a known block to find the thing to push
 # (TabletopConfig.generic_name_prob).
 GENERIC_NOUNS = ("object", "thing", "item", "block")
+# A wider vocabulary for the same purpose: household object words used as stand-in names
+# for a lone block (TabletopConfig.lone_nouns="household"). A model trained with them learns
+# that, with one object on the table, the noun does not change where to push it. No food
+# words: the new-object experiment's banana must stay a word no demonstration used.
+HOUSEHOLD_NOUNS = GENERIC_NOUNS + (
+    "piece", "shape", "toy", "cup", "ball", "box", "bottle", "can", "sponge", "marker", "spoon", "bowl",
+    "plate", "brush", "tape", "eraser", "puck", "tile", "token", "mug", "lid", "clip", "stapler", "remote")
+LONE_NOUNS = {"generic": GENERIC_NOUNS, "household": HOUSEHOLD_NOUNS}
 
 # Region target points on a 3x3 grid, metres, +y = top of the table, +x = right.
 REGION_OFFSET = 0.18
@@ -161,7 +169,7 @@ def _check_object(name: str, blocks: tuple[str, ...], text: str) -> str | None:
     """None if ``name`` is an object in the scene, else the error message naming the bad word."""
     if name in blocks:
         return None
-    if name in GENERIC_NOUNS:
+    if name in HOUSEHOLD_NOUNS:
         if len(blocks) == 1:
             return None
         return (f"{name!r} is ambiguous with {len(blocks)} objects on the table; name one of "
@@ -207,7 +215,7 @@ def parse_instruction(text: str, blocks: tuple[str, ...] | list[str]) -> Goal:
         if bad:
             errors.append(bad)
             continue
-        return Goal(BLOCK2LOCATION, blocks[0] if block in GENERIC_NOUNS else block, region=region)
+        return Goal(BLOCK2LOCATION, blocks[0] if block in HOUSEHOLD_NOUNS else block, region=region)
     for regex in _B2B_REGEXES:
         m = regex.match(norm)
         if not m:

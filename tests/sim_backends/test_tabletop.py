@@ -101,6 +101,23 @@ def test_generic_names_in_single_object_scenes():
             assert np.array_equal(oa[OBS_IMAGE], ob[OBS_IMAGE])
     with pytest.raises(ValueError, match="generic_name_prob"):
         TabletopConfig(generic_name_prob=1.5)
+    with pytest.raises(ValueError, match="lone_nouns"):
+        TabletopConfig(lone_nouns="fruit")
+
+
+def test_household_nouns_stand_in_for_a_lone_block_and_never_name_food():
+    from sim_backends.tabletop.instructions import HOUSEHOLD_NOUNS
+
+    assert "banana" not in HOUSEHOLD_NOUNS and not {"apple", "fruit", "orange"} & set(HOUSEHOLD_NOUNS)
+    assert parse_instruction("push the cup to the bottom right", ("green star",)).block == "green star"
+    with TabletopEnv(TabletopConfig(family=BLOCK2LOCATION, blocks=("green star",), generic_name_prob=1.0,
+                                    lone_nouns="household", image_size=32)) as e:
+        nouns = set()
+        for seed in range(30):
+            obs, info = e.reset(seed=seed)
+            assert parse_instruction(obs[OBS_INSTRUCTION], ("green star",)) == info["goal"]
+            nouns |= {w for w in obs[OBS_INSTRUCTION].split() if w in HOUSEHOLD_NOUNS}
+    assert len(nouns) > 10, nouns
 
 
 # ---------------------------------------------------------------- config
