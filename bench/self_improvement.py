@@ -1,7 +1,7 @@
 """The paper's Fig. 3 at CPU scale on Block2Block: few demos + practice vs more demos.
 
     python -m bench.self_improvement [--quick] [--pool P] [--seeds N] [--practice-episodes E]
-                                     [--bc-fractions 0.1,0.2,0.8] [--only-novel | --skip-novel]
+                                     [--bc-fractions 0.1,0.2,0.8] [--only-novel | --skip-novel | --with-novel]
 
 From one fixed pool of P demonstrations (seeds 0..P-1): behavioural cloning (Stage 1)
 on 10 %, 20 % and 80 % of the pool; and Stage 1 on 10 % followed by self-improvement
@@ -17,7 +17,8 @@ New skill by practice (the paper's BananaTable): Stage 1 on blocks only (Block2B
 Block2Location, 10 % of the pool each), then practice on a banana alone on the table,
 never seen in a demonstration, rewarded by that run's frozen steps-to-go model:
 ``novel_before`` / ``novel_after`` on the same held-out seeds (``--only-novel`` runs just
-this arm, ``--skip-novel`` leaves it out).
+this arm, ``--skip-novel`` leaves it out of the full run, ``--with-novel`` adds it to
+``--quick``, which leaves it out by default).
 
 Writes ``<root>/self_improvement.png`` (success vs demonstration + practice episodes,
 every arm) and ``<root>/result.json``; the last line printed is ``RESULT {json}``.
@@ -210,6 +211,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--bc-fractions", help="BC arms as fractions of the pool, e.g. 0.1,0.2,0.8 (full: all three; "
                                            "quick: 0.1); 0.1 is always trained, practice starts from it")
     ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
+    ap.add_argument("--with-novel", action="store_true", help="add the new-object arm to --quick (~13 min more)")
     ap.add_argument("--only-novel", action="store_true", help="run only the new-object (banana) arm")
     ap.add_argument("--novel-practice-episodes", type=int)
     ap.add_argument("--novel-nouns", choices=("generic", "household"),
@@ -306,7 +308,7 @@ def main(argv=None) -> dict:
               flush=True)
     for key in ("bc_10", "bc_20", "bc_80", "si_10"):
         result.setdefault(key, None)  # an arm this plan left out (--quick: BC 10 % and SI only)
-    if not args.skip_novel:
+    if args.only_novel or (not args.skip_novel and (args.with_novel or not args.quick)):
         result.update(novel_arm(plan, root, data, args, test_success, outcomes))
     if not args.only_novel:
         _plot(root / "self_improvement.png", arms, pool)
