@@ -22,6 +22,6 @@ def test_self_improvement_bench_reports_every_arm_and_the_paired_gain(tmp_path, 
     assert result["si_gain_vs_bc_10"] == pytest.approx(result["si_10"] - result["bc_10"])
     lo, hi = result["si_gain_vs_bc_10_ci"]
     assert lo <= result["si_gain_vs_bc_10"] <= hi and 0.0 <= result["si_gain_vs_bc_10_p"] <= 1.0
-    assert result["bc_80"] is None and result["bc_fractions"] == [0.1, 0.2] and result["practice_lr"] == 5e-5
+    assert result["bc_80"] is None and result["bc_fractions"] == [0.1, 0.2] and result["practice_lr"] == 3e-5
     assert (tmp_path / "self_improvement.png").stat().st_size > 1000
     assert json.loads((tmp_path / "result.json").read_text())["si_10"] == result["si_10"]
