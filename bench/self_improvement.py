@@ -174,9 +174,11 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     signal = {"blocks": reward_signal(sft["best_stg"], {"family": "block2location"}),
               "banana": reward_signal(sft["best_stg"], NOVEL_ENV)}
     print(f"novel: reward signal on expert episodes: {json.dumps(signal)}", flush=True)
+    refine_tag = f"-refine{args.novel_refine}" if args.novel_refine else ""
     si = run_practice(PracticeConfig(
         policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], backend="tabletop",
-        env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}-s0"), max_episodes=plan["novel_practice_episodes"],
+        env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}{refine_tag}-s0"),
+        max_episodes=plan["novel_practice_episodes"], refine_episodes=args.novel_refine,
         eval_every=plan["novel_si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
         min_precision=0.0, min_recall=0.0, fleet_size=args.fleet or 8, lr=plan["novel_lr"]), progress=True)
     after = test_success(si["best"], NOVEL_ENV)
@@ -194,7 +196,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
             "novel_gain": g["gain"], "novel_gain_ci": g["ci"], "novel_gain_p": g["p"],
             "novel_episodes": si["episodes"], "novel_blocks_block2location": both[0] / both[1],
             "novel_single_object_demos_per_block": single, "novel_nouns": plan["novel_nouns"],
-            "novel_practice_lr": plan["novel_lr"],
+            "novel_practice_lr": plan["novel_lr"], "novel_labels_used": args.novel_refine,
             "novel_detector_precision": chk["precision"], "novel_detector_recall": chk["recall"],
             "novel_detector_threshold_s": chk["threshold_s"], "novel_reward_signal": signal}
 
@@ -220,6 +222,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-practice-episodes", type=int)
     ap.add_argument("--novel-nouns", choices=("generic", "household"),
                     help="the words naming a lone block in that arm's Stage 1 (default household)")
+    ap.add_argument("--novel-refine", type=int, default=0,
+                    help="refine the reward model on N banana rollouts labeled by ground truth before practice "
+                         "(the work of a reviewer; default 0, the paper's label-free recipe)")
     ap.add_argument("--novel-lr", type=float, help="practice learning rate on the new object (default 3e-5)")
     ap.add_argument("--novel-single-demos", type=int,
                     help="demos per block of a block alone on the table (half named generically) in the "
