@@ -36,7 +36,7 @@ from bench.common import print_result
 FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 10, 0.2: 8, 0.8: 4},
             select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000,
             novel_single_demos=40, fractions=(0.1, 0.2, 0.8), lr=3e-5, novel_lr=3e-5, novel_nouns="household",
-            fleet=8, check_episodes=100, novel_si_eval_every=5)
+            novel_keypoint_query="tokens", fleet=8, check_episodes=100, novel_si_eval_every=5)
 # --quick answers one question in ~10 minutes: does practice beat its own starting
 # checkpoint (BC on 10 %) beyond noise? So it trains that arm only (--bc-fractions puts
 # the others back: BC on 80 % alone is ~14 min of training), practises 1,400 episodes with
@@ -46,7 +46,7 @@ FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epoch
 QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1400, epochs={0.1: 8, 0.2: 6, 0.8: 3},
              select_episodes=40, si_eval_every=20, si_eval_episodes=100, novel_practice_episodes=1000,
              novel_single_demos=40, fractions=(0.1,), lr=3e-5, novel_lr=3e-5, novel_nouns="household",
-             fleet=16, check_episodes=60, novel_si_eval_every=10)
+             novel_keypoint_query="tokens", fleet=16, check_episodes=60, novel_si_eval_every=10)
 FRACTIONS = (0.1, 0.2, 0.8)
 # The paper's BananaTable: a banana alone on the table, never seen in any demonstration,
 # pushed to one of the nine regions ("push the banana to the top left of the table").
@@ -162,10 +162,14 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
         generate_demos(d, single, env_config=cfg,
                        workers=args.workers, progress=False)
         dirs.append(d)
+    from core.policy import PolicyConfig
+
     tag = f"-alone{single}{'' if plan['novel_nouns'] == 'generic' else '-' + plan['novel_nouns']}" if single else ""
+    tag += "-kptokens" if plan["novel_keypoint_query"] == "tokens" else ""
     sft = train_sft(SFTConfig(data=",".join(map(str, dirs)), out=str(root / f"sft-both-10{tag}-s0"), max_episodes=n,
                               epochs=plan["epochs"][0.1], eval_every=max(1, plan["epochs"][0.1] // 3),
-                              eval_episodes=plan["select_episodes"], seed=0), progress=False)
+                              eval_episodes=plan["select_episodes"], seed=0,
+                              policy=PolicyConfig(keypoint_query=plan["novel_keypoint_query"])), progress=False)
     both = test_success(sft["best_policy"], {"family": "block2location"})
     before = test_success(sft["best_policy"], NOVEL_ENV)
     print(f"novel: Stage 1 on blocks (both families, {2 * n} demos, {len(CATALOG_BLOCKS) * single if single else 0}"
@@ -196,6 +200,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
             "novel_gain": g["gain"], "novel_gain_ci": g["ci"], "novel_gain_p": g["p"],
             "novel_episodes": si["episodes"], "novel_blocks_block2location": both[0] / both[1],
             "novel_single_object_demos_per_block": single, "novel_nouns": plan["novel_nouns"],
+            "novel_keypoint_query": plan["novel_keypoint_query"],
             "novel_practice_lr": plan["novel_lr"], "novel_labels_used": args.novel_refine,
             "novel_detector_precision": chk["precision"], "novel_detector_recall": chk["recall"],
             "novel_detector_threshold_s": chk["threshold_s"], "novel_reward_signal": signal}
@@ -225,6 +230,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-refine", type=int, default=0,
                     help="refine the reward model on N banana rollouts labeled by ground truth before practice "
                          "(the work of a reviewer; default 0, the paper's label-free recipe)")
+    ap.add_argument("--novel-keypoint-query", choices=("sentence", "tokens"),
+                    help="that arm's goal keypoints: read the sentence mean, or pool the tokens per keypoint "
+                         "(default tokens)")
     ap.add_argument("--novel-lr", type=float, help="practice learning rate on the new object (default 3e-5)")
     ap.add_argument("--novel-single-demos", type=int,
                     help="demos per block of a block alone on the table (half named generically) in the "
@@ -232,7 +240,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos",
-              "lr", "novel_lr", "novel_nouns", "fleet"):
+              "lr", "novel_lr", "novel_nouns", "novel_keypoint_query", "fleet"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
     if args.bc_fractions:

@@ -203,6 +203,8 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
                    help="0 = plain cross-entropy (paper); >0 = HL-Gauss label spread in steps")
     g.add_argument("--no-film", dest="film", action="store_const", const=False)
     g.add_argument("--no-grounding", dest="grounding", action="store_const", const=False)
+    g.add_argument("--keypoint-query", dest="keypoint_query", choices=("sentence", "tokens"),
+                   help="goal keypoints read the sentence mean (default) or pool the tokens per keypoint")
 
 
 def cmd_refine_labels(args: argparse.Namespace) -> dict:

@@ -298,30 +298,50 @@ class TextGrounding(nn.Module):
 
 
 class GoalKeypoints(nn.Module):
-    """Instruction-conditioned keypoints: K queries from the sentence embedding attend over
-    the feature map; each gives an expected image position (u, v) and the features there.
+    """Instruction-conditioned keypoints: K queries from the instruction attend over the
+    feature map; each gives an expected image position (u, v) and the features there.
 
     Finding "the red moon" and "the blue cube" is the hard part of steps-to-go for a small
     model; with an auxiliary position label (``PolicyConfig.keypoint_aux_weight``) it is
     learned in a few hundred steps, and the trunk then only has to compare positions.
+
+    ``query="sentence"``: the queries are read from the mean of the instruction's tokens.
+    ``query="tokens"``: each query first pools the tokens with its own learned attention, so
+    the target's query can rest on the region words and an unfamiliar noun ("banana") moves
+    it less (the sentence mean moved it: README, the new-object experiment).
     """
 
+    QUERIES = ("sentence", "tokens")
+
     def __init__(self, d_text: int, map_channels: int, d_model: int, n_points: int = 2,
-                 d_key: int = 32):
+                 d_key: int = 32, query: str = "sentence"):
         super().__init__()
-        self.n, self.dk = n_points, d_key
+        if query not in self.QUERIES:
+            raise EncoderError(f"GoalKeypoints query={query!r}; expected one of {self.QUERIES}")
+        self.n, self.dk, self.query = n_points, d_key, query
         self.q = nn.Linear(d_text, n_points * d_key)
+        self.tok_score = nn.Linear(d_text, n_points) if query == "tokens" else None
         self.k = nn.Conv2d(map_channels + 2, d_key, 1)
         self.v = nn.Conv2d(map_channels, d_key, 1)
         self.log_temp = nn.Parameter(torch.tensor(1.0))
         self.out = nn.Linear(d_key + 2, d_model)
 
-    def forward(self, sentence: torch.Tensor, feat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(u, v) [B, K, 2] in [-1, 1] and tokens [B, K, d_model]."""
+    def forward(self, sentence: torch.Tensor, feat: torch.Tensor, tokens: torch.Tensor | None = None,
+                mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, v) [B, K, 2] in [-1, 1] and tokens [B, K, d_model]. ``tokens`` [B, T, d_text]
+        and ``mask`` [B, T] (1 = a real token) are needed with ``query="tokens"``."""
         b, _, h, w = feat.shape
         coords = _coords(b, h, w, feat.device, feat.dtype)
         k = self.k(torch.cat([feat, coords], 1)).flatten(2)  # [B, dk, N]
-        q = self.q(sentence).view(b, self.n, self.dk)
+        if self.tok_score is not None:
+            if tokens is None or mask is None:
+                raise EncoderError("GoalKeypoints(query='tokens') needs the instruction's tokens and mask")
+            score = self.tok_score(tokens).masked_fill(~mask.bool().unsqueeze(-1), float("-inf"))
+            pooled = torch.softmax(score, dim=1).transpose(1, 2) @ tokens  # [B, K, d_text]
+            w_q = self.q.weight.view(self.n, self.dk, -1)
+            q = torch.einsum("bkt,kdt->bkd", pooled, w_q) + self.q.bias.view(self.n, self.dk)
+        else:
+            q = self.q(sentence).view(b, self.n, self.dk)
         att = torch.softmax((q @ k) * self.log_temp.exp(), dim=-1)  # [B, K, N]
         xy = att @ coords.flatten(2).transpose(1, 2)  # [B, K, 2]
         v = att @ self.v(feat).flatten(2).transpose(1, 2)  # [B, K, dk]

@@ -75,6 +75,10 @@ class PolicyConfig:
     """Goal-conditioned keypoints: the instruction asks K attention maps over the image
     where its objects are (the pushed object, its target); their expected (u, v) become
     trunk tokens. 0 disables. Needs an encoder with a feature map (scratch, efficientnet_lite0)."""
+    keypoint_query: str = "sentence"
+    """What the goal keypoints' queries read: "sentence" (the mean of the instruction's
+    tokens) or "tokens" (each query pools the tokens with its own learned attention; used by
+    the new-object experiment, where an unseen noun moved the sentence mean and lost the target)."""
     keypoint_aux_weight: float = 100.0
     """Weight of the auxiliary loss (mean squared error in normalised image units) that
     teaches those keypoints from demonstrations that carry object positions (simulation).
@@ -103,6 +107,8 @@ class PolicyConfig:
         if self.stg_cap < 1 or self.stg_bin_width < 1:
             raise ValueError(f"stg_cap and stg_bin_width must be >= 1, got {self.stg_cap}, "
                              f"{self.stg_bin_width}")
+        if self.keypoint_query not in ("sentence", "tokens"):
+            raise ValueError(f"keypoint_query must be 'sentence' or 'tokens', got {self.keypoint_query!r}")
         if self.d_model % self.n_heads:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.image_size < 16:
@@ -164,7 +170,7 @@ class DojoPolicy(nn.Module):
         self.goal_kp = None
         if cfg.goal_keypoints and hasattr(self.image_encoder, "forward_map"):
             self.goal_kp = GoalKeypoints(self.text_encoder.width, self.image_encoder.map_channels, width,
-                                         cfg.goal_keypoints)
+                                         cfg.goal_keypoints, query=cfg.keypoint_query)
         self.proprio_proj = nn.Sequential(nn.Linear(cfg.proprio_dim * cfg.n_frames, width), nn.GELU(),
                                           nn.Linear(width, width))
         # Geometry: an MLP over the goal keypoints and the proprioception, added to both
@@ -221,7 +227,7 @@ class DojoPolicy(nn.Module):
         if self.grounding is not None or self.goal_kp is not None:
             fmap = self.image_encoder.forward_map(frames, cond)
             if self.goal_kp is not None:
-                kp, kp_tokens = self.goal_kp(sentence, fmap)
+                kp, kp_tokens = self.goal_kp(sentence, fmap, txt, txt_mask)
         if self.grounding is not None:
             img = self.image_encoder.head(fmap, cond) if isinstance(self.image_encoder.head.film, nn.Module) \
                 else self.image_encoder.head(fmap)

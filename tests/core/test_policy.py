@@ -25,6 +25,7 @@ METRIC_KEYS = {"loss", "bc_loss", "stg_loss", "stg_mae", "action_acc"}
     ({"stg_bin_width": 0}, "got 60, 0"),
     ({"d_model": 30, "n_heads": 4}, "d_model (30) must be divisible by n_heads (4)"),
     ({"image_size": 8}, "image_size must be >= 16 pixels, got 8"),
+    ({"keypoint_query": "words"}, "keypoint_query must be 'sentence' or 'tokens', got 'words'"),
 ])
 def test_config_errors_quote_the_bad_value(kw, quoted):
     with pytest.raises(ValueError) as info:
@@ -55,6 +56,37 @@ def cfg():
 def model(cfg):
     torch.manual_seed(0)
     return DojoPolicy(cfg)
+
+
+def test_token_keypoint_queries_rest_on_their_own_words():
+    """keypoint_query="tokens": each keypoint pools the instruction's tokens with its own
+    attention, so a word its pooling ignores cannot move it (the sentence mean can)."""
+    from core.encoders import GoalKeypoints
+
+    torch.manual_seed(0)
+    gk = GoalKeypoints(d_text=8, map_channels=4, d_model=16, n_points=2, query="tokens")
+    feat, tokens = torch.randn(1, 4, 6, 6), torch.randn(1, 5, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    with torch.no_grad():
+        gk.tok_score.weight.zero_()
+        gk.tok_score.bias.zero_()
+        gk.tok_score.weight[0] = tokens[0, 1] * 10  # keypoint 0 attends to token 1 only
+        xy, out = gk(tokens.mean(1), feat, tokens, mask)
+        other = tokens.clone()
+        other[0, 3] = torch.randn(8) * 0.01  # a different word where keypoint 0 does not look
+        other[0, 4] = torch.randn(8) * 100  # padding never counts
+        xy2, _ = gk(other.mean(1), feat, other, mask)
+    assert xy.shape == (1, 2, 2) and out.shape == (1, 2, 16)
+    assert torch.allclose(xy[0, 0], xy2[0, 0], atol=1e-3), "keypoint 0 moved with a word it ignores"
+    assert not torch.allclose(xy[0, 1], xy2[0, 1], atol=1e-3), "keypoint 1 pools every real token"
+    with pytest.raises(EncoderError, match="tokens and mask"):
+        gk(tokens.mean(1), feat)
+    # the whole model trains and acts with it
+    cfg = tiny_config(keypoint_query="tokens")
+    m = DojoPolicy(cfg)
+    loss, metrics = m(make_batch(cfg, 4))
+    loss.backward()
+    assert torch.isfinite(loss) and m.goal_kp.tok_score.weight.grad.abs().sum() > 0
 
 
 def test_predict_shapes(model, cfg):
