@@ -230,6 +230,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-refine", type=int, default=0,
                     help="refine the reward model on N banana rollouts labeled by ground truth before practice "
                          "(the work of a reviewer; default 0, the paper's label-free recipe)")
+    ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default="sentence",
+                    help="the block arms' goal keypoints (default sentence, the model's default)")
     ap.add_argument("--novel-keypoint-query", choices=("sentence", "tokens"),
                     help="that arm's goal keypoints: read the sentence mean, or pool the tokens per keypoint "
                          "(default tokens)")
@@ -254,6 +256,7 @@ def main(argv=None) -> dict:
     from core.demos import generate_demos
     from core.evaluate import evaluate_policy
     from core.practice import PracticeConfig, run_practice
+    from core.policy import PolicyConfig
     from core.sft import SFTConfig, train_sft
     from core.stats import format_points, paired_gain, wilson_interval
 
@@ -280,17 +283,19 @@ def main(argv=None) -> dict:
     for seed in range(0 if args.only_novel else plan["seeds"]):
         for frac in fractions:
             n = int(frac * pool)
-            run = root / f"sft-{int(frac * 100)}-s{seed}"
+            kq = "" if args.keypoint_query == "sentence" else f"-kp{args.keypoint_query}"
+            run = root / f"sft-{int(frac * 100)}{kq}-s{seed}"
             sft = train_sft(SFTConfig(data=str(data), out=str(run), max_episodes=n, epochs=plan["epochs"][frac],
                                       eval_every=max(1, plan["epochs"][frac] // 3),
-                                      eval_episodes=plan["select_episodes"], seed=seed), progress=False)
+                                      eval_episodes=plan["select_episodes"], seed=seed,
+                                      policy=PolicyConfig(keypoint_query=args.keypoint_query)), progress=False)
             per_seed.setdefault(f"bc_{int(frac * 100)}", []).append(test_success(sft["best_policy"]))
             print(f"seed {seed} BC {int(frac * 100)}% ({n} demos): {per_seed[f'bc_{int(frac * 100)}'][-1]}",
                   flush=True)
             if frac == 0.1:
                 si = run_practice(PracticeConfig(
                     policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
-                    out=str(root / f"si-10-s{seed}"), max_episodes=plan["practice_episodes"],
+                    out=str(root / f"si-10{kq}-s{seed}"), max_episodes=plan["practice_episodes"],
                     eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
                     plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
                     check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
@@ -334,7 +339,8 @@ def main(argv=None) -> dict:
         "si_episodes": si_eps, "pool": pool, "seeds": plan["seeds"], "eval_episodes_per_point": plan["eval_episodes"],
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
         "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
-        "practice_lr": plan["lr"], "fleet": plan["fleet"], "bc_fractions": list(fractions)})
+        "practice_lr": plan["lr"], "fleet": plan["fleet"], "keypoint_query": args.keypoint_query,
+        "bc_fractions": list(fractions)})
     (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)
     return result
