@@ -38,7 +38,8 @@ FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epoch
             novel_single_demos=40, fractions=(0.1, 0.2, 0.8), lr=3e-5, novel_lr=3e-5, novel_nouns="household",
             novel_keypoint_query="tokens", fleet=8, check_episodes=100, novel_si_eval_every=5)
 # --quick answers one question in ~10 minutes: does practice beat its own starting
-# checkpoint (BC on 10 %) beyond noise? So it trains that arm only (--bc-fractions puts
+# checkpoint (BC on 10 %) beyond noise? (Measured: yes with the token-pooled goal keypoints,
+# 40.5 -> 59.0 %, +18.5 [+10, +27] in 8.5 min; +7 [-2, +16] with the sentence mean.) So it trains that arm only (--bc-fractions puts
 # the others back: BC on 80 % alone is ~14 min of training), practises 1,400 episodes with
 # 16 robots (batched inference is cheaper per robot) and evaluates the selection seeds
 # every 20 iterations. lr 5e-5 (faster on the demo's checkpoint) did not climb on this one
@@ -230,8 +231,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-refine", type=int, default=0,
                     help="refine the reward model on N banana rollouts labeled by ground truth before practice "
                          "(the work of a reviewer; default 0, the paper's label-free recipe)")
-    ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default="sentence",
-                    help="the block arms' goal keypoints (default sentence, the model's default)")
+    ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default="tokens",
+                    help="the block arms' goal keypoints: pool the tokens per keypoint (default; BC 10 %% 40.5 "
+                         "vs 34.5 %%, quick gain +18.5 vs +7 points, README) or read the sentence mean (the "
+                         "model's default)")
     ap.add_argument("--novel-keypoint-query", choices=("sentence", "tokens"),
                     help="that arm's goal keypoints: read the sentence mean, or pool the tokens per keypoint "
                          "(default tokens)")
