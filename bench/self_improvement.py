@@ -232,9 +232,9 @@ def main(argv=None) -> dict:
                     help="refine the reward model on N banana rollouts labeled by ground truth before practice "
                          "(the work of a reviewer; default 0, the paper's label-free recipe)")
     ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default="tokens",
-                    help="the block arms' goal keypoints: pool the tokens per keypoint (default; BC 10 %% 40.5 "
-                         "vs 34.5 %%, quick gain +18.5 vs +7 points, README) or read the sentence mean (the "
-                         "model's default)")
+                    help="the block arms' goal keypoints: pool the tokens per keypoint (default, as the "
+                         "model's; BC 10 %% 40.5 vs 34.5 %%, quick gain +18.5 vs +7 points, README) or read the "
+                         "sentence mean")
     ap.add_argument("--novel-keypoint-query", choices=("sentence", "tokens"),
                     help="that arm's goal keypoints: read the sentence mean, or pool the tokens per keypoint "
                          "(default tokens)")

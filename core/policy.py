@@ -75,10 +75,13 @@ class PolicyConfig:
     """Goal-conditioned keypoints: the instruction asks K attention maps over the image
     where its objects are (the pushed object, its target); their expected (u, v) become
     trunk tokens. 0 disables. Needs an encoder with a feature map (scratch, efficientnet_lite0)."""
-    keypoint_query: str = "sentence"
-    """What the goal keypoints' queries read: "sentence" (the mean of the instruction's
-    tokens) or "tokens" (each query pools the tokens with its own learned attention; used by
-    the new-object experiment, where an unseen noun moved the sentence mean and lost the target)."""
+    keypoint_query: str = "tokens"
+    """What the goal keypoints' queries read: "tokens" (each query pools the instruction's
+    tokens with its own learned attention) or "sentence" (the mean of the tokens; the default
+    before 2026-11-25, and what a checkpoint that does not name this field was trained with).
+    Measured on the tabletop (README): BC on 300 demos 40.5 % against 34.5 %, a practice gain
+    of +18.5 points against +7 in the same budget, and a banana never seen in a demonstration
+    37 -> 66.5 % against 29 -> 44 %: with the sentence mean an unseen noun moved the target."""
     keypoint_aux_weight: float = 100.0
     """Weight of the auxiliary loss (mean squared error in normalised image units) that
     teaches those keypoints from demonstrations that carry object positions (simulation).
@@ -127,7 +130,8 @@ class PolicyConfig:
         unknown = sorted(set(d) - known)
         if unknown:
             raise ValueError(f"unknown PolicyConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**d)
+        # Checkpoints written before keypoint_query existed were trained with the sentence mean.
+        return cls(**{"keypoint_query": "sentence", **d})
 
 
 def _build_trunk(cfg: PolicyConfig) -> tuple[nn.Module, int]:

@@ -41,6 +41,12 @@ def test_config_from_dict_round_trip_and_unknown_field():
         PolicyConfig.from_dict({**dataclasses.asdict(cfg), "colour_depth": 8})
 
 
+def test_a_checkpoint_config_without_keypoint_query_keeps_the_sentence_mean():
+    d = dataclasses.asdict(tiny_config())
+    assert d.pop("keypoint_query") == "tokens"  # today's default
+    assert PolicyConfig.from_dict(d).keypoint_query == "sentence"  # what older checkpoints trained with
+
+
 def test_n_stg_bins():
     assert tiny_config(stg_cap=10, stg_bin_width=2).n_stg_bins == 6
     assert PolicyConfig().n_stg_bins == 61
