@@ -338,3 +338,33 @@ def test_unknown_encoder_names():
         DojoPolicy(tiny_config(text_encoder="word2vec"))
     with pytest.raises(ValueError, match="valid"):
         DojoPolicy(tiny_config(trunk="gpt"))
+
+
+# ------------------------------------------------------------------ padding trimmed from the text
+def test_trim_text_padding_keeps_a_bucketed_width():
+    txt = torch.randn(2, 40, 3)
+    mask = torch.zeros(2, 40, dtype=torch.bool)
+    mask[0, :5] = True
+    mask[1, :19] = True  # the longest row decides: 19 real tokens -> 24 columns
+    t, m = P.trim_text_padding(txt, mask)
+    assert t.shape == (2, 24, 3) and m.shape == (2, 24) and torch.equal(t, txt[:, :24])
+    mask[1, 5:] = False  # 5 real tokens: never fewer than TEXT_MIN_TOKENS columns
+    assert P.trim_text_padding(txt, mask)[0].shape[1] == P.TEXT_MIN_TOKENS
+    narrow = torch.ones(2, 12, dtype=torch.bool)  # narrower than the minimum: left as given
+    assert P.trim_text_padding(txt[:, :12], narrow)[1].shape == (2, 12)
+
+
+@pytest.mark.parametrize("query", ["tokens", "sentence"])
+def test_trimming_the_text_padding_changes_no_output(query, monkeypatch):
+    """The model drops padding columns before the trunk; its outputs must not move."""
+    torch.manual_seed(0)
+    cfg = tiny_config(text_max_tokens=40, keypoint_query=query)
+    m = DojoPolicy(cfg).eval()
+    batch = make_batch(cfg, b=4)
+    batch[P.INSTRUCTION] = ["push it", INSTRUCTIONS[0], INSTRUCTIONS[1], "go"]
+    with torch.no_grad():
+        act, stg, kp = m._predict(batch)
+        monkeypatch.setattr(P, "trim_text_padding", lambda t, k: (t, k))
+        act_full, stg_full, kp_full = m._predict(batch)
+    assert torch.allclose(act, act_full, atol=1e-5) and torch.allclose(stg, stg_full, atol=1e-5)
+    assert torch.allclose(kp, kp_full, atol=1e-6)
