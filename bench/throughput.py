@@ -11,7 +11,9 @@ Measured in one run, on the same cores:
   d(o, g) for every frame, the detector ending episodes (``core.practice``'s rollout).
   ``practice_with_updates_steps_per_s`` adds the REINFORCE updates (one practice
   iteration: >= 1,024 tuples collected, then 16 gradient steps; fleet start-up excluded).
-- ``ratio`` = practice / bare.
+- ``ratio`` = practice / bare, with the learner's torch thread count that did best
+  (``--threads``: each setting is timed on the same episodes; the OpenMP threads of a
+  2-thread learner spin on cores the simulators need).
 - ``latency_*``: one control step of policy + reward model + detector test, at batch 1
   and at batch K, p50/p99 over 300 calls, with the ``torch.compile``d forward that practice
   uses (``latency_eager_*``: the same without compiling; ``--no-compile``: eager only).
@@ -103,10 +105,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--episodes", type=int, default=24, help="practice rollout episodes to time")
     ap.add_argument("--bare-steps", type=int, default=1500, help="random steps per bare process")
     ap.add_argument("--skip-updates", action="store_true", help="leave out the two practice iterations")
+    ap.add_argument("--threads", default=None,
+                    help="torch threads for the learner's inference, comma-separated settings timed in turn "
+                         "on the same episodes (default: 1 and all cores; the worker uses half the cores, "
+                         "since the simulator processes need the rest)")
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")
     args = ap.parse_args(argv)
+    cores = os.cpu_count() or 1
+    try:
+        thread_counts = sorted({int(t) for t in (args.threads or f"1,{cores}").split(",")})
+    except ValueError:
+        ap.error(f"--threads {args.threads!r}: expected whole numbers separated by commas, e.g. 1,2")
+    if not thread_counts or min(thread_counts) < 1:
+        ap.error(f"--threads {args.threads!r}: every setting must be >= 1")
 
     import torch
 
@@ -140,22 +153,29 @@ def main(argv=None) -> dict:
         print(f"compiled the rollout forward passes (batch {k}) in {time.perf_counter() - t_c:.1f} s: "
               f"{policy.inference_backend}", flush=True)
     fleet = ProcessFleet(backend, env_config, k)
+    by_threads: dict[int, float] = {}
     try:
-        gen = torch.Generator().manual_seed(0)
-        run_episodes(policy, None, [10_000_000 + i for i in range(k)], fleet=fleet, greedy=False,
-                     reward_model=reward, stop_on_ground_truth=False, detector=DetectorSpec(s, 2),
-                     generator=gen)  # warm-up
-        t0 = time.perf_counter()
-        recs = run_episodes(policy, None, [10_001_000 + i for i in range(args.episodes)], fleet=fleet,
-                            greedy=False, reward_model=reward,
-                            stop_on_ground_truth=False, detector=DetectorSpec(s, 2), generator=gen)
-        secs = time.perf_counter() - t0
+        for threads in thread_counts:
+            # The same episodes for every setting (same seeds, same sampling stream).
+            torch.set_num_threads(threads)
+            gen = torch.Generator().manual_seed(0)
+            run_episodes(policy, None, [10_000_000 + i for i in range(k)], fleet=fleet, greedy=False,
+                         reward_model=reward, stop_on_ground_truth=False, detector=DetectorSpec(s, 2),
+                         generator=gen)  # warm-up
+            t0 = time.perf_counter()
+            recs = run_episodes(policy, None, [10_001_000 + i for i in range(args.episodes)], fleet=fleet,
+                                greedy=False, reward_model=reward,
+                                stop_on_ground_truth=False, detector=DetectorSpec(s, 2), generator=gen)
+            secs = time.perf_counter() - t0
+            steps = sum(r.length for r in recs)
+            by_threads[threads] = steps / secs
+            print(f"practice rollouts, {threads} torch thread(s): {len(recs)} episodes, {steps} steps in "
+                  f"{secs:.1f} s: {by_threads[threads]:.0f} steps/s", flush=True)
     finally:
         fleet.close()
-    steps = sum(r.length for r in recs)
-    practice = steps / secs
-    print(f"practice rollouts: {len(recs)} episodes, {steps} steps in {secs:.1f} s: {practice:.0f} steps/s",
-          flush=True)
+    best_threads = max(by_threads, key=by_threads.get)
+    practice = by_threads[best_threads]
+    torch.set_num_threads(best_threads)
 
     with_updates = None
     if not args.skip_updates:
@@ -195,6 +215,7 @@ def main(argv=None) -> dict:
     lat1, latk = lat[f"{best}1"], lat[f"{best}{k}"]
     result = {
         "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
+        "threads": best_threads, "practice_steps_per_s_by_threads": by_threads,
         "practice_with_updates_steps_per_s": with_updates,
         "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],
         f"latency_batch{k}_p50_ms": latk["p50"], f"latency_batch{k}_p99_ms": latk["p99"],

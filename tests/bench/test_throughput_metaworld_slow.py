@@ -12,12 +12,25 @@ def _last_line(capsys) -> str:
 def test_throughput_bench_reports_ratio_and_latency(capsys):
     from bench.throughput import main
 
-    result = main(["--episodes", "4", "--bare-steps", "200", "--skip-updates"])
+    result = main(["--episodes", "4", "--bare-steps", "200", "--skip-updates", "--threads", "1,2"])
     assert _last_line(capsys).startswith("RESULT {")
     for key in ("practice_steps_per_s", "bare_steps_per_s", "ratio", "latency_p50_ms", "latency_p99_ms"):
         assert result[key] > 0, key
     assert result["ratio"] == pytest.approx(result["practice_steps_per_s"] / result["bare_steps_per_s"])
     assert result["latency_p50_ms"] <= result["latency_p99_ms"]
+    # each learner thread setting was timed; the headline is the best of them
+    assert set(result["practice_steps_per_s_by_threads"]) == {1, 2}
+    assert result["practice_steps_per_s"] == max(result["practice_steps_per_s_by_threads"].values())
+    assert result["practice_steps_per_s_by_threads"][result["threads"]] == result["practice_steps_per_s"]
+
+
+def test_throughput_bench_refuses_a_bad_thread_setting(capsys):
+    from bench.throughput import main
+
+    for bad in ("two", "0,1"):
+        with pytest.raises(SystemExit):
+            main(["--threads", bad])
+        assert "--threads" in capsys.readouterr().err
 
 
 @pytest.mark.slow
