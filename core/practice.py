@@ -348,12 +348,16 @@ def _control(interrupt: Callable[[], None] | None) -> Callable[[int, EpisodeReco
 
 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int,
-                     interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
+                     interrupt: Callable[[], None] | None = None,
+                     on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None
+                     ) -> dict[str, Any]:
     """Greedy success on fixed selection seeds (ground truth ends episodes). Test seeds
     (EVAL_SEED0) stay untouched, so a reported success is not fitted to them. ``interrupt``
-    is called before every step and may raise to abandon the evaluation."""
+    is called before every step and may raise to abandon the evaluation; ``on_step`` sees
+    every frame (``run_episodes``'s hook: the worker streams the evaluation to Live)."""
     seeds = list(range(SELECT_SEED0, SELECT_SEED0 + n))
-    recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, control=_control(interrupt))
+    recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, control=_control(interrupt),
+                        on_step=on_step)
     k = sum(r.success for r in recs)
     by_seed = {r.seed: int(bool(r.success)) for r in recs}
     return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs),
@@ -457,6 +461,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  on_detector: Callable[[dict[str, Any]], None] | None = None,
                  on_phase: Callable[[str], None] | None = None,
                  interrupt: Callable[[], None] | None = None,
+                 on_eval_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
                  ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
     (returning False stops). A given ``fleet`` is used and left open (the worker's).
@@ -466,7 +471,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     ``on_detector(check)`` receives the pre-practice detector check (its figures and the
     threshold s practice will use) before the first iteration; ``on_phase("evaluating")``
     before each greedy evaluation on the selection seeds (the fleet runs those episodes, no
-    practice telemetry flows) and ``on_phase("practising")`` after it. ``interrupt()`` is
+    practice telemetry flows; ``on_eval_step`` sees their frames, like ``on_step``) and
+    ``on_phase("practising")`` after it. ``interrupt()`` is
     called before every step of the rollouts outside practice (the refinement's, the
     detector check's, the evaluations') and may raise to abandon them: a worker asked to
     stop does not wait for a 100-episode evaluation to end (the iteration is redone on resume).
@@ -572,7 +578,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             if on_phase is not None:
                 on_phase("evaluating")
             try:
-                return evaluate_success(policy, fleet, cfg.eval_episodes, interrupt)
+                return evaluate_success(policy, fleet, cfg.eval_episodes, interrupt, on_step=on_eval_step)
             finally:
                 if on_phase is not None:
                     on_phase("practising")

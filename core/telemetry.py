@@ -34,9 +34,13 @@ browser JS needs only ``JSON.parse`` and ``img.src = "data:image/jpeg;base64," +
                     "fired": count >= patience}
     status         "running" | "paused" | "stopped" | "session_paused" | "parked" | "evaluating"
                    (parked: the robot is unavailable, e.g. a remote robot that disconnected;
-                   evaluating: practice is scoring its policy on the selection seeds, one
-                   message per robot with step, d and episode null and detector "evaluating")
-    time           server wall time, seconds since the epoch
+                   evaluating: practice is scoring its policy on the selection seeds: one
+                   message per robot with step, d and episode null and detector "evaluating"
+                   when it starts, then the evaluation's frames, with episode_uid
+                   "eval-<seed>", episode_id null, d from the policy's own steps-to-go head
+                   and detector "evaluating": ground truth ends those episodes)
+    time           server wall time when the message was sent (a kept last message: when it
+                   was published), seconds since the epoch
     seq            per-robot message counter (gaps = frames this client did not get)
     jpeg           base64 JPEG of the camera image (omitted when the producer had none)
 
@@ -46,6 +50,10 @@ browser JS needs only ``JSON.parse`` and ``img.src = "data:image/jpeg;base64," +
 
 Browser -> server (optional): ``{"type": "subscribe", "robots": ["name", ...]}`` restricts the
 feed (``null`` or ``[]`` = all robots, the default).
+
+A client that connects, or subscribes, gets each (subscribed) robot's last message first, so
+a card is not blank while a robot is between frames (an evaluation, a paused session); when a
+job ends its robots' last message says ``"status": "offline"``.
 
 Slow or stalled clients never slow the control loop: ``publish`` only stores the message in
 a dict and wakes the event loop; each client keeps at most ONE pending frame per robot (a
@@ -252,6 +260,7 @@ class _Client:
     wake: asyncio.Event = field(default_factory=asyncio.Event)
     sent: int = 0
     dropped: int = 0
+    replayed: set[str] = field(default_factory=set)  # robots whose kept last message was queued
 
 
 class TelemetryHub:
@@ -262,6 +271,10 @@ class TelemetryHub:
         self.server: WebsocketServer | None = None
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[dict[str, Any], bytes | None]] = {}
+        # Every robot's last message, kept even with nobody watching: a browser that connects
+        # (or subscribes) later starts from it instead of a blank card, e.g. during a long
+        # evaluation that announced itself once. Replaced by each publish; O(1).
+        self._snapshot: dict[str, tuple[dict[str, Any], bytes | None, float]] = {}
         self._events: list[dict[str, Any]] = []
         self._scheduled = False
         self._clients: list[_Client] = []
@@ -287,10 +300,13 @@ class TelemetryHub:
             self._seq[robot] = 0
             self.robots.append(robot)
         self._seq[robot] += 1
+        framed = {**message, "type": "frame", "robot": robot, "seq": self._seq[robot]}
+        with self._lock:
+            self._snapshot[robot] = (framed, jpeg, time.time())
         if not self._clients or self.server is None or self.server.loop is None:
             return
         with self._lock:
-            self._latest[robot] = ({**message, "type": "frame", "robot": robot, "seq": self._seq[robot]}, jpeg)
+            self._latest[robot] = (dict(framed), jpeg)
             if self._scheduled:
                 return
             self._scheduled = True
@@ -315,10 +331,7 @@ class TelemetryHub:
             self._scheduled = False
         now = time.time()
         for robot, (msg, jpeg) in latest.items():
-            msg["time"] = now
-            if jpeg is not None:
-                msg["jpeg"] = base64.b64encode(jpeg).decode("ascii")
-            text = json.dumps(msg, default=_json_default)  # encoded once, shared by all clients
+            text = _encode_frame(msg, jpeg, now)  # encoded once, shared by all clients
             for c in self._clients:
                 if c.robots is None or robot in c.robots:
                     if robot in c.pending:
@@ -339,6 +352,7 @@ class TelemetryHub:
         client = _Client(connection)
         await connection.send(json.dumps({"type": "hello", "protocol": PROTOCOL, "robots": list(self.robots)}))
         self._clients.append(client)
+        self._replay(client)
         sender = asyncio.create_task(self._sender(client))
         try:
             async for raw in connection:
@@ -352,6 +366,7 @@ class TelemetryHub:
                     client.robots = set(map(str, robots)) if robots else None
                     client.pending = {r: t for r, t in client.pending.items()
                                       if client.robots is None or r in client.robots}
+                    self._replay(client)
                 elif isinstance(msg, dict) and "token" in msg:
                     continue  # a redundant token message
                 else:
@@ -360,6 +375,25 @@ class TelemetryHub:
         finally:
             self._clients.remove(client)
             sender.cancel()
+
+    def forget(self, robots: list[str] | None = None) -> None:
+        """Drop the kept last messages of ``robots`` (all when None): they are no longer live."""
+        with self._lock:
+            for r in (list(self._snapshot) if robots is None else robots):
+                self._snapshot.pop(r, None)
+
+    def _replay(self, client: _Client) -> None:
+        """Queue each (subscribed) robot's last message for a client that just joined or
+        subscribed, unless a newer one is already queued for it. Runs on the loop thread."""
+        with self._lock:
+            snap = dict(self._snapshot)
+        for robot, (msg, jpeg, at) in snap.items():
+            if (client.robots is None or robot in client.robots) and robot not in client.pending \
+                    and robot not in client.replayed:
+                client.pending[robot] = _encode_frame(dict(msg), jpeg, at)
+                client.replayed.add(robot)
+        if client.pending:
+            client.wake.set()
 
     async def _sender(self, client: _Client) -> None:
         while True:
@@ -373,6 +407,13 @@ class TelemetryHub:
                 text = client.pending.pop(robot)
                 await client.connection.send(text)  # waits only on THIS client's socket
                 client.sent += 1
+
+
+def _encode_frame(msg: dict[str, Any], jpeg: bytes | None, at: float) -> str:
+    msg["time"] = at
+    if jpeg is not None:
+        msg["jpeg"] = base64.b64encode(jpeg).decode("ascii")
+    return json.dumps(msg, default=_json_default)
 
 
 def _json_default(o: Any) -> Any:

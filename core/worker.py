@@ -555,6 +555,34 @@ class PracticeRunner:
                 "episode_uid": None, "episode_id": None, "step": None, "d": None,
                 "detector": "evaluating", "status": "evaluating"})
 
+    def on_eval_step(self, i: int, rec: Any, obs: dict[str, Any]) -> None:
+        """A frame of an evaluation episode: streamed to Live (status "evaluating"), never
+        stored; ground truth ends these episodes, so the detector is not shown."""
+        tele = self.w.telemetry
+        if tele is None or not tele.n_clients:
+            return
+        from core.telemetry import encode_jpeg
+
+        tele.publish(self.robot_key(i), {
+            "robot_id": self.slot_robot.get(i), "slot": i, "job_id": self.ctx.job_id,
+            "session_id": self.session_id, "task_id": self.task_id, "checkpoint_id": self.checkpoint_id,
+            "episode_uid": f"eval-{rec.seed}", "episode_id": None, "seed": rec.seed,
+            "instruction": rec.instruction, "step": len(rec.d) - 1, "d": float(rec.d[-1]), "reward": None,
+            "detector": "evaluating", "status": "evaluating"}, encode_jpeg(obs["image"], self.jpeg_quality))
+
+    def publish_ended(self, reason: str) -> None:
+        """Each robot's last Live message when the job ends: a browser that opens Live later
+        sees "offline" and why, not a stale frame that looks live."""
+        tele = self.w.telemetry
+        if tele is None:
+            return
+        for i in range(self.fleet.size):
+            tele.publish(self.robot_key(i), {
+                "robot_id": self.slot_robot.get(i), "slot": i, "job_id": self.ctx.job_id,
+                "session_id": self.session_id, "task_id": self.task_id, "checkpoint_id": self.checkpoint_id,
+                "episode_uid": None, "episode_id": None, "step": None, "d": None,
+                "detector": reason, "status": "offline"})
+
     def on_failure(self, i: int, failure: Any) -> None:
         st = self.slots[i]
         if st.started and st.episode_id is not None:
@@ -1074,7 +1102,7 @@ class Worker:
                                    on_episode_end=runner.on_episode_end, control=runner.control,
                                    on_step=runner.on_step, outcome_override=runner.outcome_override,
                                    on_detector=runner.on_detector, on_phase=runner.on_phase,
-                                   interrupt=runner.interrupt)
+                                   interrupt=runner.interrupt, on_eval_step=runner.on_eval_step)
             runner.sync_checkpoints()
             if self.should_stop(ctx):
                 reason = "worker stopping" if self.stopping.is_set() else "job cancelled"
@@ -1091,6 +1119,7 @@ class Worker:
         finally:
             try:
                 runner.abort_leftovers(reason)
+                runner.publish_ended(reason)
                 if kind != "remote":
                     with self.db.write() as s:
                         s.execute(update(Robot).where(Robot.id.in_(list(sim_ids.values())), Robot.status == "online")

@@ -138,8 +138,7 @@ with right:
                 f"patience {task.detector_patience}")
     if cal.get("threshold_s") is not None and task.detector_threshold is None:
         st.caption(f"In use: s = {float(cal['threshold_s']):.2f}, patience {cal.get('patience', task.detector_patience)} "
-                   f"(precision {float(cal.get('precision') or 0):.2f}, recall {float(cal.get('recall') or 0):.2f}"
-                   f"{', ' + str(cal['source']) if cal.get('source') else ''}); set s here to override it."
+                   f"({queries.detector_figures(cal)}); set s here to override it."
                    + (f" Before the refinement: precision {float(b.get('precision') or 0):.2f}, recall "
                       f"{float(b.get('recall') or 0):.2f}." if (b := cal.get("before_refinement")) else ""))
     elif (task.detector_threshold is not None and cal.get("threshold_s") is not None
@@ -154,7 +153,7 @@ with right:
     else:
         st.caption("Not calibrated yet: Stage-1 training chooses s on held-out demonstrations.")
     with st.form("task_settings"):
-        s_val = st.number_input("Detector threshold s (steps-to-go)", min_value=0.0, max_value=100.0,
+        s_val = st.number_input("Detector threshold s (steps-to-go; 0 = the calibrated one)", min_value=0.0, max_value=100.0,
                                 value=float(task.detector_threshold or 0.0), step=0.25)
         patience = st.number_input("Patience (steps in a row)", min_value=1, max_value=20,
                                    value=int(task.detector_patience))

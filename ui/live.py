@@ -29,9 +29,12 @@ _TEMPLATE = r"""<!doctype html>
 <html><head><meta charset="utf-8"><style>
  body { margin:0; font:12px system-ui, sans-serif; color:#e8e8e8; background:#0e1117; }
  .card { border:1px solid #333; border-radius:8px; padding:6px; height:__H__px; box-sizing:border-box; }
- .top { display:flex; gap:6px; }
- img { width:150px; height:150px; image-rendering:pixelated; background:#222; border-radius:4px; }
- .meta { flex:1; display:flex; flex-direction:column; gap:3px; overflow:hidden; }
+ .top { display:flex; gap:6px; height:150px; overflow:hidden; }
+ img { width:min(150px, 55%); height:auto; aspect-ratio:1 / 1; align-self:flex-start; flex:none;
+       image-rendering:pixelated; background:#222; border-radius:4px; }
+ .meta { flex:1; min-width:0; display:flex; flex-direction:column; gap:3px; overflow:hidden; }
+ .meta > div { white-space:nowrap; overflow:hidden; text-overflow:ellipsis; flex:none; }  /* narrow cards: no wrap pushing the curve out */
+ .meta > div.wrap { white-space:normal; }  /* the detector badge may drop to its own line */
  .name { font-weight:600; font-size:13px; }
  .badge { display:inline-block; padding:1px 6px; border-radius:8px; background:#444; }
  .badge.fired { background:#1f7a3a; } .badge.near { background:#8a6d1a; } .badge.off { background:#6b2222; }
@@ -43,8 +46,8 @@ _TEMPLATE = r"""<!doctype html>
   <img id="frame" alt="live camera frame">
   <div class="meta">
    <div class="name">__NAME__</div>
-   <div>detector <span id="det" class="badge">waiting</span></div>
-   <div>step <b id="step">-</b> &nbsp; d(o,g) <b id="d">-</b></div>
+   <div class="wrap">detector <span id="det" class="badge">waiting</span></div>
+   <div>d(o,g) <b id="d">-</b> &nbsp; step <b id="step">-</b></div>
    <div>checkpoint <b id="ckpt">-</b></div>
    <div>episode <b id="ep">-</b> <span id="status" class="dim"></span></div>
    <div class="dim" id="last">&nbsp;</div>
@@ -116,7 +119,8 @@ _TEMPLATE = r"""<!doctype html>
     if (det0 && typeof det0 === "object" && det0.threshold !== undefined && det0.threshold !== null) threshold = Number(det0.threshold);
     const s = pick(m, ["threshold", "s", "detector_threshold"]);
     if (s !== undefined && s !== null) threshold = Number(s);
-    if (m.status === "evaluating") { curve = []; lastEpisode = null; lastStep = -1; }  // no episode of its own
+    // A phase message (evaluation starting, the job ended) carries no step: the card starts blank.
+    if ((m.status === "evaluating" || m.status === "offline") && step === undefined) { curve = []; lastEpisode = null; lastStep = -1; }
     if ((ep !== undefined && ep !== lastEpisode) || (step !== undefined && step < lastStep)) curve = [];
     if (ep !== undefined) lastEpisode = ep;
     if (step !== undefined) lastStep = step;

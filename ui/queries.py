@@ -124,6 +124,20 @@ def describe_refine(r: dict[str, Any]) -> str:
     return f"re-trained on {r['labels']} judged episodes of session {r['session_id']} (job {r['job_id']}){fig}"
 
 
+def detector_figures(cal: dict[str, Any]) -> str:
+    """How good the detector in use is, from a calibration record: the pre-practice check's
+    precision/recall against ground truth when there is one, else Stage-1's on held-out
+    demonstration endings (``demo_*``), else a plain "not measured yet"."""
+    for prefix, where in (("", ""), ("demo_", "on held-out demonstrations")):
+        p, r = cal.get(prefix + "precision"), cal.get(prefix + "recall")
+        if p is not None or r is not None:
+            fig = "precision " + ("-" if p is None else f"{float(p):.2f}") + \
+                  ", recall " + ("-" if r is None else f"{float(r):.2f}")
+            src = where or str(cal.get("source") or "")
+            return fig + (f", {src}" if src else "")
+    return "precision and recall not measured yet: the practice's detector check measures them"
+
+
 def latest_paired_gain(checkpoints: list[Any]) -> Optional[dict[str, Any]]:
     """The newest checkpoint whose evaluation was paired seed by seed with its practice
     session's start (practice writes ``eval_gain*`` into the iteration's metrics): the gain

@@ -166,3 +166,39 @@ def test_token_file_is_created_once_and_private(tmp_path):
     tok = load_or_create_token(tmp_path)
     assert len(tok) >= 24 and load_or_create_token(tmp_path) == tok
     assert (tmp_path / "telemetry.token").stat().st_mode & 0o077 == 0
+
+
+def test_a_late_client_starts_from_each_robots_last_message(server):
+    """Nobody watching while robots publish; a browser that connects afterwards gets each
+    robot's last message at once (e.g. "evaluating", announced once minutes earlier), a
+    subscribing one only its robot's, and forgotten robots are not replayed."""
+    srv, hub = server
+    img = (np.arange(16 * 16 * 3) % 251).astype(np.uint8).reshape(16, 16, 3)
+    hub.publish("a", _frame_msg(1), encode_jpeg(img))
+    hub.publish("a", {**_frame_msg(2), "status": "evaluating", "step": None, "d": None, "detector": "evaluating"})
+    hub.publish("b", _frame_msg(7), encode_jpeg(img))
+    hub.publish("c", _frame_msg(3))
+    hub.forget(["c"])
+    with connect(srv.url("/telemetry")) as ws:
+        assert json.loads(ws.recv(5))["type"] == "hello"
+        got = {}
+        try:
+            while True:
+                m = json.loads(ws.recv(0.5))
+                got[m["robot"]] = m
+        except TimeoutError:
+            pass
+    assert set(got) == {"a", "b"}
+    assert got["a"]["status"] == "evaluating" and got["a"]["seq"] == 2 and "jpeg" not in got["a"]
+    assert got["b"]["step"] == 7 and got["b"]["seq"] == 1 and got["b"]["jpeg"]
+    assert isinstance(got["b"]["time"], float) and got["b"]["time"] <= time.time()
+    with connect(srv.url("/telemetry")) as ws:  # subscribes first thing, like the Live card
+        ws.recv(5)
+        ws.send(json.dumps({"type": "subscribe", "robots": ["b"]}))
+        seen = []
+        try:
+            while True:
+                seen.append(json.loads(ws.recv(0.5)))
+        except TimeoutError:
+            pass
+    assert [m["robot"] for m in seen if m["robot"] == "b"] == ["b"]  # replayed once, not twice

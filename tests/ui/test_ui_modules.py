@@ -132,3 +132,14 @@ def test_latest_paired_gain_picks_the_newest_paired_evaluation_and_judges_it():
     cks[0].metrics["eval_gain_lo"] = 0.01
     assert queries.latest_paired_gain(cks[:2])["verdict"] == "rise beyond noise"
     assert queries.latest_paired_gain(cks[1:2]) is None
+
+
+def test_detector_figures_name_where_precision_was_measured():
+    from ui.queries import detector_figures
+
+    check = {"threshold_s": 2.0, "precision": 0.84, "recall": 0.94, "source": "the starting policy's rollouts"}
+    assert detector_figures(check) == "precision 0.84, recall 0.94, the starting policy's rollouts"
+    stage1 = {"threshold_s": 1.75, "demo_precision": 0.862, "demo_recall": 0.9615}
+    assert detector_figures(stage1) == "precision 0.86, recall 0.96, on held-out demonstrations"
+    assert detector_figures({"threshold_s": 1.0, "precision": None, "recall": 0.5}) == "precision -, recall 0.50"
+    assert "not measured yet" in detector_figures({"threshold_s": 1.0})

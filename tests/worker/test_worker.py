@@ -104,6 +104,7 @@ def test_practice_job_records_episodes_checkpoints_and_metrics(tmp_path, stage1)
     with db.write() as s:
         job_id = repo.enqueue_job(s, "practice", practice_params(stage1, max_episodes=4)).id
     tele = Recorder()
+    tele.n_clients = 1  # a browser is watching: frames are encoded and evaluations streamed
     t0 = time.perf_counter()
     assert Worker(db, name="w1", data_dir=tmp_path, telemetry=tele).run(exit_when_idle=True) == 1
     elapsed = time.perf_counter() - t0
@@ -152,16 +153,25 @@ def test_practice_job_records_episodes_checkpoints_and_metrics(tmp_path, stage1)
 
     # telemetry: a frame per control step with the documented fields, and episode events
     msgs = tele.of("w1/sim-0")
-    msg = [m for m in msgs if m["status"] != "evaluating"][-1]
+    msg = [m for m in msgs if m["status"] not in ("evaluating", "offline")][-1]
     for key in ("step", "d", "reward", "detector", "checkpoint_id", "episode_uid", "status", "instruction"):
         assert key in msg
     assert {"count", "patience", "threshold", "fired"} == set(msg["detector"])
     assert len(tele.events) == len(finished)
     # each evaluation on the selection seeds tells every robot's card, with no episode of its own
+    # (a phase message with no step), then streams the evaluation's own frames, never stored;
+    # the job's end leaves "offline" as each robot's last message
+    n_evals = sum(c.eval_success is not None for c in cks)
     for robot in ("w1/sim-0", "w1/sim-1"):
         ev = [m for m in tele.of(robot) if m["status"] == "evaluating"]
-        assert len(ev) == sum(c.eval_success is not None for c in cks)
-        assert all(m["detector"] == "evaluating" and m["episode_uid"] is None and m["step"] is None for m in ev)
+        phase = [m for m in ev if m["step"] is None]
+        assert len(phase) == n_evals
+        assert all(m["detector"] == "evaluating" and m["episode_uid"] is None for m in phase)
+        frames_ev = [m for m in ev if m["step"] is not None]
+        assert frames_ev and all(m["episode_uid"].startswith("eval-") and m["episode_id"] is None
+                                 and m["detector"] == "evaluating" and isinstance(m["d"], float) for m in frames_ev)
+        assert tele.of(robot)[-1]["status"] == "offline" and tele.of(robot)[-1]["detector"] == "job ended"
+    assert not any(e.uid.startswith("eval-") for e in eps)
     print(f"practice job: {len(iters)} iterations, {len(finished)} episodes in {elapsed:.1f} s")
 
 
@@ -392,7 +402,7 @@ def test_a_practice_job_stopped_by_a_drop_says_why_and_records_the_paired_gains(
 
     calls = []
 
-    def scripted(policy, fleet, n, interrupt=None):  # start 16 of 20 seeds, then 2 of 20
+    def scripted(policy, fleet, n, interrupt=None, on_step=None):  # start 16 of 20 seeds, then 2 of 20
         k = 16 if not calls else 2
         calls.append(k)
         return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
