@@ -36,7 +36,7 @@ with db.read() as s:
     stopped = queries.latest_practice_stop(s, task_id)
 
 curve = queries.success_curve(rows, bucket)
-complete = curve[:-1] if len(rows) % bucket and len(curve) > 1 else curve  # the metric skips a partial last block
+complete = [c for c in curve if c["complete"]] or curve  # the metric skips the block still filling
 gain = charts.success_gain(complete)
 evaluated = {c.id: (c.eval_success, c.eval_episodes) for c in checkpoints if c.eval_success is not None}
 points = queries.evaluated_points(rows, evaluated)

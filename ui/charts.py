@@ -22,12 +22,14 @@ def success_vs_episodes(curve: Sequence[dict[str, Any]], title: str = "Success v
     ground truth dotted) and ``evaluated`` (ui.queries.evaluated_points): the greedy evaluations
     of checkpoints on fixed seeds with their 95 % intervals, the policy's actual progress."""
     fig = _fig(title, "practice episodes", "success rate")
-    xs = [c["episodes"] for c in curve]
-    fig.add_scatter(x=xs, y=[c["success"] for c in curve], mode="lines+markers",
+    full, partial = _split_blocks(curve)
+    xs = [c["episodes"] for c in full]
+    fig.add_scatter(x=xs, y=[c["success"] for c in full], mode="lines+markers",
                     name="practice (detector, or override)")
-    if any(c["gt_success"] is not None for c in curve):
-        fig.add_scatter(x=xs, y=[c["gt_success"] for c in curve], mode="lines", line=dict(dash="dot"),
+    if any(c["gt_success"] is not None for c in full):
+        fig.add_scatter(x=xs, y=[c["gt_success"] for c in full], mode="lines", line=dict(dash="dot"),
                         name="practice, ground truth")
+    _add_partial(fig, partial, "success")
     if evaluated:
         pts = sorted(evaluated, key=lambda p: p["episodes"])
         fig.add_scatter(x=[p["episodes"] for p in pts], y=[p["success"] for p in pts], mode="lines+markers",
@@ -65,9 +67,26 @@ def success_by_checkpoint(stats: Iterable[Any], evaluated: Optional[dict[int, tu
 
 def returns(curve: Sequence[dict[str, Any]]) -> go.Figure:
     fig = _fig("Mean return per block of episodes", "practice episodes", "return")
-    fig.add_scatter(x=[c["episodes"] for c in curve], y=[c["mean_return"] for c in curve], mode="lines+markers",
+    full, partial = _split_blocks(curve)
+    fig.add_scatter(x=[c["episodes"] for c in full], y=[c["mean_return"] for c in full], mode="lines+markers",
                     name="mean return")
+    _add_partial(fig, partial, "mean_return")
     return fig
+
+
+def _split_blocks(curve: Sequence[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Full blocks (the trend) and the block still filling (blocks without the flag count as full)."""
+    full = [c for c in curve if c.get("complete", True)]
+    return full, [c for c in curve if not c.get("complete", True)]
+
+
+def _add_partial(fig: go.Figure, partial: list[dict[str, Any]], key: str) -> None:
+    """The block still filling: a hollow marker off the line, its size in the legend, so a
+    handful of episodes does not read as a collapse (or a jump) of the trend."""
+    for c in partial:
+        if c.get(key) is not None:
+            fig.add_scatter(x=[c["episodes"]], y=[c[key]], mode="markers",
+                            marker=dict(symbol="circle-open", size=10), name=f"block in progress (n={c['n']})")
 
 
 def series(named: dict[str, list[tuple[float, float]]], title: str, x: str = "step", y: str = "value") -> go.Figure:

@@ -45,7 +45,9 @@ def practice_outcomes(s: Session, task_id: Optional[int] = None, *, source: str 
 
 def success_curve(rows: list[dict[str, Any]], bucket: int = 20) -> list[dict[str, Any]]:
     """Success rate per block of ``bucket`` consecutive practice episodes (x = episodes so far),
-    for the effective outcome and for ground truth where known; the block's newest checkpoint."""
+    for the effective outcome and for ground truth where known; the block's newest checkpoint.
+    ``n`` is the block's size and ``complete`` whether it is full (the newest block usually is
+    not: a handful of episodes, too few to plot as a point of the trend)."""
     out = []
     for i in range(0, len(rows), bucket):
         block = rows[i:i + bucket]
@@ -56,7 +58,8 @@ def success_curve(rows: list[dict[str, Any]], bucket: int = 20) -> list[dict[str
                     "success": sum(known) / len(known) if known else None,
                     "gt_success": sum(gt) / len(gt) if gt else None,
                     "mean_return": sum(rets) / len(rets) if rets else None,
-                    "checkpoint_id": block[-1]["checkpoint_id"]})
+                    "checkpoint_id": block[-1]["checkpoint_id"], "n": len(block),
+                    "complete": len(block) == bucket})
     return out
 
 

@@ -42,6 +42,21 @@ def test_success_curve_blocks():
     assert charts.success_gain(curve) == 0.7
     fig = charts.success_vs_episodes(curve)
     assert len(fig.data) == 1
+    assert all(c["complete"] and c["n"] == 10 for c in curve)
+
+
+def test_the_block_still_filling_is_drawn_apart_from_the_trend():
+    rows = [{"id": i, "checkpoint_id": 1, "success": i < 20, "gt": i < 10, "return": 2.0 if i < 20 else -1.0,
+             "task_id": 1} for i in range(23)]
+    curve = queries.success_curve(rows, bucket=10)
+    assert [(c["episodes"], c["n"], c["complete"]) for c in curve] == [(10, 10, True), (20, 10, True), (23, 3, False)]
+    fig = charts.success_vs_episodes(curve)
+    trend, gt, partial = fig.data
+    assert list(trend.x) == [10, 20] and list(gt.x) == [10, 20]
+    assert list(partial.x) == [23] and list(partial.y) == [0.0] and partial.mode == "markers"
+    assert partial.name == "block in progress (n=3)"
+    ret = charts.returns(curve)
+    assert list(ret.data[0].y) == [2.0, 2.0] and list(ret.data[1].y) == [-1.0]
 
 
 def test_evaluations_sit_on_the_practice_episode_axis_with_intervals():
