@@ -133,9 +133,10 @@ with right:
         promoted = repo.get_promoted(s, task.id)
     # The task's own calibration, else the one Stage-1 training recorded with the served checkpoint.
     cal = task.calibration or ((promoted.metrics or {}).get("calibration") if promoted is not None else None) or {}
-    st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · "
-                f"threshold s = **{task.detector_threshold if task.detector_threshold is not None else 'not set'}** · "
-                f"patience {task.detector_patience}")
+    # With no s set here, practice calibrates s and patience itself: the task's patience is not used then.
+    st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · " + (
+                f"threshold s = **{task.detector_threshold:g}** · patience {task.detector_patience}"
+                if task.detector_threshold is not None else "threshold s and patience: **calibrated**"))
     if cal.get("threshold_s") is not None and task.detector_threshold is None:
         st.caption(f"In use: s = {float(cal['threshold_s']):.2f}, patience {cal.get('patience', task.detector_patience)} "
                    f"({queries.detector_figures(cal)}); set s here to override it."
@@ -155,7 +156,7 @@ with right:
     with st.form("task_settings"):
         s_val = st.number_input("Detector threshold s (steps-to-go; 0 = the calibrated one)", min_value=0.0, max_value=100.0,
                                 value=float(task.detector_threshold or 0.0), step=0.25)
-        patience = st.number_input("Patience (steps in a row)", min_value=1, max_value=20,
+        patience = st.number_input("Patience (steps in a row; used with a set s)", min_value=1, max_value=20,
                                    value=int(task.detector_patience))
         fleet_size = st.number_input("Default fleet size", min_value=0, max_value=16, value=int(task.fleet_size))
         save = st.form_submit_button("Save", disabled=not can(user, "edit_task"))

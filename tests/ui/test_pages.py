@@ -205,6 +205,13 @@ def test_tasks_page_shows_the_threshold_a_practice_check_chose(app, seeded):
         at = _ok(app("tasks", "supervisor").run())
         assert "In use: s = 1.50, patience 2 (precision 0.77, recall 0.94, pre-practice check" in _texts(at)
         assert "Before the refinement: precision 0.33, recall 1.00." in _texts(at)
+        assert "threshold s and patience: **calibrated**" in _texts(at)
+        # only Stage-1's calibration, on held-out demonstration endings (its keys are demo_*)
+        with db.write() as s:
+            repo.update_task(s, task_id, calibration={"threshold_s": 1.75, "patience": 1, "demo_precision": 0.862,
+                                                      "demo_recall": 0.9615})
+        at = _ok(app("tasks", "supervisor").run())
+        assert "In use: s = 1.75, patience 1 (precision 0.86, recall 0.96, on held-out demonstrations)" in _texts(at)
     finally:  # the seeded file is shared by this module's tests
         with db.write() as s:
             repo.update_task(s, task_id, detector_threshold=2.0, calibration=None)
