@@ -73,7 +73,9 @@ for row_start in range(0, len(robots), COLUMNS):
                     if ep_id is not None:
                         st.toast(f"episode {ep_id} marked {'success' if verdict else 'failure'}")
                     elif repo.can(user, "override"):
-                        st.warning(f"{robot.name} has no episode to override yet.")
+                        st.warning(f"{robot.name} has no practice episode running (the session may be "
+                                   "evaluating its policy, which is not practice, or starting): nothing to "
+                                   "override yet.")
 if not may_override:
     st.caption(f"Stopping robots and overriding the detector need role supervisor; you are {user.role}.")
 

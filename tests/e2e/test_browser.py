@@ -199,7 +199,13 @@ def test_supervise_practice_in_a_browser(served):
         print(f"\nlive feed frames/s per robot ({len(fps)} robots): {sorted(round(v, 1) for v in fps.values())}")
         assert len(fps) == ROBOTS and all(v > 0 for v in fps.values()), fps
 
-        # 4. override one robot's detector (its running episode)
+        # 4. override one robot's detector (its running episode). The cards also stream the
+        # session's greedy evaluation (not practice, nothing to override), so wait until
+        # every robot is in a practice episode.
+        def practising():
+            with db.read() as s:
+                return s.query(Episode).filter(Episode.status == "running").count() >= ROBOTS
+        _wait(practising, 300, f"{ROBOTS} practice episodes running (worker log: {served['log']})")
         page.get_by_role("button", name="✓ Success").first.click()
 
         def overridden():
