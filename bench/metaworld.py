@@ -43,10 +43,10 @@ QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 # more simulator time than practice itself; every 20 iterations on 10 per task it is ~1/4.
 FULL = dict(tasks="MT10", demos_per_task=50, epochs=10, eval_per_task=50, select_per_task=10,
             practice_episodes=2000, check_episodes=100, si_eval_every=20, si_eval_per_task=10,
-            refine_episodes=200, refine_steps=400, refine_every=0)
+            refine_episodes=200, refine_steps=400, refine_every=0, refine_memory=0)
 QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_task=30, select_per_task=6,
              practice_episodes=120, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
-             refine_episodes=60, refine_steps=400, refine_every=0)
+             refine_episodes=60, refine_steps=400, refine_every=0, refine_memory=0)
 
 
 def main(argv=None) -> dict:
@@ -66,6 +66,10 @@ def main(argv=None) -> dict:
     ap.add_argument("--refine-every", dest="refine_every", type=int,
                     help="re-refine the reward model every N practice iterations on their labeled episodes "
                          "(default 0 = off; measured on button-press it did not prevent the collapse, README)")
+    ap.add_argument("--refine-memory", dest="refine_memory", type=int,
+                    help="with --refine-every: each refinement also trains on up to N earlier labeled episodes")
+    ap.add_argument("--refine-keep-s", action="store_true",
+                    help="with --refine-every: keep the check's s instead of re-calibrating it at each refinement")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
@@ -77,7 +81,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
     for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes", "refine_episodes",
-              "refine_every", "si_eval_every", "si_eval_per_task", "check_episodes"):
+              "refine_every", "refine_memory", "si_eval_every", "si_eval_per_task", "check_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 
@@ -114,7 +118,9 @@ def main(argv=None) -> dict:
         tag += "-goal"
     run = root / "runs" / tag
     si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
-                    + (f"-every{plan['refine_every']}" if plan["refine_every"] else ""))
+                    + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
+                    + (f"-mem{plan['refine_memory']}" if plan["refine_every"] and plan["refine_memory"] else "")
+                    + ("-keeps" if plan["refine_every"] and args.refine_keep_s else ""))
     sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                               eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
                               seed=args.seed), progress=False)
@@ -141,6 +147,7 @@ def main(argv=None) -> dict:
         eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
         refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
+        refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
         seed=args.seed), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
@@ -157,7 +164,8 @@ def main(argv=None) -> dict:
         "detector_precision": chk["precision"], "detector_recall": chk["recall"],
         "detector_threshold_s": chk["threshold_s"], "detector_counts": chk["counts"],
         "labels_used": plan["refine_episodes"] + si.get("labels_used", 0),
-        "refine_every": plan["refine_every"],
+        "refine_every": plan["refine_every"], "refine_memory": plan["refine_memory"],
+        "refine_keep_s": args.refine_keep_s,
         "detector_unrefined": {k: chk["before"][k] for k in ("precision", "recall", "threshold_s", "counts")}
         if "before" in chk else None,
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,

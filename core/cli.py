@@ -341,6 +341,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="refine the reward model again every N iterations on those iterations' practice episodes, "
                         "labeled by the simulator's ground truth (real robots: supervisors' verdicts); "
                         "keeps a policy from gaming the detector (default 0 = off)")
+    p.add_argument("--refine-memory", dest="refine_memory", type=int,
+                   help="with --refine-every: also train each refinement on up to N earlier labeled episodes "
+                        "(the first refinement's rollouts first), so it does not forget (default 0)")
+    p.add_argument("--refine-keep-s", dest="refine_recalibrate", action="store_const", const=False,
+                   help="with --refine-every: keep s where the pre-practice check put it instead of "
+                        "re-calibrating it on held-out practice episodes at each refinement")
     p.add_argument("--detector-tolerance", dest="detector_tolerance", type=int,
                    help="steps a detector may fire before ground truth and still count as right in the check and "
                         "its calibration (default 3; 0 = strict: a fire ends the episode, so an early one is a miss)")

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -129,6 +129,19 @@ class PracticeConfig:
     refinement moves d's scale. 0 = off."""
     refine_min_labels: int = 8
     """A periodic refinement with fewer labeled episodes than this is skipped (and logged)."""
+    refine_recalibrate: bool = True
+    """With ``refine_every`` and s calibrated (no threshold_s given): re-calibrate s at each
+    periodic refinement on a third of its new episodes, held out. False: s stays where the
+    pre-practice check put it and every labeled episode trains (a refinement trains failures
+    to read d above s, so a fixed s stays meaningful; ~18 held-out episodes could not pin s
+    on Meta-World and moved it 0.75-1.25 between refinements, README)."""
+    refine_memory: int = 0
+    """With ``refine_every``: also train each periodic refinement on up to this many earlier
+    labeled episodes (the most recent; at a fresh start the pre-practice refinement's
+    rollouts of the starting policy come first), so a refinement does not forget the states
+    the previous ones fixed. 0 = only the episodes since the last refinement. Held-out
+    episodes for re-calibrating s come from the new episodes only. Not kept across a resume
+    (the labeled frames live in memory): a resumed run's next refinement starts without it."""
     detector_tolerance: int = DEFAULT_TOLERANCE
     """Steps: a detector firing this close before ground truth counts as right when the
     check (and a periodic refinement) scores and calibrates it. A detector that ends the
@@ -233,9 +246,10 @@ def score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec,
 
 def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: DojoPolicy,
                     rmeta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None],
-                    interrupt: Callable[[], None] | None = None) -> DojoPolicy:
+                    interrupt: Callable[[], None] | None = None) -> tuple[DojoPolicy, list]:
     """The reward model refined on ``cfg.refine_episodes`` rollouts of the starting policy
-    labeled by the simulator's ground truth (``reward_refined.pt``; reused on resume)."""
+    labeled by the simulator's ground truth (``reward_refined.pt``; reused on resume), and
+    those labeled rollouts (empty when reused)."""
     import copy
 
     from core.refine import RefineConfig, from_record, refine_reward
@@ -246,7 +260,7 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
         refined.eval().requires_grad_(False)
         if cfg.compile and compile_enabled():
             refined.compile_inference(fleet.size, warm_up=True)
-        return refined
+        return refined, []
     if not getattr(fleet, "knows_success", True):
         raise PracticeRefused("refine_episodes needs simulated robots: their ground truth labels the rollouts. "
                               "On real robots, label episodes in the Review page instead, or set refine_episodes 0")
@@ -272,7 +286,7 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     refined.eval().requires_grad_(False)
     if cfg.compile and compile_enabled():
         refined.compile_inference(fleet.size, warm_up=True)
-    return refined
+    return refined, labeled
 
 
 def _reward_demos(rmeta: dict[str, Any], log: Callable[..., None]) -> list:
@@ -303,17 +317,19 @@ def practice_label(rec: EpisodeRecord, verdict: bool | None, knows_success: bool
 
 def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: PracticeConfig, out: Path,
              rmeta: dict[str, Any], demos: list, iteration: int, fleet_size: int,
-             interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
-    """Refine ``reward`` in place on ``labeled`` practice episodes (``refine_every``), save it
-    as ``reward_refined.pt`` and recompile its rollout forward; returns the figures.
+             interrupt: Callable[[], None] | None = None, memory: Sequence = ()) -> dict[str, Any]:
+    """Refine ``reward`` in place on ``labeled`` practice episodes (``refine_every``) and
+    ``memory`` (earlier labeled episodes, ``refine_memory``), save it as
+    ``reward_refined.pt`` and recompile its rollout forward; returns the figures.
     ``interrupt`` may raise between gradient steps: the file on disk is then the previous
     refinement (the in-memory model is abandoned with the iteration)."""
     from core.refine import RefineConfig, refine_reward
 
     t0 = time.perf_counter()
-    recalibrate = cfg.threshold_s is None and cfg.calibrate_on_rollouts and len(labeled) >= 12
+    recalibrate = cfg.threshold_s is None and cfg.calibrate_on_rollouts and cfg.refine_recalibrate \
+        and len(labeled) >= 12
     held = labeled[::3] if recalibrate else []
-    fit = [e for i, e in enumerate(labeled) if i % 3] if recalibrate else labeled
+    fit = list(memory) + ([e for i, e in enumerate(labeled) if i % 3] if recalibrate else list(labeled))
     reward.disable_compiled_inference()
     stats = refine_reward(reward, fit, spec.threshold_s,
                           RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision,
@@ -327,6 +343,7 @@ def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: Practic
         stats["check"] = score_check(pairs, spec, cfg.detector_tolerance, True, cfg.calibration_beta, wide=True)
     stats["seconds"] = time.perf_counter() - t0
     stats["iteration"] = iteration
+    stats["memory_episodes"] = len(memory)
     save_checkpoint(out / "reward_refined.pt", reward, {**rmeta, "stage": "reward_refined",
                                                         "refined_from": cfg.reward_checkpoint,
                                                         "refined_at_iteration": iteration, "refine": stats})
@@ -543,9 +560,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     try:
         check_path = out / "detector_check.json"
         unrefined, reward_path = None, cfg.reward_checkpoint
+        memory: list = []  # labeled episodes earlier refinements trained on (refine_memory)
         if cfg.refine_episodes or (cfg.refine_every and (out / "reward_refined.pt").exists()):
             unrefined = reward
-            reward = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log, interrupt)
+            reward, memory = _refined_reward(cfg, out, policy, reward, rmeta, fleet, spec, log, interrupt)
+            memory = memory[-cfg.refine_memory:] if cfg.refine_memory > 0 else []
             reward_path = str(out / "reward_refined.pt")
         if cfg.check_episodes and not check_path.exists():
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
@@ -675,7 +694,10 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                             f"(refine_min_labels {cfg.refine_min_labels})")
                     else:
                         demos = _reward_demos(rmeta, log) if demos is None else demos
-                        rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, fleet.size, interrupt)
+                        rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, fleet.size, interrupt,
+                                      memory=memory)
+                        if cfg.refine_memory > 0:
+                            memory = (memory + window)[-cfg.refine_memory:]
                         reward_path = str(out / "reward_refined.pt")
                         state["labels_used"] = state.get("labels_used", 0) + len(window)
                         if "check" in rs:
@@ -688,6 +710,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                                 f"episodes: precision {c['precision']:.2f} recall {c['recall']:.2f} "
                                 f"({c['episodes']} scored)")
                         row.update(refine_labels=len(window), refine_label_success=sum(e.success for e in window),
+                                   refine_memory=rs["memory_episodes"],
                                    refine_seconds=round(rs["seconds"], 1),
                                    refine_d_fail_min=[rs["before"]["d_fail_min_mean"], rs["after"]["d_fail_min_mean"]],
                                    refine_d_goal=[rs["before"]["d_goal_mean"], rs["after"]["d_goal_mean"]],

@@ -439,3 +439,26 @@ def test_a_periodic_refinement_recalibrates_s_on_practice_episodes_it_held_out(s
     assert fixed["threshold_s"] == 1.5
     assert not any("refine_threshold_s" in json.loads(x)
                    for x in (tmp_path / "fixed" / "metrics.jsonl").read_text().splitlines())
+
+
+def test_refinements_can_keep_s_and_remember_earlier_labeled_episodes(stage1, tmp_path):
+    out = tmp_path / "memory"
+    kw = dict(refine_episodes=3, refine_every=1, refine_min_labels=1, refine_steps=2, eval_every=0,
+              check_episodes=4, threshold_s=None, tuples_per_iteration=200, minibatch=100, max_episodes=12,
+              refine_memory=5, refine_recalibrate=False)
+    res = run_practice(_cfg(stage1, out, **kw), progress=False)
+    check_s = json.loads((out / "detector_check.json").read_text())["threshold_s"]
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    done = [r for r in rows if "refine_labels" in r]
+    assert len(done) >= 2, rows
+    log = [json.loads(x) for x in (out / "refine_log.jsonl").read_text().splitlines()]
+    # Memory: the first refinement's 3 rollouts, then the most recent labeled episodes, capped at 5.
+    expected, seen = [], 3
+    for r in done:
+        expected.append(min(5, seen))
+        seen += r["refine_labels"]
+    assert [r["refine_memory"] for r in done] == expected
+    for r, entry in zip(done, log):  # nothing held out: memory + the new episodes all train
+        assert entry["labeled_episodes"] == r["refine_labels"] + r["refine_memory"]
+        assert "refine_threshold_s" not in r and "check" not in entry
+    assert res["threshold_s"] == check_s  # s stays where the check put it
