@@ -49,6 +49,21 @@ QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_
              refine_episodes=60, refine_steps=400, refine_every=0, refine_memory=0)
 
 
+def _goal_markers(spec: str, tasks) -> dict[str, float]:
+    """``--goal-marker`` "reach-v3=0.05,push-v3=0.04" -> {task: radius}, tasks of this run only."""
+    out: dict[str, float] = {}
+    for part in filter(None, (x.strip() for x in spec.split(","))):
+        task, sep, radius = part.partition("=")
+        if not sep or task not in tasks:
+            raise SystemExit(f"--goal-marker {part!r}: expected TASK=RADIUS with TASK one of this run's tasks "
+                             f"({', '.join(tasks)})")
+        try:
+            out[task] = float(radius)
+        except ValueError:
+            raise SystemExit(f"--goal-marker {part!r}: the radius is metres, e.g. reach-v3=0.05") from None
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"3 tasks ({', '.join(QUICK_TASKS)}), ≤ 15 min")
@@ -70,6 +85,10 @@ def main(argv=None) -> dict:
                     help="with --refine-every: each refinement also trains on up to N earlier labeled episodes")
     ap.add_argument("--refine-keep-s", action="store_true",
                     help="with --refine-every: keep the check's s instead of re-calibrating it at each refinement")
+    ap.add_argument("--goal-marker", default="",
+                    help="TASK=R[,TASK=R]: draw that task's goal marker as a ball of radius R metres "
+                         "(MetaWorldConfig.goal_marker_radius; reach-v3=0.05 draws its success radius, "
+                         "where the scene's 2 cm ball is ~1 px at 64 px)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
@@ -95,15 +114,19 @@ def main(argv=None) -> dict:
 
     t0 = time.perf_counter()
     tasks = resolve_tasks(plan["tasks"])
+    markers = _goal_markers(args.goal_marker, tasks)
     nt = len(tasks)
     root = Path(args.root)
     dirs = []
     t_demo = time.perf_counter()
     for task in tasks:
-        d = root / f"demos-{task}-{args.image_size}px{'-goal' if args.goal_observable else ''}"
+        d = root / (f"demos-{task}-{args.image_size}px{'-goal' if args.goal_observable else ''}"
+                    + (f"-marker{markers[task]:g}" if task in markers else ""))
         env_config = {"task": task, "image_size": args.image_size}
         if args.goal_observable:
             env_config["goal_observable"] = True
+        if task in markers:
+            env_config["goal_marker_radius"] = markers[task]
         res = generate_demos(d, plan["demos_per_task"], backend="metaworld", env_config=env_config,
                              workers=args.workers,
                              progress=False)
@@ -116,6 +139,8 @@ def main(argv=None) -> dict:
         tag = f"{nt}tasks-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     if args.goal_observable:
         tag += "-goal"
+    if markers:
+        tag += "-marker" + "-".join(f"{t.replace('-v3', '')}{r:g}" for t, r in sorted(markers.items()))
     run = root / "runs" / tag
     si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
                     + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
@@ -170,7 +195,7 @@ def main(argv=None) -> dict:
         if "before" in chk else None,
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
-        "goal_observable": args.goal_observable,
+        "goal_observable": args.goal_observable, "goal_markers": markers,
     }
     (run / "result.json").write_text(json.dumps(result, indent=2, default=float))
     print_result(result)

@@ -80,6 +80,11 @@ class MetaWorldConfig:
     """Append the goal xyz to the proprioception (Meta-World's goal-observable setting; the
     goal of reach-v3 is a ~1 px dot at 64 px floating at an unseen depth, so from the image
     alone the policy cannot know where to reach). Mapped with the hand's bounds."""
+    goal_marker_radius: float | None = None
+    """Draw the task's goal marker (its ``goal`` site: reach, push, pick-place, drawer...) as
+    a ball of this radius in metres, for the camera only (sites do not collide). None: the
+    scene's 2 cm, ~1 px at 64 px. reach-v3 succeeds within 5 cm of its goal, so 0.05 draws
+    the region that counts as reached. A task without a goal site refuses it (BackendError)."""
 
     def __post_init__(self) -> None:
         check_task(self.task)
@@ -91,6 +96,9 @@ class MetaWorldConfig:
             raise ValueError(f"MetaWorldConfig.max_steps={self.max_steps!r}; expected None or an int 1..500")
         if not (0.0 <= float(self.expert_noise) <= 2.0):
             raise ValueError(f"MetaWorldConfig.expert_noise={self.expert_noise!r}; expected 0..2")
+        if self.goal_marker_radius is not None and not (0.001 <= float(self.goal_marker_radius) <= 0.2):
+            raise ValueError(f"MetaWorldConfig.goal_marker_radius={self.goal_marker_radius!r}; expected None or "
+                             f"a radius in metres, 0.001..0.2 (reach-v3's success radius is 0.05)")
 
     @property
     def step_limit(self) -> int:
@@ -101,7 +109,8 @@ class MetaWorldRaw(gym.Wrapper):
     """A Meta-World task env that seeds its goal from ``reset(seed=...)`` and renders offscreen."""
 
     def __init__(self, task: str, image_size: int = 64, camera: str = DEFAULT_CAMERA,
-                 upright: bool | None = None, max_steps: int = 500) -> None:
+                 upright: bool | None = None, max_steps: int = 500,
+                 goal_marker_radius: float | None = None) -> None:
         from metaworld.env_dict import ALL_V3_ENVIRONMENTS
 
         check_task(task)
@@ -128,6 +137,13 @@ class MetaWorldRaw(gym.Wrapper):
         except KeyError:
             names = [model.camera(i).name for i in range(model.ncam)]
             raise BackendError(f"{task}: no camera {camera!r}; this scene has {names}") from None
+        if goal_marker_radius is not None:
+            try:
+                site = model.site("goal").id
+            except KeyError:
+                raise BackendError(f"{task} has no goal marker (no 'goal' site in its scene) to draw larger; "
+                                   f"leave goal_marker_radius unset for this task") from None
+            model.site_size[site, 0] = float(goal_marker_radius)
         mujoco.mj_forward(model, env.data)
         up_z = float(env.data.cam_xmat[self._camera].reshape(3, 3)[2, 1])
         self.upright_flip = (up_z < 0) if upright is None else bool(upright)
@@ -230,7 +246,8 @@ def task_config(cfg: MetaWorldConfig) -> GymTaskConfig:
     """The adapter config for a Meta-World task."""
     instruction, *phrasings = INSTRUCTIONS[cfg.task]
     return GymTaskConfig(
-        factory=partial(MetaWorldRaw, cfg.task, cfg.image_size, cfg.camera, cfg.upright, cfg.step_limit),
+        factory=partial(MetaWorldRaw, cfg.task, cfg.image_size, cfg.camera, cfg.upright, cfg.step_limit,
+                        cfg.goal_marker_radius),
         instruction=instruction, phrasings=tuple(phrasings), random_phrasing=cfg.random_phrasing,
         image_size=cfg.image_size, proprio=(0, 1, 2, 3, *GOAL_OBS) if cfg.goal_observable else "0:4",
         proprio_low=PROPRIO_LOW + (PROPRIO_LOW[:3] if cfg.goal_observable else ()),

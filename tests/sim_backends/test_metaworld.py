@@ -188,3 +188,34 @@ def test_goal_observable_puts_the_goal_in_the_proprioception():
     finally:
         plain.close()
         env.close()
+
+
+def test_goal_marker_radius_draws_reach_goal_larger_and_only_in_the_image():
+    """At 64 px the 2 cm goal ball of reach-v3 is ~1 px; drawn at its 5 cm success radius
+    it covers several pixels around the projected goal, and the episode is unchanged."""
+    def red_pixels_near_goal(radius):
+        raw = MetaWorldRaw("reach-v3", 64, "corner4", goal_marker_radius=radius)
+        try:
+            obs, _ = raw.reset(seed=3)
+            img = raw.render().astype(int)
+            (u, v), = raw.project(raw.target_pos[None])
+            x, y = int((u + 1) / 2 * 64), int((v + 1) / 2 * 64)
+            patch = img[max(0, y - 4):y + 5, max(0, x - 4):x + 5]
+            red = (patch[..., 0] > 120) & (patch[..., 1] < 60) & (patch[..., 2] < 60)
+            return int(red.sum()), obs
+        finally:
+            raw.close()
+
+    small, obs_small = red_pixels_near_goal(None)
+    big, obs_big = red_pixels_near_goal(0.05)
+    assert big >= 6 and big >= 3 * max(1, small), (small, big)
+    np.testing.assert_array_equal(obs_small, obs_big)  # the physics and observations do not change
+    with pytest.raises(Exception, match="no goal marker"):
+        MetaWorldRaw("button-press-topdown-v3", 32, goal_marker_radius=0.05)
+    with pytest.raises(ValueError, match="goal_marker_radius"):
+        MetaWorldConfig(task="reach-v3", goal_marker_radius=2.0)
+    env = make_env("metaworld", {"task": "reach-v3", "image_size": 32, "goal_marker_radius": 0.05})
+    try:
+        assert check_backend(env, n_steps=3).ok
+    finally:
+        env.close()
