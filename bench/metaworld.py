@@ -137,6 +137,8 @@ def main(argv=None) -> dict:
           f"-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     if len(tag) > 120:
         tag = f"{nt}tasks-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
+    if args.image_size != 64:
+        tag += f"-{args.image_size}px"
     if args.goal_observable:
         tag += "-goal"
     if markers:

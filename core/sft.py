@@ -141,6 +141,16 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
         pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
                                    action_dim=episodes[0].actions.shape[1])
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
+    last = out / "last.pt"
+    if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
+        was = read_checkpoint(last).get("meta", {})
+        names = lambda spec: [Path(x.strip()).name for x in str(spec).split(",") if x.strip()]  # noqa: E731
+        for key, now, same in (("dataset", str(cfg.data), lambda a, b: names(a) == names(b)),
+                               ("env_config", meta["env_config"], lambda a, b: a == b)):
+            if key in was and not same(was[key], now):
+                raise CheckpointError(
+                    f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
+                    f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
     run_info = {"sft": dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
                 "backend": meta["backend"], "env_config": meta["env_config"],
                 "train_episodes": len(train_eps), "val_episodes": len(val_eps),
@@ -161,7 +171,6 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     state = {"epoch": 0, "best_stg_score": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
-    last = out / "last.pt"
     if resume and last.exists():
         payload = read_checkpoint(last)
         try:

@@ -131,6 +131,21 @@ def test_resuming_sft_with_a_different_model_names_the_file_and_the_fix(run, cap
     assert "last.pt" in err and "--fresh" in err
 
 
+def test_resuming_sft_on_other_demonstrations_names_both_and_the_fix(run, tmp_path, capsys):
+    """Same model, other data (here larger frames): the weights would load, so the run
+    must refuse by what it was trained on, not by a shape error."""
+    _data, out = run
+    other = tmp_path / "demos-48px"
+    assert main(["demos", "--out", str(other), "--n", "4", "--workers", "1", "--image-size", "48", "--quiet"]) == 0
+    capsys.readouterr()
+    before = [(out / n).read_bytes() for n in ("last.pt", "run.json")]
+    assert main(["sft", "--data", str(other), "--out", str(out), "--epochs", "3", "--d-model", "32",
+                 "--n-layers", "1", "--eval-episodes", "0", "--device", "cpu", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "different dataset" in err and "demos-48px" in err and "--fresh" in err
+    assert [(out / n).read_bytes() for n in ("last.pt", "run.json")] == before  # nothing stored was touched
+
+
 def test_sft_refuses_an_unknown_reward_model_selection():
     from core.sft import SFTConfig
 
