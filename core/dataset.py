@@ -24,6 +24,7 @@ whole episodes and is resumed by re-running the same command.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import zipfile
@@ -72,6 +73,18 @@ class Episode:
     def steps_to_go(self) -> np.ndarray:
         """The steps-to-go label of every frame: goal_index - t, 0 from the goal on."""
         return np.maximum(self.goal_index - np.arange(len(self.frames)), 0)
+
+
+def episodes_fingerprint(episodes: list[Episode]) -> str:
+    """A short hash of what training sees: every episode's seed, instruction, goal step,
+    actions, proprio and a few frames. Two datasets with the same names but regenerated
+    with other settings (e.g. expert noise) get different fingerprints."""
+    h = hashlib.blake2b(digest_size=12)
+    for ep in episodes:
+        h.update(f"{ep.source}|{ep.seed}|{ep.instruction}|{ep.goal_step}|{ep.frames.shape}".encode())
+        for arr in (ep.actions, ep.proprio, ep.frames[:: max(1, len(ep.frames) // 4)]):
+            h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
 
 
 def episode_path(root: Path, seed: int) -> Path:

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from core.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
-from core.dataset import FrameTable, held_out_key, load_datasets
+from core.dataset import FrameTable, episodes_fingerprint, held_out_key, load_datasets
 from core.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.policy import DojoPolicy, PolicyConfig
 
@@ -142,6 +142,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
                                    action_dim=episodes[0].actions.shape[1])
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
     last = out / "last.pt"
+    fingerprint = episodes_fingerprint(train_eps + val_eps)
     if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
         was = read_checkpoint(last).get("meta", {})
         names = lambda spec: [Path(x.strip()).name for x in str(spec).split(",") if x.strip()]  # noqa: E731
@@ -151,6 +152,11 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
                 raise CheckpointError(
                     f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
                     f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
+        if "data_fingerprint" in was and was["data_fingerprint"] != fingerprint:
+            raise CheckpointError(
+                f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "
+                f"content: regenerated or edited; fingerprint {was['data_fingerprint']}, now {fingerprint}); "
+                f"train with --fresh to start over, or choose another --out")
     run_info = {"sft": dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
                 "backend": meta["backend"], "env_config": meta["env_config"],
                 "train_episodes": len(train_eps), "val_episodes": len(val_eps),
@@ -192,7 +198,7 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
 
     def ckpt_meta(extra: dict[str, Any]) -> dict[str, Any]:
         return {"stage": "sft", "backend": meta["backend"], "env_config": meta["env_config"],
-                "dataset": str(cfg.data), "train_episodes": len(train_eps),
+                "dataset": str(cfg.data), "data_fingerprint": fingerprint, "train_episodes": len(train_eps),
                 "val_seeds": [e.seed for e in val_eps], "val_keys": [held_out_key(e) for e in val_eps],
                 "train_state": dict(state), **calib, **extra}
 

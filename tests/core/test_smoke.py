@@ -146,6 +146,32 @@ def test_resuming_sft_on_other_demonstrations_names_both_and_the_fix(run, tmp_pa
     assert [(out / n).read_bytes() for n in ("last.pt", "run.json")] == before  # nothing stored was touched
 
 
+def test_resuming_sft_on_regenerated_demonstrations_of_the_same_name_is_refused(run, tmp_path, capsys):
+    """Same directory name, same env config, other content (an episode re-recorded): the
+    name check cannot see it, the data's fingerprint does."""
+    import shutil
+
+    from core.dataset import episode_path, read_episode, write_episode
+
+    data, _out = run
+    copy, out = tmp_path / data.name, tmp_path / "run-copy"
+    shutil.copytree(data, copy)
+    args = ["sft", "--data", str(copy), "--out", str(out), "--d-model", "32", "--n-layers", "1",
+            "--eval-episodes", "0", "--device", "cpu", "--quiet"]
+    assert main(args + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    first = sorted((copy / "episodes").glob("*.npz"))[0]
+    ep = read_episode(first)
+    ep.actions = ep.actions[::-1].copy()  # the same episode recorded again, other actions
+    assert write_episode(copy, ep) == first and episode_path(copy, ep.seed) == first
+    before = [(out / n).read_bytes() for n in ("last.pt", "run.json")]
+    assert main(args + ["--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "changed since it was trained" in err and str(copy) in err and "--fresh" in err
+    assert [(out / n).read_bytes() for n in ("last.pt", "run.json")] == before
+    assert main(args + ["--epochs", "1", "--fresh"]) == 0  # the fix the message names works
+
+
 def test_sft_refuses_an_unknown_reward_model_selection():
     from core.sft import SFTConfig
 
