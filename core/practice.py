@@ -232,7 +232,7 @@ def score_check(pairs: list[tuple[list[float], list[bool]]], spec: DetectorSpec,
         # ``wide``: up to 20 steps, for a refined reward model, which can read the goal at
         # d ~ 8-15 (its failure frames were pushed far above); else the usual 0.25-8.
         s_used, _ = S.calibrate_threshold(fit, candidates=WIDE_CANDIDATES if wide else None,
-                                          patience=spec.patience, tolerance=tolerance, beta=beta)
+                                          patience=spec.patience, tolerance=tolerance, beta=beta, tie="middle")
         source = f"calibrated on {len(fit)} rollouts" + (f" (max F{beta:g})" if beta != 1.0 else " (max F1)")
     counts = S.DetectorCounts()
     for d, gt in held:

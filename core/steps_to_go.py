@@ -137,14 +137,21 @@ def score_episode(d_seq: Sequence[float], gt_success: Sequence[bool], threshold_
 
 def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]]],
                         candidates: Sequence[float] | None = None, patience: int = 1,
-                        tolerance: int = 0, beta: float = 1.0) -> tuple[float, DetectorCounts]:
+                        tolerance: int = 0, beta: float = 1.0, tie: str = "smallest"
+                        ) -> tuple[float, DetectorCounts]:
     """Pick s maximising episode-level F-beta on held-out (d_seq, gt_success) episodes.
 
     ``beta`` = 1 is F1. On the policy's own rollouts, where most episodes may succeed,
     F1 can prefer a detector that fires in every episode (precision = the success rate,
     recall 1); beta = 0.5 weighs precision twice as much, which suits practice: a false
     positive rewards a failure, a miss only costs the rest of the step budget.
-    Ties go to the smaller s (a stricter detector). Demonstration episodes end at
+    Ties go to the smaller s (a stricter detector) with ``tie="smallest"``. With
+    ``tie="middle"`` they go to the middle of the run of tied candidates that starts at
+    the smallest: on a few dozen rollouts a whole range of s often scores the same (every
+    success's d below it, every failure's above), and the smallest sits on the edge of the
+    successes seen, so new successes miss it; the middle keeps the margin on both sides
+    (a refined reward model read the goal at d ~4 and failures at >= 48, the smallest
+    tied s was 1.0 and recall on the held-out half fell to 0.12). Demonstration episodes end at
     their first success, so their last frame is the positive and every earlier frame
     a negative: a threshold that fires before the end is penalised as a false positive.
     """
@@ -152,15 +159,21 @@ def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]
 
     if not episodes:
         raise ValueError("calibrate_threshold needs at least one held-out episode")
+    if tie not in ("smallest", "middle"):
+        raise ValueError(f"tie must be 'smallest' or 'middle', got {tie!r}")
     if candidates is None:
         candidates = np.round(np.arange(0.25, 8.01, 0.25), 2)
-    best = None
-    for s in candidates:
+    scored = []  # (s, score, counts) in increasing s
+    for s in sorted(float(c) for c in candidates):
         counts = DetectorCounts()
         for d_seq, gt in episodes:
-            counts = counts + score_episode(d_seq, gt, float(s), patience, tolerance)
+            counts = counts + score_episode(d_seq, gt, s, patience, tolerance)
         p, r, _ = precision_recall_f1(counts)
-        score = f_beta(p, r, beta)
-        if best is None or score > best[0] + 1e-12 or (abs(score - best[0]) <= 1e-12 and s < best[1]):
-            best = (score, float(s), counts)
-    return best[1], best[2]
+        scored.append((s, f_beta(p, r, beta), counts))
+    top = max(score for _, score, _ in scored)
+    first = next(i for i, (_, score, _) in enumerate(scored) if score >= top - 1e-12)
+    last = first
+    while tie == "middle" and last + 1 < len(scored) and scored[last + 1][1] >= top - 1e-12:
+        last += 1
+    s, _, counts = scored[(first + last) // 2]
+    return s, counts

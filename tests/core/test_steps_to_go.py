@@ -285,3 +285,25 @@ def test_calibrate_threshold_beta_below_one_prefers_the_precise_detector():
     assert (s1, c1) == (6.0, S.DetectorCounts(tp=3, fp=1))
     s05, c05 = S.calibrate_threshold(ROLLOUTS, candidates=[1.0, 6.0], beta=0.5)
     assert (s05, c05) == (1.0, S.DetectorCounts(tp=2, fn=1, tn=1))
+
+
+def test_calibrate_threshold_middle_tie_keeps_the_margin_on_both_sides():
+    # Rollouts of a refined reward model: successes read d 0.5 and 3.5 at the goal, the
+    # failure's lowest d is 12. Every s in [3.5, 11.5] scores F1 = 1 on these.
+    eps = [([20.0, 9.0, 0.5], [False, False, True]),
+           ([20.0, 9.0, 3.5], [False, False, True]),
+           ([30.0, 12.0, 12.0], [False, False, False])]
+    cands = [float(x) for x in range(1, 16)]  # 1..15
+    s_small, c_small = S.calibrate_threshold(eps, candidates=cands)
+    assert s_small == 4.0 and c_small == S.DetectorCounts(tp=2, tn=1)
+    # d 9.0 at t=1 of the successes fires for s >= 9 before the goal (FP): the tied run is 4..8
+    s_mid, c_mid = S.calibrate_threshold(eps, candidates=cands, tie="middle")
+    assert s_mid == 6.0 and c_mid == S.DetectorCounts(tp=2, tn=1)
+    # a success that reads d = 5 at the goal, unseen at calibration: only the middle catches it
+    new = ([20.0, 9.5, 5.0], [False, False, True])
+    assert S.score_episode(*new, s_small) == S.DetectorCounts(fn=1)
+    assert S.score_episode(*new, s_mid) == S.DetectorCounts(tp=1)
+    # a lone best s is chosen either way
+    assert S.calibrate_threshold([EP1, EP2], candidates=[1.0, 1.5, 2.5], tie="middle")[0] == 1.5
+    with pytest.raises(ValueError, match="tie"):
+        S.calibrate_threshold([EP1], tie="largest")
