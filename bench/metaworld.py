@@ -38,6 +38,7 @@ from typing import Any
 
 from bench.common import print_result
 
+DEFAULT_LR = 3e-5  # practice's learning rate here (the tabletop's)
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 # Evaluating 15 seeds per task every 4 iterations (~35 practice episodes on MT10) would cost
 # more simulator time than practice itself; every 20 iterations on 10 per task it is ~1/4.
@@ -89,11 +90,16 @@ def main(argv=None) -> dict:
                     help="TASK=R[,TASK=R]: draw that task's goal marker as a ball of radius R metres "
                          "(MetaWorldConfig.goal_marker_radius; reach-v3=0.05 draws its success radius, "
                          "where the scene's 2 cm ball is ~1 px at 64 px)")
+    ap.add_argument("--ground-truth-reward", action="store_true",
+                    help="oracle ablation, not the method: practice rewarded and ended by Meta-World's "
+                         "info['success'] instead of the steps-to-go model (the ceiling a perfect reward "
+                         "model would give on this plan; the run directory ends in -oracle)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
     ap.add_argument("--fleet", type=int, default=4, help="robots (simulator processes) in practice")
-    ap.add_argument("--lr", type=float, default=3e-5, help="practice learning rate")
+    ap.add_argument("--lr", type=float, default=DEFAULT_LR,
+                    help="practice learning rate (another value gets its own run directory, -lr<value>)")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default="data/bench/metaworld")
@@ -147,7 +153,9 @@ def main(argv=None) -> dict:
     si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
                     + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
                     + (f"-mem{plan['refine_memory']}" if plan["refine_every"] and plan["refine_memory"] else "")
-                    + ("-keeps" if plan["refine_every"] and args.refine_keep_s else ""))
+                    + ("-keeps" if plan["refine_every"] and args.refine_keep_s else "")
+                    + ("-oracle" if args.ground_truth_reward else "")
+                    + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else ""))
     sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                               eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
                               seed=args.seed), progress=False)
@@ -175,7 +183,7 @@ def main(argv=None) -> dict:
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
         refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
         refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
-        seed=args.seed), progress=True)
+        ground_truth_reward=args.ground_truth_reward, seed=args.seed), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
@@ -198,8 +206,11 @@ def main(argv=None) -> dict:
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "goal_observable": args.goal_observable, "goal_markers": markers,
+        "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
+        "lr": args.lr, "run_dir": str(si_dir),
     }
-    (run / "result.json").write_text(json.dumps(result, indent=2, default=float))
+    for where in (run, si_dir):  # the run's latest, and this practice variant's own
+        (where / "result.json").write_text(json.dumps(result, indent=2, default=float))
     print_result(result)
     return result
 

@@ -59,3 +59,17 @@ def test_metaworld_bench_on_one_task_reports_bc_si_and_the_detector(tmp_path, ca
     assert ab["labels"] == 4 and ab["check_episodes"] == 4
     for arm in ("unrefined", "refined_frozen_vision", "refined_trained_vision"):
         assert 0.0 <= ab[arm]["precision"] <= 1.0 and "reach-v3" in ab[arm]["per_task"], arm
+
+    # the oracle ablation on the same Stage 1: ground truth rewards and ends practice episodes
+    import json
+
+    oracle = main(["--tasks", "reach-v3", "--demos-per-task", "6", "--epochs", "1", "--eval-per-task", "4",
+                   "--practice-episodes", "4", "--fleet", "2", "--image-size", "32", "--root", str(tmp_path),
+                   "--refine", "0", "--ground-truth-reward"])
+    assert oracle["reward"].startswith("ground_truth") and result["reward"] == "steps_to_go"
+    si_dir = next(tmp_path.glob("runs/*/si-oracle"))
+    rows = [json.loads(x) for x in (si_dir / "metrics.jsonl").read_text().splitlines()]
+    practised = [r for r in rows if r["iteration"] > 0]
+    assert practised and all(r["detector_fires"] == 0 for r in practised)  # the detector ends nothing
+    for r in practised:  # the return is 1 per episode that reached ground-truth success, 0 otherwise
+        assert r["mean_return"] == pytest.approx(r["ground_truth_success"])
