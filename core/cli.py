@@ -317,6 +317,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the update trains (default policy: all but the frozen vision)")
     p.add_argument("--baseline", choices=["none", "mean"],
                    help="subtract the iteration's mean return (default none, as METHOD.md)")
+    p.add_argument("--bc-weight", dest="bc_weight", type=float,
+                   help="demonstration anchor (not in the paper): add this x the BC loss on the policy's own "
+                        "Stage-1 training demonstrations to every REINFORCE step (default 0 = off)")
     p.add_argument("--update-dropout", dest="update_dropout", action="store_const", const=True,
                    help="keep dropout on in the REINFORCE update (off by default: rollouts sample without it)")
     p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")

@@ -82,6 +82,12 @@ class PracticeConfig:
     subtract the iteration's mean R_t from every R_t before the update. A constant within
     the iteration, so the gradient stays unbiased; it removes the offset that steady
     progress puts on every return (about rate / (1 - gamma))."""
+    bc_weight: float = 0.0
+    """Demonstration anchor (not in the paper; the demo-augmented policy gradient of DAPG,
+    Rajeswaran et al. 2018): every REINFORCE gradient step also adds ``bc_weight`` x the
+    behavioural-cloning cross-entropy on a minibatch of the policy's own Stage-1 training
+    demonstrations (held-out ones excluded), so the update moves the policy toward what
+    practice rewards without unlearning the demonstrations. 0 = the paper's update."""
     update_dropout: bool = False
     """Dropout during the REINFORCE update. Off by default: the rollouts sample from the
     policy without dropout, so with it on the update's log pi(a|o) is not the behaviour
@@ -299,6 +305,29 @@ def _reward_demos(rmeta: dict[str, Any], log: Callable[..., None]) -> list:
     except (OSError, ValueError) as e:
         log(f"refinement without demonstrations (cannot read {rmeta.get('dataset')}: {e})")
         return []
+
+
+def anchor_demos(pmeta: dict[str, Any]):
+    """The policy's Stage-1 training demonstrations as a FrameTable and the rows that carry
+    an action (``bc_weight``); held-out episodes are left out. Raises PracticeRefused when
+    they cannot be read, naming the dataset and the fix."""
+    from core.dataset import FrameTable, held_out_episodes, held_out_key, load_datasets
+
+    data = pmeta.get("dataset")
+    if not data:
+        raise PracticeRefused("bc_weight needs the policy's demonstrations, but its checkpoint names no dataset; "
+                              "set bc_weight 0 or start from a Stage-1 checkpoint trained by Dojo")
+    try:
+        _, eps = load_datasets(data)
+        held = {tuple(held_out_key(e)) for e in held_out_episodes(pmeta)}
+    except (OSError, ValueError) as e:
+        raise PracticeRefused(f"bc_weight needs the policy's demonstrations, and {data} cannot be read ({e}); "
+                              "restore that dataset or set bc_weight 0") from e
+    train = [e for e in eps if tuple(held_out_key(e)) not in held]
+    if not train:
+        raise PracticeRefused(f"bc_weight: {data} holds no training demonstrations; set bc_weight 0")
+    table = FrameTable.from_episodes(train)
+    return table, np.flatnonzero(table.action_mask)
 
 
 def practice_label(rec: EpisodeRecord, verdict: bool | None, knows_success: bool):
@@ -525,6 +554,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     elif cfg.trainable != "policy":
         raise ValueError(f"trainable must be 'policy' or 'action_head', got {cfg.trainable!r}")
     params = [p for p in policy.parameters() if p.requires_grad]
+    anchor = anchor_demos(pmeta) if cfg.bc_weight > 0 else None  # refused here, before any rollout
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     if state["iteration"]:
         payload = read_checkpoint(start_ckpt)
@@ -671,12 +701,18 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             policy.train(cfg.update_dropout)
             for m in policy.vision_modules() if cfg.freeze_vision else []:
                 m.eval()
-            losses = []
+            losses, bc_losses = [], []
             for k in range(0, len(order) - cfg.minibatch + 1, cfg.minibatch):
                 rows = [buffer[j] for j in order[k:k + cfg.minibatch]]
                 batch = _batch(rows, n_frames, bins)
                 logp = policy.action_log_prob(batch)
                 loss = R.reinforce_loss(logp, torch.tensor([r[4] - base for r in rows]), cfg.c)
+                if anchor is not None:
+                    table, acted = anchor
+                    demo = table.batch(acted[rng.integers(0, len(acted), cfg.minibatch)], n_frames, bins)
+                    bc = -policy.action_log_prob(demo).mean() / policy.config.action_dim
+                    loss = loss + cfg.bc_weight * bc
+                    bc_losses.append(bc.item())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -685,6 +721,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             buffer.clear()
             row = {"iteration": it, "episodes_total": state["episodes"] + used, **_episode_stats(recs, ep_returns),
                    "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
+            if bc_losses:
+                row["bc_loss"] = float(np.mean(bc_losses))
             if cfg.refine_every:
                 knows = bool(getattr(fleet, "knows_success", True))
                 window += [lab for lab in (practice_label(r, v, knows) for r, _, v, _ in spans) if lab is not None]

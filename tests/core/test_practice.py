@@ -462,3 +462,51 @@ def test_refinements_can_keep_s_and_remember_earlier_labeled_episodes(stage1, tm
         assert entry["labeled_episodes"] == r["refine_labels"] + r["refine_memory"]
         assert "refine_threshold_s" not in r and "check" not in entry
     assert res["threshold_s"] == check_s  # s stays where the check put it
+
+
+def _demo_bc_loss(ckpt, table, rows) -> float:
+    from core.checkpoint import load_checkpoint
+
+    model, _ = load_checkpoint(ckpt, torch.device("cpu"))
+    model.eval()
+    with torch.no_grad():
+        batch = table.batch(rows, model.config.n_frames, model.config.action_bins)
+        return float(-model.action_log_prob(batch).mean() / model.config.action_dim)
+
+
+def test_the_demonstration_anchor_keeps_a_large_update_close_to_the_demonstrations(stage1, tmp_path):
+    from core.checkpoint import read_checkpoint
+    from core.dataset import held_out_episodes, load_datasets
+    from core.practice import anchor_demos
+
+    meta = read_checkpoint(stage1 / "best_policy.pt")["meta"]
+    table, acted = anchor_demos(meta)
+    _, eps = load_datasets(meta["dataset"])
+    held = held_out_episodes(meta)
+    assert held and len(np.unique(table.episode_id)) == len(eps) - len(held)  # held-out demos stay out
+    assert table.action_mask[acted].all() and len(acted) == int(table.action_mask.sum())
+
+    # The same practice (same seeds, same rollouts in iteration 1) with a large learning rate,
+    # with and without the anchor: the anchored update stays closer to the demonstrations.
+    free = run_practice(_cfg(stage1, tmp_path / "free", lr=3e-2, eval_episodes=0), progress=False)
+    anchored = run_practice(_cfg(stage1, tmp_path / "anchored", lr=3e-2, eval_episodes=0, bc_weight=5.0),
+                            progress=False)
+    assert free["iterations"] >= 1 and anchored["iterations"] >= 1
+    rows = [json.loads(x) for x in (tmp_path / "anchored" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["bc_loss"] > 0 for r in rows if r["iteration"] > 0)
+    assert all("bc_loss" not in json.loads(x) for x in (tmp_path / "free" / "metrics.jsonl").read_text().splitlines())
+    start = _demo_bc_loss(stage1 / "best_policy.pt", table, acted)
+    drift_free = _demo_bc_loss(tmp_path / "free" / "iter_0001.pt", table, acted) - start
+    drift_anchored = _demo_bc_loss(tmp_path / "anchored" / "iter_0001.pt", table, acted) - start
+    assert drift_anchored < drift_free, (start, drift_free, drift_anchored)
+
+
+def test_the_demonstration_anchor_refuses_when_the_demonstrations_are_gone(stage1, tmp_path):
+    from core.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(stage1 / "best_policy.pt", torch.device("cpu"))
+    moved = tmp_path / "policy.pt"
+    save_checkpoint(moved, model, {**meta, "dataset": str(tmp_path / "gone")})
+    with pytest.raises(PracticeRefused, match="bc_weight.*gone.*set bc_weight 0"):
+        run_practice(_cfg(stage1, tmp_path / "si", policy_checkpoint=str(moved), bc_weight=1.0), progress=False)
+    assert not (tmp_path / "si" / "iter_0001.pt").exists()
