@@ -58,6 +58,20 @@ def _hf_path(spec: str) -> Path:
     return path
 
 
+def load_hf_model(path: Path, *, vision_tower: bool = False) -> nn.Module:
+    """``AutoModel`` from a local directory, in float32 whatever dtype it was saved in.
+
+    Models are often saved in float16 or bfloat16 (most hub checkpoints are); loaded as
+    saved, their outputs would meet Dojo's float32 layers and fail with "mat1 and mat2 must
+    have the same dtype". ``vision_tower``: a CLIP / SigLIP model's image half."""
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path, local_files_only=True)
+    if vision_tower:
+        model = model.vision_model
+    return model.float()
+
+
 class SpatialSoftmax(nn.Module):
     """Expected (x, y) image coordinates per channel: one keypoint per feature map.
 
@@ -226,17 +240,14 @@ class HFImageEncoder(nn.Module):
 
     def __init__(self, spec: str, n_frames: int, d_model: int, n_tokens: int = 2):
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoConfig
 
         path = _hf_path(spec)
         cfg = AutoConfig.from_pretrained(path, local_files_only=True)
-        if hasattr(cfg, "vision_config"):  # CLIP / SigLIP: use the vision tower
-            from transformers import AutoModel as _AM
-            full = _AM.from_pretrained(path, local_files_only=True)
-            self.model = full.vision_model
+        tower = hasattr(cfg, "vision_config")  # CLIP / SigLIP: use the vision tower
+        self.model = load_hf_model(path, vision_tower=tower)
+        if tower:
             cfg = cfg.vision_config
-        else:
-            self.model = AutoModel.from_pretrained(path, local_files_only=True)
         self.image_size = getattr(cfg, "image_size", None)
         hidden = getattr(cfg, "hidden_size", None) or (getattr(cfg, "hidden_sizes", None) or [None])[-1]
         if hidden is None:
@@ -380,7 +391,7 @@ class TextEncoder(nn.Module):
 
     def __init__(self, spec: str, max_tokens: int = 24):
         super().__init__()
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoTokenizer
 
         self.spec, self.max_tokens = spec, max_tokens
         path = minilm_path() if spec in ("minilm", "scratch") else (
@@ -395,7 +406,7 @@ class TextEncoder(nn.Module):
             self.embed = nn.Embedding(self.tokenizer.vocab_size, 128)
             self.width = 128
         else:
-            model = AutoModel.from_pretrained(path, local_files_only=True)
+            model = load_hf_model(path)
             model.eval()
             for p in model.parameters():
                 p.requires_grad_(False)

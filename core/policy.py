@@ -135,7 +135,7 @@ class PolicyConfig:
 
 
 def _build_trunk(cfg: PolicyConfig) -> tuple[nn.Module, int]:
-    from transformers import AutoModel, BertConfig, BertModel
+    from transformers import BertConfig, BertModel
 
     if cfg.trunk == "bert":
         bcfg = BertConfig(vocab_size=2, hidden_size=cfg.d_model, num_hidden_layers=cfg.n_layers,
@@ -144,9 +144,9 @@ def _build_trunk(cfg: PolicyConfig) -> tuple[nn.Module, int]:
                           max_position_embeddings=128, type_vocab_size=1)
         return BertModel(bcfg, add_pooling_layer=False), cfg.d_model
     if cfg.trunk.startswith("hf:"):
-        from core.encoders import _hf_path
+        from core.encoders import _hf_path, load_hf_model
 
-        model = AutoModel.from_pretrained(_hf_path(cfg.trunk), local_files_only=True)
+        model = load_hf_model(_hf_path(cfg.trunk))  # float32: it is trained
         return model, model.config.hidden_size
     raise ValueError(f"unknown trunk {cfg.trunk!r}; valid: 'bert', 'hf:<local Hugging Face model dir>'")
 

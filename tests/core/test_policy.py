@@ -280,6 +280,11 @@ def hf_dirs(tmp_path_factory):
                                 max_position_embeddings=64))
     text.save_pretrained(root / "text")
     tok.save_pretrained(root / "text")
+    # Hub checkpoints are often saved in half precision.
+    trunk.half().save_pretrained(root / "trunk16")
+    vit.to(torch.bfloat16).save_pretrained(root / "vit16")
+    text.half().save_pretrained(root / "text16")
+    tok.save_pretrained(root / "text16")
     (root / "empty").mkdir()
     return root
 
@@ -321,6 +326,16 @@ def test_hf_text_encoder_from_local_dir(hf_dirs):
     assert m.text_encoder.width == 32
     emb, mask = m.text_encoder(INSTRUCTIONS, device="cpu")
     assert tuple(emb.shape) == (2, m.config.text_max_tokens, 32) and mask.dtype == torch.bool
+
+
+@pytest.mark.parametrize("field,name", [("trunk", "trunk16"), ("image_encoder", "vit16"),
+                                        ("text_encoder", "text16")])
+def test_hf_models_saved_in_half_precision_run_in_float32(hf_dirs, field, name):
+    kw = dict(d_model=64, n_heads=2) if field == "trunk" else {}
+    m = _works(tiny_config(**{field: f"hf:{hf_dirs / name}"}, **kw))
+    loaded = {"trunk": m.trunk, "image_encoder": getattr(m.image_encoder, "model", None),
+              "text_encoder": m.text_encoder.model}[field]
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
 
 
 @pytest.mark.parametrize("field", ["trunk", "image_encoder", "text_encoder"])
