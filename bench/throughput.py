@@ -109,6 +109,8 @@ def main(argv=None) -> dict:
                     help="torch threads for the learner's inference, comma-separated settings timed in turn "
                          "on the same episodes (default: 1 and all cores; the worker uses half the cores, "
                          "since the simulator processes need the rest)")
+    ap.add_argument("--device", default="auto", help="where the policy and reward model run: auto (CUDA when "
+                    "available), cpu or cuda")
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")
@@ -127,19 +129,22 @@ def main(argv=None) -> dict:
     from core.fleet import ProcessFleet
     from core.policy import DojoPolicy, PolicyConfig, compile_enabled
     from core.rollout import DetectorSpec, run_episodes
+    from core.sft import resolve_device
+
+    dev = resolve_device(args.device)
 
     backend, env_config = "tabletop", {"family": "block2block", "terminate_on_success": False}
     k = max(1, args.fleet)
     t_all = time.perf_counter()
     if args.policy:
-        policy, meta = load_checkpoint(args.policy)
+        policy, meta = load_checkpoint(args.policy, dev)
         backend = meta.get("backend", backend)
         env_config = {**meta.get("env_config", {}), "terminate_on_success": False}
-        reward = load_checkpoint(args.reward if args.reward else args.policy)[0]
+        reward = load_checkpoint(args.reward if args.reward else args.policy, dev)[0]
         s = float((load_checkpoint(args.reward)[1] if args.reward else meta).get("threshold_s", 1.0))
     else:
         torch.manual_seed(0)
-        policy = DojoPolicy(PolicyConfig())
+        policy = DojoPolicy(PolicyConfig()).to(dev)
         reward, s = copy.deepcopy(policy), 1.0  # practice's reward model is a separate frozen network
 
     bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
@@ -191,7 +196,7 @@ def main(argv=None) -> dict:
             res = run_practice(PracticeConfig(
                 policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
                 fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
-                max_episodes=1, seed=0, compile=compiled), progress=False)
+                max_episodes=1, seed=0, compile=compiled, device=str(dev)), progress=False)
             rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
             it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
             secs_u = rows[-1]["seconds"]
@@ -222,7 +227,7 @@ def main(argv=None) -> dict:
         "latency_eager_p50_ms": lat["eager1"]["p50"], "latency_eager_p99_ms": lat["eager1"]["p99"],
         f"latency_eager_batch{k}_p50_ms": lat[f"eager{k}"]["p50"],
         f"latency_eager_batch{k}_p99_ms": lat[f"eager{k}"]["p99"], "inference": best,
-        "policy": args.policy or "default model, untrained",
+        "policy": args.policy or "default model, untrained", "device": str(dev),
         "practice_episodes_timed": len(recs), "cores": os.cpu_count(),
         "minutes": (time.perf_counter() - t_all) / 60,
     }

@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop when this many evaluations in a row are below the start's beyond noise (paired on "
                         "the same seeds): the policy is gaming the detector (default 2; 0 = never)")
     p.add_argument("--seed", type=int)
-    p.add_argument("--device")
+    p.add_argument("--device", help="auto (default: CUDA when available), cpu or cuda")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_practice)
 
