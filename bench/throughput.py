@@ -111,10 +111,15 @@ def main(argv=None) -> dict:
                          "since the simulator processes need the rest)")
     ap.add_argument("--device", default="auto", help="where the policy and reward model run: auto (CUDA when "
                     "available), cpu or cuda")
+    ap.add_argument("--compile-mode", default=None,
+                    help="torch.compile mode for the rollout forward (e.g. reduce-overhead: CUDA graphs on a GPU; "
+                         "default: DOJO_COMPILE_MODE, else inductor's default)")
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")
     args = ap.parse_args(argv)
+    if args.compile_mode:  # read by compile_inference here and in the practice iteration below
+        os.environ["DOJO_COMPILE_MODE"] = args.compile_mode
     cores = os.cpu_count() or 1
     try:
         thread_counts = sorted({int(t) for t in (args.threads or f"1,{cores}").split(",")})
@@ -228,6 +233,7 @@ def main(argv=None) -> dict:
         f"latency_eager_batch{k}_p50_ms": lat[f"eager{k}"]["p50"],
         f"latency_eager_batch{k}_p99_ms": lat[f"eager{k}"]["p99"], "inference": best,
         "policy": args.policy or "default model, untrained", "device": str(dev),
+        "compile_mode": policy._fast.mode if compiled and policy._fast is not None else None,
         "practice_episodes_timed": len(recs), "cores": os.cpu_count(),
         "minutes": (time.perf_counter() - t_all) / 60,
     }

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import time
 import warnings
 from dataclasses import dataclass
@@ -263,14 +264,20 @@ class DojoPolicy(nn.Module):
     # -- compiled inference -------------------------------------------------
     _fast: "CompiledInference | None" = None
 
-    def compile_inference(self, batch_size: int, warm_up: bool = False) -> "CompiledInference":
+    def compile_inference(self, batch_size: int, warm_up: bool = False, mode: str | None = None
+                          ) -> "CompiledInference":
         """Use a ``torch.compile``d forward pass for no-grad, eval-mode calls (rollouts, the
         frozen reward model). Batches are padded to ``batch_size`` so one compiled graph
         serves a whole fleet, including the tail of a seed queue. Weights stay live inputs:
         in-place updates by the optimizer are seen by the next call. If compiling fails
         (no C++ compiler, an unsupported model), the eager forward is used and the reason
-        is kept in ``.error``. ``disable_compiled_inference()`` undoes it."""
-        self._fast = CompiledInference(self._core, batch_size)
+        is kept in ``.error``. ``disable_compiled_inference()`` undoes it.
+
+        ``mode``: ``torch.compile``'s mode (default: ``DOJO_COMPILE_MODE`` if set, else
+        inductor's default). On a GPU, ``reduce-overhead`` replays the forward as a CUDA
+        graph: these small models are bound by kernel launches there."""
+        mode = mode if mode is not None else os.environ.get("DOJO_COMPILE_MODE", "").strip() or None
+        self._fast = CompiledInference(self._core, batch_size, mode)
         if warm_up:  # compile now (on a blank batch), not inside the first timed rollout
             cfg, was_training = self.config, self.training
             n, size = self._fast.batch_size, cfg.image_size
@@ -295,7 +302,8 @@ class DojoPolicy(nn.Module):
         if f.compiled is None:
             return f"eager (compile failed: {f.error})"
         took = "not called yet" if f.compile_seconds is None else f"compiled in {f.compile_seconds:.1f} s"
-        return f"compiled (batch {f.batch_size}, {took})"
+        mode = f", mode {f.mode}" if f.mode else ""
+        return f"compiled (batch {f.batch_size}, {took}{mode})"
 
     def __getstate__(self):
         """Copies and pickles leave the compiled forward behind (it is bound to this object)."""
@@ -403,13 +411,14 @@ class CompiledInference:
     """``fn(frames, prop, txt, txt_mask)`` compiled once for a fixed batch size (smaller
     batches are padded by repeating their last row; larger ones run eagerly)."""
 
-    def __init__(self, fn: Callable, batch_size: int):
+    def __init__(self, fn: Callable, batch_size: int, mode: str | None = None):
         self.eager, self.batch_size = fn, max(1, int(batch_size))
+        self.mode = mode or None
         self.compiled: Callable | None = None
         self.error: str | None = None
         self.compile_seconds: float | None = None
         try:
-            self.compiled = torch.compile(fn, dynamic=False)
+            self.compiled = torch.compile(fn, dynamic=False, mode=self.mode)
         except Exception as e:  # noqa: BLE001 - compiling is an optimisation, never a failure
             self.error = f"{type(e).__name__}: {e}"
 
@@ -434,6 +443,9 @@ class CompiledInference:
             self.compile_seconds = time.perf_counter() - t0
         if pad:
             out = tuple(None if o is None else o[:b] for o in out)
+        if self.mode == "reduce-overhead":
+            # CUDA-graph outputs live in buffers the next replay overwrites: hand out copies.
+            out = tuple(None if o is None else o.clone() for o in out)
         return out
 
 
