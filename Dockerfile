@@ -10,6 +10,12 @@
 # The browser also connects to the worker's live-feed websocket on port 8765 (publish it).
 # If the page is opened under another host name than the one serving 8765, set
 # DOJO_TELEMETRY_PUBLIC_HOST to the host the browser should use.
+#
+# On a GPU host: build with a CUDA torch and run with the GPU (NVIDIA Container Toolkit);
+# training and practice then put the models on it (--device auto), the simulators stay on
+# the CPU cores:
+#   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t dojo-gpu .
+#   docker run --rm --gpus all -p 8501:8501 -p 8765:8765 -v dojo-data:/app/data dojo-gpu
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -32,7 +38,8 @@ WORKDIR /app
 
 # Dependencies before code, so a code change reuses these layers. As in scripts/setup.sh,
 # torch 2.13.0 (the CPU build) goes in first, so that requirements.txt's torch pin is already
-# satisfied and no CUDA packages are pulled; TORCH_INDEX is where the CPU build comes from.
+# satisfied and no CUDA packages are pulled; TORCH_INDEX is where that build comes from (the CPU
+# one by default; a CUDA index for a GPU image, above).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 COPY requirements.txt .
 RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX}" \

@@ -27,11 +27,14 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.dojo-requirements.sha256
 want=$(sha256sum requirements.txt | cut -d' ' -f1)
+# TORCH_INDEX: where torch comes from, e.g. https://download.pytorch.org/whl/cu128 for a
+# CUDA build on a GPU machine (default: the package index's CPU build).
+[ -n "${TORCH_INDEX:-}" ] && want="$want-$TORCH_INDEX"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "[setup] installing Python packages (torch CPU build first)"
   .venv/bin/pip install -q --upgrade pip
   # torch first: a plain resolve of torch would pull several GB of CUDA packages.
-  .venv/bin/pip install -q torch==2.13.0
+  .venv/bin/pip install -q torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
   .venv/bin/pip install -q -r requirements.txt
   echo "$want" > "$stamp"
 fi
