@@ -112,8 +112,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--device", default="auto", help="where the policy and reward model run: auto (CUDA when "
                     "available), cpu or cuda")
     ap.add_argument("--compile-mode", default=None,
-                    help="torch.compile mode for the rollout forward (e.g. reduce-overhead: CUDA graphs on a GPU; "
-                         "default: DOJO_COMPILE_MODE, else inductor's default)")
+                    help="torch.compile mode for the rollout forward: default (inductor's), reduce-overhead (CUDA "
+                         "graphs), ... (default: DOJO_COMPILE_MODE, else reduce-overhead on a GPU, default on "
+                         "the CPU)")
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")

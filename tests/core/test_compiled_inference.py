@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from core.policy import DojoPolicy, compile_enabled
+from core.policy import DojoPolicy, compile_enabled, compile_mode_for
 from tests.core.helpers import make_batch, tiny_config
 
 
@@ -73,6 +73,19 @@ def test_dojo_no_compile_turns_it_off(monkeypatch):
     assert not compile_enabled()
     monkeypatch.setenv("DOJO_NO_COMPILE", "0")
     assert compile_enabled()
+
+
+def test_cuda_graphs_on_a_gpu_inductor_default_on_the_cpu_unless_the_environment_says(monkeypatch):
+    monkeypatch.delenv("DOJO_COMPILE_MODE", raising=False)
+    assert compile_mode_for("cpu") is None
+    assert compile_mode_for(torch.device("cuda", 0)) == "reduce-overhead"
+    monkeypatch.setenv("DOJO_COMPILE_MODE", "default")
+    assert compile_mode_for("cuda") is None
+    monkeypatch.setenv("DOJO_COMPILE_MODE", "max-autotune")
+    assert compile_mode_for("cpu") == "max-autotune"
+    model = DojoPolicy(tiny_config())
+    model.compile_inference(2)
+    assert model._fast.mode == "max-autotune" and "mode max-autotune" in model.inference_backend
 
 
 def test_a_failing_compile_falls_back_to_eager_and_says_why(monkeypatch):

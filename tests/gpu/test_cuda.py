@@ -61,11 +61,11 @@ def test_sft_on_the_gpu_writes_checkpoints_that_give_the_same_outputs_on_the_cpu
     assert torch.allclose(s_gpu, s_cpu, atol=2e-2, rtol=2e-2)
 
 
-@pytest.mark.parametrize("mode", ["", "reduce-overhead"])
+@pytest.mark.parametrize("mode", ["default", ""])
 def test_practice_on_the_gpu_compiles_updates_and_resumes(stage1, tmp_path, monkeypatch, mode):
     _, out = stage1
     monkeypatch.setenv("DOJO_NO_COMPILE", "0")  # the default path: compiled rollout forwards
-    monkeypatch.setenv("DOJO_COMPILE_MODE", mode)  # "": inductor's default; or CUDA graphs
+    monkeypatch.setenv("DOJO_COMPILE_MODE", mode)  # inductor's default, or unset: CUDA graphs on a GPU
     cfg = dict(policy_checkpoint=str(out / "best_policy.pt"), reward_checkpoint=str(out / "best_stg.pt"),
                out=str(tmp_path / "si"), fleet_size=2, processes=True, tuples_per_iteration=64, minibatch=32,
                check_episodes=2, min_precision=0.0, min_recall=0.0, eval_every=1, eval_episodes=2,
@@ -73,7 +73,7 @@ def test_practice_on_the_gpu_compiles_updates_and_resumes(stage1, tmp_path, monk
     first = run_practice(PracticeConfig(**cfg), progress=False)
     assert first["iterations"] >= 1
     assert first["inference"].startswith("compiled (batch 2"), first["inference"]
-    assert ("mode reduce-overhead" in first["inference"]) == bool(mode)
+    assert ("mode reduce-overhead" in first["inference"]) == (mode == "" and DEVICE == "cuda")
     rows = [json.loads(x) for x in (tmp_path / "si" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["loss"] == r["loss"] for r in rows if r["iteration"] > 0)  # finite, not NaN
     start, _ = load_checkpoint(out / "best_policy.pt")
