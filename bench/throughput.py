@@ -207,8 +207,10 @@ def main(argv=None) -> dict:
             it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
             secs_u = rows[-1]["seconds"]
             with_updates = it_steps / secs_u
+            split = {k: rows[-1].get(f"time_{k}_s") for k in ("rollout", "update", "checkpoint")}
         print(f"practice with updates: {with_updates:.0f} steps/s ({it_steps:.0f} steps + 16 updates "
-              f"in {secs_u:.1f} s)", flush=True)
+              f"in {secs_u:.1f} s: rollouts {split['rollout']} s, updates {split['update']} s, "
+              f"checkpoint {split['checkpoint']} s)", flush=True)
 
     lat: dict[str, dict[str, float]] = {}
     for mode in (["eager", "compiled"] if compiled else ["eager"]):
@@ -228,6 +230,7 @@ def main(argv=None) -> dict:
         "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
         "threads": best_threads, "practice_steps_per_s_by_threads": by_threads,
         "practice_with_updates_steps_per_s": with_updates,
+        "practice_iteration_seconds": None if args.skip_updates else split,
         "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],
         f"latency_batch{k}_p50_ms": latk["p50"], f"latency_batch{k}_p99_ms": latk["p99"],
         "latency_eager_p50_ms": lat["eager1"]["p50"], "latency_eager_p99_ms": lat["eager1"]["p99"],

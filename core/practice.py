@@ -656,6 +656,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         demos: list | None = None
         while not state["done"]:
             it = state["iteration"] + 1
+            t_it = time.perf_counter()
             gen = torch.Generator().manual_seed(cfg.seed * 100_003 + it)
             buffer: list[tuple] = []
             spans: list[tuple[EpisodeRecord, int, bool | None, float]] = []  # rec, buffer start, verdict, d_T
@@ -696,6 +697,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                     apply_override(rec, now)
                     returns, ep_returns[k] = _episode_tuples(rec, cfg.gamma, cfg.ground_truth_reward)
                     buffer[start:start + rec.length] = _tuples(rec, returns)
+            t_rollout = time.perf_counter() - t_it
             used = max([r.seed for r in recs], default=seed_next - 1) - seed_next + 1
             rng = np.random.default_rng([cfg.seed, it])
             order = rng.permutation(len(buffer))[: cfg.tuples_per_iteration]
@@ -721,8 +723,14 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 opt.step()
                 losses.append(loss.item())
             buffer.clear()
+            t_update = time.perf_counter() - t_it - t_rollout
+            steps = sum(r.length for r in recs)
             row = {"iteration": it, "episodes_total": state["episodes"] + used, **_episode_stats(recs, ep_returns),
-                   "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base}
+                   "loss": float(np.mean(losses)) if losses else 0.0, "baseline": base,
+                   # where the iteration's time went (the rest: refinement, evaluation, checkpoint)
+                   "time_rollout_s": round(t_rollout, 3), "time_update_s": round(t_update, 3),
+                   # steps of the kept episodes (those cut off when the buffer filled are not counted)
+                   "rollout_steps_per_s": round(steps / t_rollout, 1) if t_rollout > 0 else None}
             if bc_losses:
                 row["bc_loss"] = float(np.mean(bc_losses))
             if cfg.refine_every:
@@ -763,7 +771,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                     window = []
             state["iteration"], state["episodes"] = it, state["episodes"] + used
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
+                t_eval = time.perf_counter()
                 ev = evaluate()
+                row["time_eval_s"] = round(time.perf_counter() - t_eval, 3)
                 row.update(eval_success=ev["success"], eval_success_ci=ev["success_ci"],
                            **gain_vs_start(state.get("eval_outcomes0"), ev["outcomes"]), eval_outcomes=ev["outcomes"])
                 if ev["success"] > state["best_success"]:
@@ -783,7 +793,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             meta = {**pmeta, "stage": "si", "iteration": it, "parent": str(start_ckpt if it == 1 else
                                                                            out / f"iter_{it - 1:04d}.pt"),
                     "reward_checkpoint": reward_path, "practice": dataclasses.asdict(cfg), "stats": row}
+            t_save = time.perf_counter()
             save_checkpoint(out / f"iter_{it:04d}.pt", policy, meta, optimizer=opt)
+            row["time_checkpoint_s"] = round(time.perf_counter() - t_save, 3)
             if state["episodes"] >= cfg.max_episodes or state["evals_since_best"] >= cfg.plateau_evals \
                     or state.get("stop_reason"):
                 state["done"] = True

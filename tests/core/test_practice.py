@@ -98,6 +98,9 @@ def test_practice_runs_checkpoints_every_iteration_and_resumes(stage1, tmp_path)
                     "detector_false_negatives", "eval_success", "loss"):
             assert key in r, key
         assert (out / f"iter_{r['iteration']:04d}.pt").exists()
+        # where the iteration's time went
+        assert r["time_rollout_s"] > 0 and r["time_update_s"] >= 0 and r["time_checkpoint_s"] > 0
+        assert r["time_eval_s"] > 0 and r["rollout_steps_per_s"] > 0
         # The change since the start is paired seed by seed (same selection seeds every time).
         assert len(r["eval_outcomes"]) == 2 and r["eval_gain_seeds"] == 2
         assert r["eval_gain"] == pytest.approx(r["eval_success"] - rows[0]["eval_success"])
