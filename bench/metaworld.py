@@ -97,6 +97,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--bc-weight", type=float, default=0.0,
                     help="demonstration anchor in practice's update (PracticeConfig.bc_weight; not in the paper; "
                          "the run directory ends in -bc<weight>)")
+    ap.add_argument("--calibration-beta", type=float, default=None,
+                    help="practice's F-beta for calibrating s on the check rollouts (default 0.5: precision "
+                         "weighs twice recall; 1 = F1, a more sensitive detector)")
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
@@ -159,7 +162,8 @@ def main(argv=None) -> dict:
                     + ("-keeps" if plan["refine_every"] and args.refine_keep_s else "")
                     + ("-oracle" if args.ground_truth_reward else "")
                     + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "")
-                    + (f"-bc{args.bc_weight:g}" if args.bc_weight else ""))
+                    + (f"-bc{args.bc_weight:g}" if args.bc_weight else "")
+                    + (f"-beta{args.calibration_beta:g}" if args.calibration_beta is not None else ""))
     sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                               eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
                               seed=args.seed), progress=False)
@@ -187,7 +191,8 @@ def main(argv=None) -> dict:
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
         refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
         refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
-        ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed), progress=True)
+        ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
+        **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
@@ -211,7 +216,7 @@ def main(argv=None) -> dict:
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "goal_observable": args.goal_observable, "goal_markers": markers,
         "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
-        "lr": args.lr, "bc_weight": args.bc_weight, "run_dir": str(si_dir),
+        "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),
     }
     for where in (run, si_dir):  # the run's latest, and this practice variant's own
         (where / "result.json").write_text(json.dumps(result, indent=2, default=float))
