@@ -166,7 +166,7 @@ JOB_PARAMS: dict[str, dict[str, dict[str, Any]]] = {
         "reward_checkpoint": {"type": "str", "default": None},
         "episodes": {"type": "int", "default": 50}, "threshold": {"type": "float", "default": None},
         "patience": {"type": "int", "default": 1}, "n_envs": {"type": "int", "default": 8},
-        "seed0": {"type": "int", "default": None}, "device": {"type": "str", "default": "cpu"},
+        "seed0": {"type": "int", "default": None}, "device": {"type": "str", "default": "auto"},
         "promote": {"type": "bool", "default": False}, "promote_tolerance": {"type": "float", "default": 0.0},
     },
 }
