@@ -187,3 +187,16 @@ def test_resuming_sft_continues_from_the_last_epoch_without_scheduler_warnings(r
     rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in rows] == [1, 2, 3]  # epochs 1-2 kept, only epoch 3 trained
     assert not [w for w in recwarn if "lr_scheduler" in str(w.message)]
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="this machine has a CUDA GPU")
+@pytest.mark.parametrize("cmd", ["sft", "practice", "eval"])
+def test_asking_for_cuda_without_a_gpu_exits_2_with_the_fix(run, cmd, capsys):
+    _, out = run  # paths only: the device is checked before any file is read
+    argv = {"sft": ["sft", "--data", str(run[0]), "--out", str(out.parent / "cuda-run")],
+            "practice": ["practice", "--policy", str(out / "best_policy.pt"), "--reward", str(out / "best_stg.pt"),
+                         "--out", str(out.parent / "cuda-si")],
+            "eval": ["eval", "--checkpoint", str(out / "best_policy.pt"), "--episodes", "1"]}[cmd]
+    assert main(argv + ["--device", "cuda", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no CUDA GPU" in err and "--device cpu" in err
