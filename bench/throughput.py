@@ -11,9 +11,12 @@ Measured in one run, on the same cores:
   d(o, g) for every frame, the detector ending episodes (``core.practice``'s rollout).
   ``practice_with_updates_steps_per_s`` adds the REINFORCE updates (one practice
   iteration: >= 1,024 tuples collected, then 16 gradient steps; fleet start-up excluded).
-- ``ratio`` = practice / bare, with the learner's torch thread count that did best
-  (``--threads``: each setting is timed on the same episodes; the OpenMP threads of a
-  2-thread learner spin on cores the simulators need).
+- ``ratio`` = practice / bare, with the learner's torch thread count and the rollout's
+  number of robot groups that did best (``--threads``, ``--groups``: each setting is timed
+  on the same episodes; the OpenMP threads of a 2-thread learner spin on cores the
+  simulators need; 1 group is lock-step, 2 or more pipeline inference for one group with
+  the other groups' simulator steps). ``pipeline_speedup``: the best pipelined setting
+  against lock-step, measured in this run.
 - ``latency_*``: one control step of policy + reward model + detector test, at batch 1
   and at batch K, p50/p99 over 300 calls, with the ``torch.compile``d forward that practice
   uses (``latency_eager_*``: the same without compiling; ``--no-compile``: eager only).
@@ -109,6 +112,9 @@ def main(argv=None) -> dict:
                     help="torch threads for the learner's inference, comma-separated settings timed in turn "
                          "on the same episodes (default: 1 and all cores; the worker uses half the cores, "
                          "since the simulator processes need the rest)")
+    ap.add_argument("--groups", default="1,2",
+                    help="robot groups in the rollout loop, comma-separated settings timed in turn (1 = lock-step; "
+                         "practice's default is 2 for a process fleet of >= 4 robots)")
     ap.add_argument("--device", default="auto", help="where the policy and reward model run: auto (CUDA when "
                     "available), cpu or cuda")
     ap.add_argument("--compile-mode", default=None,
@@ -128,13 +134,19 @@ def main(argv=None) -> dict:
         ap.error(f"--threads {args.threads!r}: expected whole numbers separated by commas, e.g. 1,2")
     if not thread_counts or min(thread_counts) < 1:
         ap.error(f"--threads {args.threads!r}: every setting must be >= 1")
+    try:
+        group_counts = sorted({int(g) for g in args.groups.split(",")})
+    except ValueError:
+        ap.error(f"--groups {args.groups!r}: expected whole numbers separated by commas, e.g. 1,2")
+    if not group_counts or min(group_counts) < 1:
+        ap.error(f"--groups {args.groups!r}: every setting must be >= 1")
 
     import torch
 
     from core.checkpoint import load_checkpoint, save_checkpoint
     from core.fleet import ProcessFleet
     from core.policy import DojoPolicy, PolicyConfig, compile_enabled
-    from core.rollout import DetectorSpec, run_episodes
+    from core.rollout import DetectorSpec, rollout_batch, run_episodes
     from core.sft import resolve_device
 
     dev = resolve_device(args.device)
@@ -157,35 +169,40 @@ def main(argv=None) -> dict:
     print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
 
     compiled = not args.no_compile and compile_enabled()
-    if compiled:
-        t_c = time.perf_counter()
-        for model in (policy, reward):
-            model.compile_inference(k, warm_up=True)
-        print(f"compiled the rollout forward passes (batch {k}) in {time.perf_counter() - t_c:.1f} s: "
-              f"{policy.inference_backend}", flush=True)
     fleet = ProcessFleet(backend, env_config, k)
-    by_threads: dict[int, float] = {}
+    by_setting: dict[tuple[int, int], float] = {}
     try:
-        for threads in thread_counts:
-            # The same episodes for every setting (same seeds, same sampling stream).
-            torch.set_num_threads(threads)
-            gen = torch.Generator().manual_seed(0)
-            run_episodes(policy, None, [10_000_000 + i for i in range(k)], fleet=fleet, greedy=False,
-                         reward_model=reward, stop_on_ground_truth=False, detector=DetectorSpec(s, 2),
-                         generator=gen)  # warm-up
-            t0 = time.perf_counter()
-            recs = run_episodes(policy, None, [10_001_000 + i for i in range(args.episodes)], fleet=fleet,
-                                greedy=False, reward_model=reward,
-                                stop_on_ground_truth=False, detector=DetectorSpec(s, 2), generator=gen)
-            secs = time.perf_counter() - t0
-            steps = sum(r.length for r in recs)
-            by_threads[threads] = steps / secs
-            print(f"practice rollouts, {threads} torch thread(s): {len(recs)} episodes, {steps} steps in "
-                  f"{secs:.1f} s: {by_threads[threads]:.0f} steps/s", flush=True)
+        for groups in group_counts:
+            if compiled:
+                t_c = time.perf_counter()
+                for model in (policy, reward):
+                    model.compile_inference(rollout_batch(fleet, groups), warm_up=True)
+                print(f"compiled the rollout forward passes (batch {rollout_batch(fleet, groups)}) in "
+                      f"{time.perf_counter() - t_c:.1f} s: {policy.inference_backend}", flush=True)
+            for threads in thread_counts:
+                # The same episodes for every setting (same seeds, same sampling stream).
+                torch.set_num_threads(threads)
+                gen = torch.Generator().manual_seed(0)
+                run_episodes(policy, None, [10_000_000 + i for i in range(k)], fleet=fleet, greedy=False,
+                             reward_model=reward, stop_on_ground_truth=False, detector=DetectorSpec(s, 2),
+                             generator=gen, groups=groups)  # warm-up
+                t0 = time.perf_counter()
+                recs = run_episodes(policy, None, [10_001_000 + i for i in range(args.episodes)], fleet=fleet,
+                                    greedy=False, reward_model=reward, stop_on_ground_truth=False,
+                                    detector=DetectorSpec(s, 2), generator=gen, groups=groups)
+                secs = time.perf_counter() - t0
+                steps = sum(r.length for r in recs)
+                by_setting[(threads, groups)] = steps / secs
+                print(f"practice rollouts, {threads} torch thread(s), {groups} group(s): {len(recs)} episodes, "
+                      f"{steps} steps in {secs:.1f} s: {by_setting[(threads, groups)]:.0f} steps/s", flush=True)
     finally:
         fleet.close()
-    best_threads = max(by_threads, key=by_threads.get)
-    practice = by_threads[best_threads]
+    best_threads, best_groups = max(by_setting, key=by_setting.get)
+    practice = by_setting[(best_threads, best_groups)]
+    by_threads = {t: max(v for (tt, _g), v in by_setting.items() if tt == t) for t in thread_counts}
+    by_groups = {g: max(v for (_t, gg), v in by_setting.items() if gg == g) for g in group_counts}
+    pipelined = [v for g, v in by_groups.items() if g > 1]
+    speedup = max(pipelined) / by_groups[1] if pipelined and 1 in by_groups else None
     torch.set_num_threads(best_threads)
 
     with_updates = None
@@ -202,7 +219,8 @@ def main(argv=None) -> dict:
             res = run_practice(PracticeConfig(
                 policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
                 fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
-                max_episodes=1, seed=0, compile=compiled, device=str(dev)), progress=False)
+                max_episodes=1, seed=0, compile=compiled, device=str(dev), rollout_groups=best_groups),
+                progress=False)
             rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
             it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
             secs_u = rows[-1]["seconds"]
@@ -229,6 +247,7 @@ def main(argv=None) -> dict:
     result = {
         "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
         "threads": best_threads, "practice_steps_per_s_by_threads": by_threads,
+        "groups": best_groups, "practice_steps_per_s_by_groups": by_groups, "pipeline_speedup": speedup,
         "practice_with_updates_steps_per_s": with_updates,
         "practice_iteration_seconds": None if args.skip_updates else split,
         "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],

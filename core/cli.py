@@ -305,6 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
     p.add_argument("--in-process", dest="processes", action="store_const", const=False,
                    help="simulators in this process instead of one process per robot")
+    p.add_argument("--rollout-groups", dest="rollout_groups", type=int,
+                   help="robot groups in the rollout loop: one group's simulators step while the next group's "
+                        "inference runs (1 = lock-step; default: 2 for a process fleet of >= 4 robots)")
     p.add_argument("--gamma", type=float, help="discount (default 0.9)")
     p.add_argument("--c", type=float, help="REINFORCE loss scale (default 0.05)")
     p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")

@@ -12,6 +12,12 @@ The learner and the rollout code only see ``Fleet``: ``reset(i, seed)``, ``step(
 A robot that fails (simulator error, crashed process, disconnect) answers with a
 ``RobotFailure`` instead of an observation; the rollout loop aborts that robot's episode
 and the rest of the fleet goes on.
+
+A fleet may also offer the split-phase pair ``submit({i: ("reset", seed) | ("step", action)})``
+then ``collect(indices)``: commands go out without waiting, so the rollout loop can run
+inference for one group of robots while another group's simulators step (``ProcessFleet``,
+``RemoteFleet`` for steps). ``SplitPhase`` gives every fleet that pair, running the commands
+at ``collect`` time for a fleet without it (no overlap then, same results).
 """
 from __future__ import annotations
 
@@ -47,6 +53,8 @@ class Fleet(Protocol):
 
 class LocalFleet:
     """Environments stepped one after another in this process."""
+
+    pipelined = False
 
     def __init__(self, make_env: Callable[[], Any], size: int):
         self.envs = [make_env() for _ in range(max(1, size))]
@@ -109,6 +117,8 @@ class ProcessFleet:
     """One simulator process per robot; commands go out to all robots before any reply is
     read, so the robots step in parallel."""
 
+    pipelined = True  # robots step while the learner works (see ``core.rollout.rollout_groups``)
+
     def __init__(self, backend: str, env_config: dict[str, Any], size: int):
         ctx = mp.get_context("spawn")  # MuJoCo/GL contexts must not be forked
         self.size = max(1, int(size))
@@ -138,6 +148,7 @@ class ProcessFleet:
                 raise RuntimeError(f"robot {i} could not start its simulator: {val}")
             steps.append(val)
         self.max_steps = steps[0]
+        self._failed: dict[int, RobotFailure] = {}  # submitted commands that could not be sent
 
     def _ask(self, i: int) -> Any:
         try:
@@ -146,24 +157,26 @@ class ProcessFleet:
             return RobotFailure(i, f"robot process died ({type(e).__name__})")
         return val if kind == "ok" else RobotFailure(i, str(val))
 
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
+        """Send ``("reset", seed)`` or ``("step", action)`` to robots without waiting for replies."""
+        for i, (cmd, arg) in cmds.items():
+            arg = int(arg) if cmd == "reset" else np.asarray(arg, np.float32)
+            try:
+                self.conns[i].send((cmd, arg))
+            except (BrokenPipeError, OSError):
+                self._failed[i] = RobotFailure(i, "robot process died")
+
+    def collect(self, indices) -> dict[int, Any]:
+        """The replies to the commands submitted to ``indices`` (in that order)."""
+        return {i: self._failed.pop(i) if i in self._failed else self._ask(i) for i in indices}
+
     def reset(self, i: int, seed: int):
-        try:
-            self.conns[i].send(("reset", int(seed)))
-        except (BrokenPipeError, OSError):
-            return RobotFailure(i, "robot process died")
-        return self._ask(i)
+        self.submit({i: ("reset", seed)})
+        return self.collect([i])[i]
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
-        sent, out = [], {}
-        for i, a in actions.items():
-            try:
-                self.conns[i].send(("step", np.asarray(a, np.float32)))
-                sent.append(i)
-            except (BrokenPipeError, OSError):
-                out[i] = RobotFailure(i, "robot process died")
-        for i in sent:
-            out[i] = self._ask(i)
-        return out
+        self.submit({i: ("step", a) for i, a in actions.items()})
+        return self.collect(list(actions))
 
     def close(self) -> None:
         for c in self.conns:
@@ -175,3 +188,40 @@ class ProcessFleet:
             p.join(timeout=5)
             if p.is_alive():
                 p.terminate()
+
+
+class SplitPhase:
+    """``submit`` / ``collect`` for any fleet. A fleet with its own pair is used as is (its
+    commands run while the caller works); for one without, the commands are kept and run at
+    ``collect``: resets one by one, steps together through ``fleet.step``."""
+
+    def __init__(self, fleet: Any):
+        self.fleet = fleet
+        self.native = callable(getattr(fleet, "submit", None)) and callable(getattr(fleet, "collect", None))
+        self._held: dict[int, tuple[str, Any]] = {}
+
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
+        if self.native:
+            self.fleet.submit(cmds)
+        else:
+            self._held.update(cmds)
+
+    def collect(self, indices) -> dict[int, Any]:
+        indices = list(indices)
+        if self.native:
+            return self.fleet.collect(indices)
+        cmds = {i: self._held.pop(i) for i in indices}
+        out = {i: self.fleet.reset(i, arg) for i, (cmd, arg) in cmds.items() if cmd == "reset"}
+        steps = {i: arg for i, (cmd, arg) in cmds.items() if cmd == "step"}
+        if steps:
+            out.update(self.fleet.step(steps))
+        return {i: out[i] for i in indices}
+
+    def discard(self, indices) -> None:
+        """Forget the commands out to ``indices``: replies are read and dropped (never run,
+        for a fleet without its own pair)."""
+        if self.native:
+            self.fleet.collect(list(indices))
+        else:
+            for i in indices:
+                self._held.pop(i, None)

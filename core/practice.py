@@ -36,7 +36,7 @@ from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint
 from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
 from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy, compile_enabled
-from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, run_episodes
+from core.rollout import END_DETECTOR, DetectorSpec, EpisodeRecord, rollout_batch, rollout_groups, run_episodes
 from core.stats import format_points, paired_gain, precision_recall_f1, wilson_interval
 
 PRACTICE_SEED0 = 10_000_000  # practice episode seeds (disjoint from demos, eval, selection)
@@ -167,6 +167,11 @@ class PracticeConfig:
     while its reward says otherwise, i.e. it is gaming the detector. 0 = never."""
     seed: int = 0
     device: str = "auto"
+    rollout_groups: int = 0
+    """Robot groups in the rollout loop: while one group's simulators step, the next group's
+    observations go through the models (``core.rollout``). 1 = lock-step; 0 = automatic
+    (2 for a process fleet of >= 4 robots; ``DOJO_ROLLOUT_GROUPS`` overrides). Same seeds
+    and the same setting give the same run."""
     compile: bool = True
     """``torch.compile`` the policy's and the reward model's rollout forward passes (padded
     to the fleet size): ~1.5x faster inference at batch 8 on 2 CPU cores, after a one-off
@@ -175,6 +180,14 @@ class PracticeConfig:
 
     def resolved_fleet_size(self) -> int:
         return self.fleet_size or os.cpu_count() or 1
+
+    def groups(self, fleet: Fleet) -> int:
+        """The rollout's robot groups on ``fleet`` (``rollout_groups`` resolved)."""
+        return rollout_groups(fleet, self.rollout_groups or None)
+
+    def batch(self, fleet: Fleet) -> int:
+        """The largest batch one rollout model call sees on ``fleet`` (what to compile for)."""
+        return rollout_batch(fleet, self.rollout_groups or None)
 
 
 def _episode_tuples(rec: EpisodeRecord, gamma: float, ground_truth_reward: bool
@@ -201,7 +214,7 @@ def apply_override(rec: EpisodeRecord, success: bool) -> None:
 def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: DetectorSpec,
                    n: int, seed: int, tolerance: int = DEFAULT_TOLERANCE, calibrate: bool = False,
                    beta: float = 1.0, baseline: DojoPolicy | None = None,
-                   interrupt: Callable[[], None] | None = None) -> dict[str, Any]:
+                   interrupt: Callable[[], None] | None = None, groups: int | None = None) -> dict[str, Any]:
     """Precision/recall of the detector against ground truth on ``n`` held-out rollouts of
     the starting policy (sampling, as in practice), each run to the step limit so that
     every (s, patience) can be scored on the same frames.
@@ -216,7 +229,7 @@ def detector_check(policy: DojoPolicy, reward: DojoPolicy, fleet: Fleet, spec: D
     gen = torch.Generator().manual_seed(seed + 17)
     recs = run_episodes(policy, None, list(range(CHECK_SEED0, CHECK_SEED0 + n)), fleet=fleet, greedy=False,
                         reward_model=reward, stop_on_ground_truth=False, detector=None, generator=gen,
-                        keep_frames=baseline is not None, control=_control(interrupt))
+                        keep_frames=baseline is not None, control=_control(interrupt), groups=groups)
     recs = [r for r in recs if not r.error]
     # A refined model (``baseline`` given) may read the goal at d ~ 8-15: try s up to 20 for it.
     out = score_check([(r.d, r.gt) for r in recs], spec, tolerance, calibrate, beta,
@@ -265,7 +278,7 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
         refined, _ = load_checkpoint(path, reward.queries.device)
         refined.eval().requires_grad_(False)
         if cfg.compile and compile_enabled():
-            refined.compile_inference(fleet.size, warm_up=True)
+            refined.compile_inference(cfg.batch(fleet), warm_up=True)
         return refined, []
     if not getattr(fleet, "knows_success", True):
         raise PracticeRefused("refine_episodes needs simulated robots: their ground truth labels the rollouts. "
@@ -274,7 +287,7 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
     gen = torch.Generator().manual_seed(cfg.seed + 29)
     recs = run_episodes(policy, None, list(range(REFINE_SEED0, REFINE_SEED0 + cfg.refine_episodes)), fleet=fleet,
                         greedy=False, keep_frames=True, stop_on_ground_truth=True, generator=gen,
-                        control=_control(interrupt))
+                        control=_control(interrupt), groups=cfg.groups(fleet))
     labeled = [from_record(r) for r in recs if not r.error and r.frames]
     refined = copy.deepcopy(reward)
     refined.disable_compiled_inference()
@@ -291,7 +304,7 @@ def _refined_reward(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: 
         f"{stats['before']['d_fail_min_mean']:.2f} -> {stats['after']['d_fail_min_mean']:.2f}")
     refined.eval().requires_grad_(False)
     if cfg.compile and compile_enabled():
-        refined.compile_inference(fleet.size, warm_up=True)
+        refined.compile_inference(cfg.batch(fleet), warm_up=True)
     return refined, labeled
 
 
@@ -345,7 +358,7 @@ def practice_label(rec: EpisodeRecord, verdict: bool | None, knows_success: bool
 
 
 def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: PracticeConfig, out: Path,
-             rmeta: dict[str, Any], demos: list, iteration: int, fleet_size: int,
+             rmeta: dict[str, Any], demos: list, iteration: int, batch: int,
              interrupt: Callable[[], None] | None = None, memory: Sequence = ()) -> dict[str, Any]:
     """Refine ``reward`` in place on ``labeled`` practice episodes (``refine_every``) and
     ``memory`` (earlier labeled episodes, ``refine_memory``), save it as
@@ -378,7 +391,7 @@ def rerefine(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: Practic
                                                         "refined_at_iteration": iteration, "refine": stats})
     _append(out / "refine_log.jsonl", stats)
     if cfg.compile and compile_enabled():
-        reward.compile_inference(fleet_size, warm_up=True)
+        reward.compile_inference(batch, warm_up=True)
     return stats
 
 
@@ -395,15 +408,15 @@ def _control(interrupt: Callable[[], None] | None) -> Callable[[int, EpisodeReco
 
 def evaluate_success(policy: DojoPolicy, fleet: Fleet, n: int,
                      interrupt: Callable[[], None] | None = None,
-                     on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None
-                     ) -> dict[str, Any]:
+                     on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
+                     groups: int | None = None) -> dict[str, Any]:
     """Greedy success on fixed selection seeds (ground truth ends episodes). Test seeds
     (EVAL_SEED0) stay untouched, so a reported success is not fitted to them. ``interrupt``
     is called before every step and may raise to abandon the evaluation; ``on_step`` sees
     every frame (``run_episodes``'s hook: the worker streams the evaluation to Live)."""
     seeds = list(range(SELECT_SEED0, SELECT_SEED0 + n))
     recs = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, control=_control(interrupt),
-                        on_step=on_step)
+                        on_step=on_step, groups=groups)
     k = sum(r.success for r in recs)
     by_seed = {r.seed: int(bool(r.success)) for r in recs}
     return {"success": k / max(1, len(recs)), "success_ci": wilson_interval(k, len(recs)), "episodes": len(recs),
@@ -584,7 +597,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     log = print if progress else (lambda *a, **k: None)
     if cfg.compile and compile_enabled():
         for model in (policy, reward):
-            model.compile_inference(fleet.size, warm_up=True)
+            model.compile_inference(cfg.batch(fleet), warm_up=True)
     msg = f"rollout forward: policy {policy.inference_backend}; reward model {reward.inference_backend}"
     logging.getLogger("dojo.practice").info(msg)
     log(msg)
@@ -602,7 +615,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             chk = detector_check(policy, reward, fleet, spec, cfg.check_episodes, cfg.seed,
                                  tolerance=cfg.detector_tolerance,
                                  calibrate=cfg.threshold_s is None and cfg.calibrate_on_rollouts,
-                                 beta=cfg.calibration_beta, baseline=unrefined, interrupt=interrupt)
+                                 beta=cfg.calibration_beta, baseline=unrefined, interrupt=interrupt,
+                                 groups=cfg.groups(fleet))
             chk["passed"] = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
             atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             log(f"detector check: precision {chk['precision']:.2f} recall {chk['recall']:.2f} "
@@ -629,7 +643,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             if on_phase is not None:
                 on_phase("evaluating")
             try:
-                return evaluate_success(policy, fleet, cfg.eval_episodes, interrupt, on_step=on_eval_step)
+                return evaluate_success(policy, fleet, cfg.eval_episodes, interrupt, on_step=on_eval_step,
+                                        groups=cfg.groups(fleet))
             finally:
                 if on_phase is not None:
                     on_phase("practising")
@@ -686,7 +701,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                          stop_on_ground_truth=cfg.ground_truth_reward,
                          detector=None if cfg.ground_truth_reward else spec,
                          keep_frames=True, generator=gen, on_episode=on_episode, control=control,
-                         on_step=on_step)
+                         on_step=on_step, groups=cfg.groups(fleet))
             if outcome_override is not None:  # verdicts given after an episode ended, before this update
                 for k, (rec, start, verdict, d_last) in enumerate(spans):
                     now = outcome_override(rec)
@@ -742,7 +757,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                             f"(refine_min_labels {cfg.refine_min_labels})")
                     else:
                         demos = _reward_demos(rmeta, log) if demos is None else demos
-                        rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, fleet.size, interrupt,
+                        rs = rerefine(reward, window, spec, cfg, out, rmeta, demos, it, cfg.batch(fleet), interrupt,
                                       memory=memory)
                         if cfg.refine_memory > 0:
                             memory = (memory + window)[-cfg.refine_memory:]

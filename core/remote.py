@@ -397,6 +397,9 @@ class RemoteFleet:
         steps = {r.spec.max_steps for r in robots if r.spec.max_steps}
         self.max_steps = int(max_steps or (min(steps) if steps else 80))
         self.reply_timeout_s = self.step_timeout_s
+        self._pending: dict[int, tuple[str, Any]] = {}  # submitted commands (a reset's seed, a step's reply)
+
+    pipelined = True  # robots act while the learner works (see ``core.rollout.rollout_groups``)
 
     def compatible(self, robot: RemoteRobot) -> bool:
         return robot.spec.can_do(self.task) and (self.action_dim is None or robot.spec.action_dim == self.action_dim)
@@ -446,33 +449,47 @@ class RemoteFleet:
         return obs, extra["info"]
 
     def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
-        futs: dict[int, concurrent.futures.Future] = {}
-        out: dict[int, StepResult | RobotFailure] = {}
-        for i, a in actions.items():
-            name = self.slots[i]
-            robot = self.hub.get(name) if name else None
-            if robot is None:
-                out[i] = RobotFailure(i, f"robot {name} disconnected")
-                continue
-            a = np.asarray(a, np.float64).reshape(-1)
-            if a.shape[0] != robot.spec.action_dim or not np.all(np.isfinite(a)):
-                out[i] = RobotFailure(i, f"action {a.tolist()} does not fit robot {name} (dim {robot.spec.action_dim})")
-                continue
-            a = np.clip(a, robot.spec.action_low, robot.spec.action_high)
-            futs[i] = asyncio.run_coroutine_threadsafe(
-                self.hub.request(name, {"type": "action", "action": a.tolist()}, self.step_timeout_s),
-                self.hub.server.loop)
-        for i, f in futs.items():  # all actions are out before we wait for any reply
-            try:
-                res = self._to_obs(f.result(self.step_timeout_s + 5), i)
-            except concurrent.futures.TimeoutError:
-                res = RobotFailure(i, f"robot {self.slots[i]} timed out")
-            if isinstance(res, RobotFailure):
-                out[i] = res
-                continue
-            obs, extra = res
-            out[i] = (obs, extra["reward"], extra["terminated"], extra["truncated"], extra["info"])
+        self.submit({i: ("step", a) for i, a in actions.items()})
+        return self.collect(list(actions))
+
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
+        """Actions go out to the robots at once; a reset waits for ``collect`` (it may rebind the slot)."""
+        for i, (cmd, arg) in cmds.items():
+            if cmd == "reset":
+                self._pending[i] = ("reset", arg)
+            else:
+                self._pending[i] = ("step", self._send_action(i, arg))
+
+    def collect(self, indices) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for i in indices:
+            kind, val = self._pending.pop(i)
+            out[i] = self.reset(i, val) if kind == "reset" else self._step_reply(i, val)
         return out
+
+    def _send_action(self, i: int, a: np.ndarray) -> concurrent.futures.Future | RobotFailure:
+        name = self.slots[i]
+        robot = self.hub.get(name) if name else None
+        if robot is None:
+            return RobotFailure(i, f"robot {name} disconnected")
+        a = np.asarray(a, np.float64).reshape(-1)
+        if a.shape[0] != robot.spec.action_dim or not np.all(np.isfinite(a)):
+            return RobotFailure(i, f"action {a.tolist()} does not fit robot {name} (dim {robot.spec.action_dim})")
+        a = np.clip(a, robot.spec.action_low, robot.spec.action_high)
+        return asyncio.run_coroutine_threadsafe(
+            self.hub.request(name, {"type": "action", "action": a.tolist()}, self.step_timeout_s), self.hub.server.loop)
+
+    def _step_reply(self, i: int, fut: concurrent.futures.Future | RobotFailure) -> StepResult | RobotFailure:
+        if isinstance(fut, RobotFailure):
+            return fut
+        try:
+            res = self._to_obs(fut.result(self.step_timeout_s + 5), i)
+        except concurrent.futures.TimeoutError:
+            res = RobotFailure(i, f"robot {self.slots[i]} timed out")
+        if isinstance(res, RobotFailure):
+            return res
+        obs, extra = res
+        return obs, extra["reward"], extra["terminated"], extra["truncated"], extra["info"]
 
     def close(self) -> None:
         pass  # robots stay connected to the hub for the next job

@@ -1,20 +1,23 @@
 """Run a policy in a set of environments with inference batched across them.
 
-One process steps ``n_envs`` environments in lock-step and calls the model once
-per control step for all of them. It records, per episode, d(o, g) at every frame
+One process steps ``n_envs`` environments and calls the model once per control step for
+all of them (lock-step), or, split into ``groups``, once per group: while one group's
+simulators step, the next group's observations go through the model (a pipeline; the
+same seeds and the same number of groups give the same episodes). It records, per episode, d(o, g) at every frame
 (from the policy's own steps-to-go head or from a separate frozen reward model),
 ground truth, and why the episode ended. Used by evaluation (Stage 1) and by
 practice (Stage 2, where the detector ends episodes).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
-from core.fleet import Fleet, LocalFleet, RobotFailure
+from core.fleet import Fleet, LocalFleet, RobotFailure, SplitPhase
 from core.policy import DojoPolicy, make_obs_batch
 from sim_backends.base import (INFO_OFF_TABLE, INFO_PHYSICS_ERROR, INFO_SUCCESS, OBS_IMAGE,
                                OBS_INSTRUCTION, OBS_PROPRIO)
@@ -72,6 +75,31 @@ class _Slot:
         self.prev_image = self.prev_proprio = None
         self.finishing = False  # final frame still needs its d(o, g)
         self.run = 0
+        self.pending: tuple[str, Any] | None = None  # the command out to the robot, not yet answered
+
+
+def rollout_groups(fleet: Fleet, groups: int | None = None) -> int:
+    """How many groups ``run_episodes`` splits ``fleet`` into: ``groups`` if given, else the
+    ``DOJO_ROLLOUT_GROUPS`` environment variable, else 2 for a fleet whose robots step while
+    the learner works (``fleet.pipelined``: simulator processes, remote robots) with at least
+    4 robots, else 1 (lock-step)."""
+    if groups is None:
+        env = os.environ.get("DOJO_ROLLOUT_GROUPS", "").strip()
+        if env:
+            try:
+                groups = int(env)
+            except ValueError:
+                raise ValueError(f"DOJO_ROLLOUT_GROUPS={env!r}: expected a whole number of groups, e.g. 2 "
+                                 "(1 = lock-step)") from None
+        else:
+            groups = 2 if getattr(fleet, "pipelined", False) and fleet.size >= 4 else 1
+    return max(1, min(int(groups), int(fleet.size)))
+
+
+def rollout_batch(fleet: Fleet, groups: int | None = None) -> int:
+    """The largest batch one model call sees in ``run_episodes`` (what to compile for)."""
+    g = rollout_groups(fleet, groups)
+    return -(-int(fleet.size) // g)
 
 
 def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: Sequence[int], *,
@@ -82,6 +110,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                  fleet: Fleet | None = None,
                  control: Callable[[int, EpisodeRecord], str | None] | None = None,
                  on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
+                 groups: int | None = None,
                  ) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
@@ -91,6 +120,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
     step; returning END_STOPPED ends that robot's episode (a supervisor's stop), or
     END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override), or HOLD to skip
     this robot for one loop (paused: the frame is not recorded and no action is sent).
+    ``groups``: see ``rollout_groups`` (1 = every robot in lock-step).
     """
     policy.eval()
     if reward_model is not None:
@@ -100,7 +130,11 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
     own = fleet is None
     if fleet is None:
         fleet = LocalFleet(make_env, max(1, min(n_envs, len(queue))))
+    ops = SplitPhase(fleet)
     slots = [_Slot(i) for i in range(min(fleet.size, max(1, len(queue))))]
+    n_groups = min(rollout_groups(fleet, groups), len(slots))
+    per = -(-len(slots) // n_groups)
+    group_slots = [slots[g * per:(g + 1) * per] for g in range(n_groups)]
     done: dict[int, EpisodeRecord] = {}
     order = {s: i for i, s in enumerate(seeds)}
     stop = False
@@ -111,29 +145,70 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
         if on_episode is not None and on_episode(slot.rec) is False:
             stop = True
 
-    def start(slot: _Slot) -> None:
-        while queue and not stop:
-            seed = queue.pop(0)
-            res = fleet.reset(slot.index, int(seed))
-            if isinstance(res, RobotFailure):
-                slot.rec = EpisodeRecord(seed=int(seed), instruction="", end_reason=END_ABORTED,
-                                         error=res.message)
-                finish(slot)
-                continue
-            obs, info = res
-            slot.obs, slot.finishing, slot.run = obs, False, 0
-            slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
-            slot.rec = EpisodeRecord(seed=int(seed), instruction=obs[OBS_INSTRUCTION],
-                                     task=str(info.get("task_name", "")))
-            slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
-            return
+    def start(slot: _Slot, cmds: dict[int, tuple[str, Any]]) -> None:
+        """The slot's next seed, if any: its reset goes out with the group's commands."""
         slot.rec = None
+        if queue and not stop:
+            cmds[slot.index] = ("reset", int(queue.pop(0)))
 
-    try:
-        for s in slots:
-            start(s)
-        while any(s.rec is not None for s in slots):
-            active = [s for s in slots if s.rec is not None]
+    def reset_done(slot: _Slot, seed: int, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
+        if isinstance(res, RobotFailure):
+            slot.rec = EpisodeRecord(seed=seed, instruction="", end_reason=END_ABORTED, error=res.message)
+            finish(slot)
+            start(slot, cmds)
+            return
+        obs, info = res
+        slot.obs, slot.finishing, slot.run = obs, False, 0
+        slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
+        slot.rec = EpisodeRecord(seed=seed, instruction=obs[OBS_INSTRUCTION], task=str(info.get("task_name", "")))
+        slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
+
+    def step_done(slot: _Slot, action: np.ndarray, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
+        rec = slot.rec
+        if isinstance(res, RobotFailure):
+            rec.end_reason, rec.error = END_ABORTED, res.message
+            finish(slot)
+            start(slot, cmds)
+            return
+        obs, _r, terminated, truncated, info = res
+        rec.actions.append(action)
+        rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
+        slot.prev_image, slot.prev_proprio = slot.obs[OBS_IMAGE], slot.obs[OBS_PROPRIO]
+        slot.obs = obs
+        if info.get(INFO_PHYSICS_ERROR):
+            rec.end_reason = END_PHYSICS_ERROR
+        elif info.get(INFO_OFF_TABLE):
+            rec.end_reason = END_OFF_TABLE
+        elif stop_on_ground_truth and rec.gt[-1]:
+            rec.end_reason = END_GROUND_TRUTH
+        elif truncated:
+            rec.end_reason = END_STEP_LIMIT
+        elif terminated and stop_on_ground_truth:
+            rec.end_reason = END_GROUND_TRUTH
+        elif terminated:
+            rec.end_reason = END_STEP_LIMIT  # the simulator ended it; nothing more to see
+        if rec.end_reason or len(rec.actions) >= fleet.max_steps:
+            rec.end_reason = rec.end_reason or END_STEP_LIMIT
+            slot.finishing = True
+
+    def submit(cmds: dict[int, tuple[str, Any]]) -> None:
+        for i, cmd in cmds.items():
+            slots[i].pending = cmd
+        if cmds:
+            ops.submit(cmds)
+
+    def run_group(group: list[_Slot]) -> None:
+        cmds: dict[int, tuple[str, Any]] = {}
+        waiting = [s for s in group if s.pending is not None]
+        results = ops.collect([s.index for s in waiting]) if waiting else {}
+        for s in waiting:
+            (cmd, arg), s.pending = s.pending, None
+            if cmd == "reset":
+                reset_done(s, arg, results[s.index], cmds)
+            else:
+                step_done(s, arg, results[s.index], cmds)
+        active = [s for s in group if s.rec is not None and s.index not in cmds]
+        if active:
             frames = np.stack([np.stack([s.obs[OBS_IMAGE], s.prev_image])[:n_frames] for s in active])
             prop = np.stack([np.stack([s.obs[OBS_PROPRIO], s.prev_proprio])[:n_frames] for s in active])
             batch = make_obs_batch(frames, prop, [s.rec.instruction for s in active])
@@ -141,71 +216,53 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
             if reward_model is not None:
                 with torch.no_grad():
                     d = reward_model.steps_to_go(batch).cpu().numpy()
-            to_step: dict[int, np.ndarray] = {}
-            for i, s in enumerate(active):
-                rec = s.rec
-                rec.d.append(float(d[i]))
-                if on_step is not None:
-                    on_step(s.index, rec, s.obs)
-                if keep_frames:
-                    rec.frames.append(s.obs[OBS_IMAGE])
-                    rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
-                run_before = s.run
-                if detector is not None:
-                    s.run = s.run + 1 if d[i] <= detector.threshold_s else 0
-                    if s.run >= detector.patience and rec.detector_step is None:
-                        rec.detector_step = len(rec.d) - 1
-                        if not s.finishing:
-                            rec.end_reason = END_DETECTOR
-                            s.finishing = True
-                if not s.finishing and control is not None:
-                    verdict = control(s.index, rec)
-                    if verdict == HOLD:  # paused: forget this frame, do not step; asked again next loop
-                        rec.d.pop()
-                        if keep_frames:
-                            rec.frames.pop()
-                            rec.proprio.pop()
-                        s.run = run_before
-                        continue
-                    if verdict:
-                        rec.end_reason = verdict
+        for i, s in enumerate(active):
+            rec = s.rec
+            rec.d.append(float(d[i]))
+            if on_step is not None:
+                on_step(s.index, rec, s.obs)
+            if keep_frames:
+                rec.frames.append(s.obs[OBS_IMAGE])
+                rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
+            run_before = s.run
+            if detector is not None:
+                s.run = s.run + 1 if d[i] <= detector.threshold_s else 0
+                if s.run >= detector.patience and rec.detector_step is None:
+                    rec.detector_step = len(rec.d) - 1
+                    if not s.finishing:
+                        rec.end_reason = END_DETECTOR
                         s.finishing = True
-                if s.finishing:
-                    finish(s)
-                    start(s)
+            if not s.finishing and control is not None:
+                verdict = control(s.index, rec)
+                if verdict == HOLD:  # paused: forget this frame, do not step; asked again next loop
+                    rec.d.pop()
+                    if keep_frames:
+                        rec.frames.pop()
+                        rec.proprio.pop()
+                    s.run = run_before
                     continue
-                to_step[s.index] = actions[i]
-            results = fleet.step(to_step) if to_step else {}
-            for s in active:
-                if s.index not in results:
-                    continue
-                rec, res = s.rec, results[s.index]
-                if isinstance(res, RobotFailure):
-                    rec.end_reason, rec.error = END_ABORTED, res.message
-                    finish(s)
-                    start(s)
-                    continue
-                obs, _r, terminated, truncated, info = res
-                rec.actions.append(to_step[s.index])
-                rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
-                s.prev_image, s.prev_proprio = s.obs[OBS_IMAGE], s.obs[OBS_PROPRIO]
-                s.obs = obs
-                if info.get(INFO_PHYSICS_ERROR):
-                    rec.end_reason = END_PHYSICS_ERROR
-                elif info.get(INFO_OFF_TABLE):
-                    rec.end_reason = END_OFF_TABLE
-                elif stop_on_ground_truth and rec.gt[-1]:
-                    rec.end_reason = END_GROUND_TRUTH
-                elif truncated:
-                    rec.end_reason = END_STEP_LIMIT
-                elif terminated and stop_on_ground_truth:
-                    rec.end_reason = END_GROUND_TRUTH
-                elif terminated:
-                    rec.end_reason = END_STEP_LIMIT  # the simulator ended it; nothing more to see
-                if rec.end_reason or len(rec.actions) >= fleet.max_steps:
-                    rec.end_reason = rec.end_reason or END_STEP_LIMIT
+                if verdict:
+                    rec.end_reason = verdict
                     s.finishing = True
+            if s.finishing:
+                finish(s)
+                start(s, cmds)
+                continue
+            cmds[s.index] = ("step", actions[i])
+        submit(cmds)
+
+    try:
+        first: dict[int, tuple[str, Any]] = {}
+        for s in slots:
+            start(s, first)
+        submit(first)
+        while any(s.rec is not None or s.pending is not None for s in slots):
+            for group in group_slots:
+                run_group(group)
     finally:
+        out = [s.index for s in slots if s.pending is not None]
+        if out:  # left by an exception (a stop raised by ``control``): read the replies, so the
+            ops.discard(out)  # next rollout on this fleet does not get them
         if own:
             fleet.close()
     return sorted(done.values(), key=lambda r: order[r.seed])

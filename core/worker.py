@@ -270,10 +270,17 @@ class SupervisedFleet:
         self.park_reason = [""] * self.size
         self._parked_at = [0.0] * self.size
         self._template: dict[str, Any] | None = None
+        self._ops: Any = None  # SplitPhase over inner, made on first use
+        self._out: dict[int, tuple[str, Any]] = {}  # submitted, not collected
+        self._sent: set[int] = set()  # ...of which went out to the inner fleet
 
     @property
     def knows_success(self) -> bool:
         return bool(getattr(self.inner, "knows_success", True))
+
+    @property
+    def pipelined(self) -> bool:
+        return bool(getattr(self.inner, "pipelined", False))
 
     def robot_name(self, i: int) -> str | None:
         f = getattr(self.inner, "robot_name", None)
@@ -306,15 +313,40 @@ class SupervisedFleet:
         return res
 
     def step(self, actions: dict[int, np.ndarray]):
+        self.submit({i: ("step", a) for i, a in actions.items()})
+        return self.collect(list(actions))
+
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
+        """Steps of robots that are not parked go out to the inner fleet at once (its own
+        ``submit`` where it has one); resets wait for ``collect`` (parking needs their reply)."""
+        from core.fleet import SplitPhase
+
+        if self._ops is None:
+            self._ops = SplitPhase(self.inner)
+        self._out.update(cmds)
+        live = {i: c for i, c in cmds.items() if c[0] == "step" and not self.parked[i]}
+        if live:
+            self._ops.submit(live)
+            self._sent.update(live)
+
+    def collect(self, indices) -> dict[int, Any]:
         from core.fleet import RobotFailure
 
-        live = {i: a for i, a in actions.items() if not self.parked[i]}
-        out = self.inner.step(live) if live else {}
-        for i in actions:
-            if self.parked[i]:
+        indices = list(indices)
+        sent = [i for i in indices if i in self._sent]
+        got = self._ops.collect(sent) if sent else {}
+        out: dict[int, Any] = {}
+        for i in indices:
+            cmd, arg = self._out.pop(i)
+            self._sent.discard(i)
+            if cmd == "reset":
+                out[i] = self.reset(i, arg)
+            elif i in got:
+                out[i] = got[i]
+                if isinstance(out[i], RobotFailure) and self.on_failure is not None:
+                    self.on_failure(i, out[i])
+            else:
                 out[i] = RobotFailure(i, f"robot unavailable: {self.park_reason[i]}")
-            elif isinstance(out.get(i), RobotFailure) and self.on_failure is not None:
-                self.on_failure(i, out[i])
         return out
 
     def close(self) -> None:

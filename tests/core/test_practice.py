@@ -277,7 +277,7 @@ def test_practice_stops_when_success_falls_below_the_start_beyond_noise(stage1, 
 
     calls = []
 
-    def scripted(policy, fleet, n, interrupt=None, on_step=None):  # the start succeeds on 16 of 20 seeds, later 2 of 20
+    def scripted(policy, fleet, n, interrupt=None, on_step=None, groups=None):  # the start succeeds on 16 of 20 seeds, later 2 of 20
         k = 16 if not calls else 2
         calls.append(k)
         outcomes = [1] * k + [0] * (20 - k)
@@ -307,7 +307,7 @@ def test_one_drop_or_a_change_within_noise_does_not_stop_practice(stage1, tmp_pa
 
     script = iter([16, 2, 15, 2, 14, 15, 16])  # start, drop, recovery, drop, within noise...
 
-    def scripted(policy, fleet, n, interrupt=None, on_step=None):
+    def scripted(policy, fleet, n, interrupt=None, on_step=None, groups=None):
         k = next(script)
         return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
                 "outcomes": [1] * k + [0] * (20 - k)}

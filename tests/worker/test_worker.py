@@ -402,7 +402,7 @@ def test_a_practice_job_stopped_by_a_drop_says_why_and_records_the_paired_gains(
 
     calls = []
 
-    def scripted(policy, fleet, n, interrupt=None, on_step=None):  # start 16 of 20 seeds, then 2 of 20
+    def scripted(policy, fleet, n, interrupt=None, on_step=None, groups=None):  # start 16 of 20 seeds, then 2 of 20
         k = 16 if not calls else 2
         calls.append(k)
         return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,

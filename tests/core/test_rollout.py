@@ -1,0 +1,163 @@
+"""The rollout loop: lock-step and pipelined (robot groups), on real simulator processes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.fleet import LocalFleet, ProcessFleet, RobotFailure, SplitPhase
+from core.policy import DojoPolicy
+from core.rollout import (END_ABORTED, END_STOPPED, DetectorSpec, rollout_batch, rollout_groups,
+                          run_episodes)
+from sim_backends.registry import make_env
+from tests.core.helpers import tiny_config
+
+ENV = {"family": "block2block", "image_size": 32, "max_steps": 12, "terminate_on_success": False}
+
+
+@pytest.fixture(scope="module")
+def models():
+    torch.manual_seed(0)
+    policy = DojoPolicy(tiny_config())
+    torch.manual_seed(1)
+    reward = DojoPolicy(tiny_config())
+    return policy, reward
+
+
+@pytest.fixture(scope="module")
+def fleet():
+    f = ProcessFleet("tabletop", ENV, 4)
+    yield f
+    f.close()
+
+
+def _roll(policy, reward, fleet, seeds, groups, **kw):
+    return run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
+                        stop_on_ground_truth=False, detector=DetectorSpec(4.0, 2),
+                        generator=torch.Generator().manual_seed(3), groups=groups, **kw)
+
+
+def _key(recs):
+    return [(r.seed, r.end_reason, r.length, np.round(r.d, 5).tolist(), np.round(np.array(r.actions), 6).tolist())
+            for r in recs]
+
+
+def test_pipelined_rollouts_do_not_depend_on_timing(models, fleet):
+    """Groups of simulator processes stepping while the learner works give exactly the episodes
+    of the same groups run one command at a time in this process (no overlap, no timing)."""
+    policy, reward = models
+    seeds = list(range(100, 110))
+    piped = _roll(policy, reward, fleet, seeds, 2)
+    local = LocalFleet(lambda: make_env("tabletop", ENV), 4)
+    try:
+        assert not SplitPhase(local).native and SplitPhase(fleet).native
+        serial = _roll(policy, reward, local, seeds, 2)
+    finally:
+        local.close()
+    assert [r.seed for r in piped] == seeds
+    assert _key(piped) == _key(serial)
+    assert _key(_roll(policy, reward, fleet, seeds, 2)) == _key(piped)  # and again: same run
+    assert sum(r.length for r in piped) > len(seeds)  # episodes ran
+
+
+def test_one_group_is_the_lock_step_loop_and_groups_change_only_the_sampling(models, fleet):
+    policy, reward = models
+    seeds = list(range(200, 206))
+    lock = _roll(policy, reward, fleet, seeds, 1)
+    piped = _roll(policy, reward, fleet, seeds, 2)
+    assert [r.seed for r in lock] == [r.seed for r in piped] == seeds
+    # Greedy actions do not depend on how the batch is split: the same episodes either way.
+    g1 = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, reward_model=reward, groups=1)
+    g2 = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, reward_model=reward, groups=2)
+    assert [(r.seed, r.length, r.end_reason) for r in g1] == [(r.seed, r.length, r.end_reason) for r in g2]
+    for a, b in zip(g1, g2):
+        np.testing.assert_allclose(a.d, b.d, atol=1e-4)
+
+
+def test_a_stop_raised_mid_rollout_leaves_no_reply_behind_for_the_next_rollout(models, fleet):
+    """A worker's stop raises out of ``control`` while the other group's steps are out; the
+    next rollout on the same fleet must not read those stale replies."""
+    policy, reward = models
+    calls = {"n": 0}
+
+    def control(_robot, _rec):
+        calls["n"] += 1
+        if calls["n"] == 7:
+            raise KeyboardInterrupt("stop")
+
+    with pytest.raises(KeyboardInterrupt):
+        _roll(policy, reward, fleet, list(range(300, 308)), 2, control=control)
+    seeds = list(range(400, 406))
+    after = _roll(policy, reward, fleet, seeds, 2)
+    fresh = ProcessFleet("tabletop", ENV, 4)
+    try:
+        assert _key(after) == _key(_roll(policy, reward, fresh, seeds, 2))
+    finally:
+        fresh.close()
+
+
+def test_a_robot_that_fails_mid_episode_is_aborted_and_the_rest_go_on(models):
+    """A simulator process killed while its step is out: that episode is aborted, the other
+    robots finish theirs (the dead robot's later resets fail: the worker's fleet parks it)."""
+    policy, reward = models
+    f = ProcessFleet("tabletop", ENV, 4)
+    try:
+        def control(robot, rec):
+            if robot == 1 and rec.length == 3:
+                f.procs[1].kill()
+                f.procs[1].join(5)
+            return None
+
+        recs = _roll(policy, reward, f, list(range(500, 508)), 2, control=control)
+    finally:
+        f.close()
+    aborted = [r for r in recs if r.end_reason == END_ABORTED]
+    assert aborted and all("died" in r.error for r in aborted)
+    assert [r.length for r in aborted if r.length] == [3]  # the episode under way when it died
+    assert len(recs) == 8 and sum(r.end_reason != END_ABORTED for r in recs) >= 3  # the others finished
+
+
+def test_a_stop_verdict_ends_only_that_robots_episode_in_a_pipelined_rollout(models, fleet):
+    policy, reward = models
+
+    def control(robot, rec):
+        return END_STOPPED if robot == 3 and rec.length == 2 else None
+
+    recs = _roll(policy, reward, fleet, list(range(600, 606)), 2, control=control)
+    stopped = [r for r in recs if r.end_reason == END_STOPPED]
+    assert stopped and all(r.length == 2 for r in stopped)
+    assert any(r.end_reason != END_STOPPED and r.length > 2 for r in recs)
+
+
+def test_how_many_groups(monkeypatch, fleet):
+    local = LocalFleet(lambda: make_env("tabletop", ENV), 4)
+    try:
+        monkeypatch.delenv("DOJO_ROLLOUT_GROUPS", raising=False)
+        assert rollout_groups(fleet) == 2 and rollout_batch(fleet) == 2  # 4 processes: pipelined
+        assert rollout_groups(local) == 1 and rollout_batch(local) == 4  # in-process: nothing to overlap
+        assert rollout_groups(fleet, 3) == 3 and rollout_batch(fleet, 3) == 2
+        assert rollout_groups(fleet, 9) == 4  # never more groups than robots
+        monkeypatch.setenv("DOJO_ROLLOUT_GROUPS", "1")
+        assert rollout_groups(fleet) == 1 and rollout_groups(fleet, 2) == 2  # the argument wins
+        monkeypatch.setenv("DOJO_ROLLOUT_GROUPS", "two")
+        with pytest.raises(ValueError, match="DOJO_ROLLOUT_GROUPS='two'.*whole number"):
+            rollout_groups(fleet)
+    finally:
+        local.close()
+
+
+def test_split_phase_runs_a_plain_fleets_commands_at_collect(fleet):
+    local = LocalFleet(lambda: make_env("tabletop", ENV), 2)
+    try:
+        ops = SplitPhase(local)
+        ops.submit({0: ("reset", 5), 1: ("reset", 5)})
+        got = ops.collect([1, 0])
+        assert list(got) == [1, 0] and np.array_equal(got[0][0]["image"], got[1][0]["image"])
+        ops.submit({0: ("step", np.zeros(2, np.float32)), 1: ("step", np.zeros(3, np.float32))})
+        res = ops.collect([0, 1])
+        assert not isinstance(res[0], RobotFailure) and isinstance(res[1], RobotFailure)
+        ops.submit({0: ("step", np.zeros(2, np.float32))})
+        ops.discard([0])  # forgotten, never run
+        assert ops.collect([]) == {}
+    finally:
+        local.close()
