@@ -170,8 +170,8 @@ class PracticeConfig:
     rollout_groups: int = 0
     """Robot groups in the rollout loop: while one group's simulators step, the next group's
     observations go through the models (``core.rollout``). 1 = lock-step; 0 = automatic
-    (2 for a process fleet of >= 4 robots; ``DOJO_ROLLOUT_GROUPS`` overrides). Same seeds
-    and the same setting give the same run."""
+    (2 for a process fleet of >= 4 robots; ``DOJO_ROLLOUT_GROUPS`` overrides). A speed
+    setting: every value gives the lock-step episodes (``core.rollout``)."""
     compile: bool = True
     """``torch.compile`` the policy's and the reward model's rollout forward passes (padded
     to the fleet size): ~1.5x faster inference at batch 8 on 2 CPU cores, after a one-off

@@ -2,10 +2,12 @@
 
 One process steps ``n_envs`` environments and calls the model once per control step for
 all of them (lock-step), or, split into ``groups``, once per group: while one group's
-simulators step, the next group's observations go through the model (a pipeline; the
-same seeds and the same number of groups give the same episodes). It records, per episode, d(o, g) at every frame
-(from the policy's own steps-to-go head or from a separate frozen reward model),
-ground truth, and why the episode ended. Used by evaluation (Stage 1) and by
+simulators step, the next group's observations go through the model (a pipeline). Groups
+take their turns in robot order and draw from the one sampling stream in that order, so
+any number of groups gives the lock-step episodes (up to float rounding between batch
+sizes): a speed setting only. It records, per episode, d(o, g) at every frame (from the
+policy's own steps-to-go head or from a separate frozen reward model), ground truth, and
+why the episode ended. Used by evaluation (Stage 1) and by
 practice (Stage 2, where the detector ends episodes).
 """
 from __future__ import annotations

@@ -60,18 +60,20 @@ def test_pipelined_rollouts_do_not_depend_on_timing(models, fleet):
     assert sum(r.length for r in piped) > len(seeds)  # episodes ran
 
 
-def test_one_group_is_the_lock_step_loop_and_groups_change_only_the_sampling(models, fleet):
+def test_groups_change_the_timing_not_the_episodes(models, fleet):
+    """Groups take their turns in robot order and draw actions from the one sampling stream in
+    that order, so a pipelined rollout gives the lock-step rollout's episodes: pipelining is a
+    speed setting, not a change of the practice run (the quick tabletop bench reproduced the
+    lock-step result to the last episode)."""
     policy, reward = models
-    seeds = list(range(200, 206))
+    seeds = list(range(200, 210))
     lock = _roll(policy, reward, fleet, seeds, 1)
-    piped = _roll(policy, reward, fleet, seeds, 2)
-    assert [r.seed for r in lock] == [r.seed for r in piped] == seeds
-    # Greedy actions do not depend on how the batch is split: the same episodes either way.
-    g1 = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, reward_model=reward, groups=1)
-    g2 = run_episodes(policy, None, seeds, fleet=fleet, greedy=True, reward_model=reward, groups=2)
-    assert [(r.seed, r.length, r.end_reason) for r in g1] == [(r.seed, r.length, r.end_reason) for r in g2]
-    for a, b in zip(g1, g2):
-        np.testing.assert_allclose(a.d, b.d, atol=1e-4)
+    for groups in (2, 3, 4):
+        piped = _roll(policy, reward, fleet, seeds, groups)
+        assert [(r.seed, r.end_reason, r.length) for r in piped] == [(r.seed, r.end_reason, r.length) for r in lock]
+        for a, b in zip(lock, piped):
+            np.testing.assert_array_equal(np.array(a.actions), np.array(b.actions))
+            np.testing.assert_allclose(a.d, b.d, atol=1e-4)  # batch sizes differ: float rounding only
 
 
 def test_a_stop_raised_mid_rollout_leaves_no_reply_behind_for_the_next_rollout(models, fleet):
