@@ -16,7 +16,8 @@ Measured in one run, on the same cores:
   on the same episodes; the OpenMP threads of a 2-thread learner spin on cores the
   simulators need; 1 group is lock-step, 2 or more pipeline inference for one group with
   the other groups' simulator steps). ``pipeline_speedup``: the best pipelined setting
-  against lock-step, measured in this run.
+  against lock-step, measured in this run (``--rounds N``: each setting N times,
+  interleaved, medians).
 - ``latency_*``: one control step of policy + reward model + detector test, at batch 1
   and at batch K, p50/p99 over 300 calls, with the ``torch.compile``d forward that practice
   uses (``latency_eager_*``: the same without compiling; ``--no-compile``: eager only).
@@ -115,6 +116,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--groups", default="1,2",
                     help="robot groups in the rollout loop, comma-separated settings timed in turn (1 = lock-step; "
                          "practice's default is 2 for a process fleet of >= 4 robots)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="time every (threads, groups) setting this many times, interleaved, and keep each "
+                         "setting's median (this VM's speed drifts by 10-20 %% within minutes)")
     ap.add_argument("--device", default="auto", help="where the policy and reward model run: auto (CUDA when "
                     "available), cpu or cuda")
     ap.add_argument("--compile-mode", default=None,
@@ -170,9 +174,9 @@ def main(argv=None) -> dict:
 
     compiled = not args.no_compile and compile_enabled()
     fleet = ProcessFleet(backend, env_config, k)
-    by_setting: dict[tuple[int, int], float] = {}
+    runs: dict[tuple[int, int], list[float]] = {}
     try:
-        for groups in group_counts:
+        for _round, groups in ((r, g) for r in range(max(1, args.rounds)) for g in group_counts):
             if compiled:
                 t_c = time.perf_counter()
                 for model in (policy, reward):
@@ -192,11 +196,12 @@ def main(argv=None) -> dict:
                                     detector=DetectorSpec(s, 2), generator=gen, groups=groups)
                 secs = time.perf_counter() - t0
                 steps = sum(r.length for r in recs)
-                by_setting[(threads, groups)] = steps / secs
+                runs.setdefault((threads, groups), []).append(steps / secs)
                 print(f"practice rollouts, {threads} torch thread(s), {groups} group(s): {len(recs)} episodes, "
-                      f"{steps} steps in {secs:.1f} s: {by_setting[(threads, groups)]:.0f} steps/s", flush=True)
+                      f"{steps} steps in {secs:.1f} s: {steps / secs:.0f} steps/s", flush=True)
     finally:
         fleet.close()
+    by_setting = {key: float(np.median(v)) for key, v in runs.items()}
     best_threads, best_groups = max(by_setting, key=by_setting.get)
     practice = by_setting[(best_threads, best_groups)]
     by_threads = {t: max(v for (tt, _g), v in by_setting.items() if tt == t) for t in thread_counts}
@@ -248,6 +253,8 @@ def main(argv=None) -> dict:
         "fleet": k, "bare_steps_per_s": bare, "practice_steps_per_s": practice, "ratio": practice / bare,
         "threads": best_threads, "practice_steps_per_s_by_threads": by_threads,
         "groups": best_groups, "practice_steps_per_s_by_groups": by_groups, "pipeline_speedup": speedup,
+        "rounds": max(1, args.rounds), "practice_steps_per_s_runs": {f"threads{t}_groups{g}": v
+                                                                       for (t, g), v in runs.items()},
         "practice_with_updates_steps_per_s": with_updates,
         "practice_iteration_seconds": None if args.skip_updates else split,
         "latency_p50_ms": lat1["p50"], "latency_p99_ms": lat1["p99"],
