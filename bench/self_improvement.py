@@ -220,6 +220,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--fleet", type=int,
                     help="robots (simulator processes) in practice (full 8, quick 16; the new-object arm 8)")
     ap.add_argument("--lr", type=float, help="practice learning rate (full 3e-5, quick 5e-5)")
+    ap.add_argument("--discard-running", action="store_true",
+                    help="practice drops the episodes under way when an iteration's buffer is full instead of "
+                         "letting them finish (PracticeConfig.finish_running_episodes False; run dirs end in -discard)")
     ap.add_argument("--bc-fractions", help="BC arms as fractions of the pool, e.g. 0.1,0.2,0.8 (full: all three; "
                                            "quick: 0.1); 0.1 is always trained, practice starts from it")
     ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
@@ -298,7 +301,8 @@ def main(argv=None) -> dict:
             if frac == 0.1:
                 si = run_practice(PracticeConfig(
                     policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
-                    out=str(root / f"si-10{kq}-s{seed}"), max_episodes=plan["practice_episodes"],
+                    out=str(root / f"si-10{kq}{'-discard' if args.discard_running else ''}-s{seed}"),
+                    max_episodes=plan["practice_episodes"], finish_running_episodes=not args.discard_running,
                     eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
                     plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
                     check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
@@ -343,6 +347,7 @@ def main(argv=None) -> dict:
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
         "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "practice_lr": plan["lr"], "fleet": plan["fleet"], "keypoint_query": args.keypoint_query,
+        "finish_running_episodes": not args.discard_running,
         "bc_fractions": list(fractions)})
     (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)

@@ -167,6 +167,12 @@ class PracticeConfig:
     while its reward says otherwise, i.e. it is gaming the detector. 0 = never."""
     seed: int = 0
     device: str = "auto"
+    finish_running_episodes: bool = True
+    """When an iteration's buffer is full, let the episodes under way run to their end (their
+    tuples join the buffer, from which ``tuples_per_iteration`` are drawn), or (False) discard
+    them at once: the iteration then ends as its buffer fills instead of waiting, robots
+    idle, for the longest episode, and fewer of its episodes are thrown away by the draw
+    (measured in the README). Not in the paper, which does not say."""
     rollout_groups: int = 0
     """Robot groups in the rollout loop: while one group's simulators step, the next group's
     observations go through the models (``core.rollout``). 1 = lock-step; 0 = automatic
@@ -521,6 +527,7 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  on_phase: Callable[[str], None] | None = None,
                  interrupt: Callable[[], None] | None = None,
                  on_eval_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
+                 on_discard: Callable[[int, EpisodeRecord], None] | None = None,
                  ) -> dict[str, Any]:
     """Self-improvement; returns a summary. ``callback(row)`` after every iteration
     (returning False stops). A given ``fleet`` is used and left open (the worker's).
@@ -531,7 +538,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     threshold s practice will use) before the first iteration; ``on_phase("evaluating")``
     before each greedy evaluation on the selection seeds (the fleet runs those episodes, no
     practice telemetry flows; ``on_eval_step`` sees their frames, like ``on_step``) and
-    ``on_phase("practising")`` after it. ``interrupt()`` is
+    ``on_phase("practising")`` after it. ``on_discard(robot, record)``: an episode under way
+    when the buffer filled was dropped (``finish_running_episodes`` False). ``interrupt()`` is
     called before every step of the rollouts outside practice (the refinement's, the
     detector check's, the evaluations') and may raise to abandon them: a worker asked to
     stop does not wait for a 100-episode evaluation to end (the iteration is redone on resume).
@@ -701,7 +709,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                          stop_on_ground_truth=cfg.ground_truth_reward,
                          detector=None if cfg.ground_truth_reward else spec,
                          keep_frames=True, generator=gen, on_episode=on_episode, control=control,
-                         on_step=on_step, groups=cfg.groups(fleet))
+                         on_step=on_step, groups=cfg.groups(fleet),
+                         discard_on_stop=not cfg.finish_running_episodes, on_discard=on_discard)
             if outcome_override is not None:  # verdicts given after an episode ended, before this update
                 for k, (rec, start, verdict, d_last) in enumerate(spans):
                     now = outcome_override(rec)

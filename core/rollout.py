@@ -31,6 +31,7 @@ END_OFF_TABLE = "off_table"
 END_PHYSICS_ERROR = "physics_error"
 END_STOPPED = "stopped"  # a supervisor stopped the robot
 END_ABORTED = "aborted"  # the robot failed or disconnected mid-episode
+END_DISCARDED = "discarded"  # under way when the rollout stopped (``discard_on_stop``); not returned
 HOLD = "hold"  # control verdict (not an end reason): a paused robot; this frame is dropped, no step
 
 
@@ -112,7 +113,8 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                  fleet: Fleet | None = None,
                  control: Callable[[int, EpisodeRecord], str | None] | None = None,
                  on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
-                 groups: int | None = None,
+                 groups: int | None = None, discard_on_stop: bool = False,
+                 on_discard: Callable[[int, EpisodeRecord], None] | None = None,
                  ) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
@@ -123,6 +125,11 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
     END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override), or HOLD to skip
     this robot for one loop (paused: the frame is not recorded and no action is sent).
     ``groups``: see ``rollout_groups`` (1 = every robot in lock-step).
+
+    When ``on_episode`` stops the rollout, the episodes under way run to their end and are
+    returned too (default), or, with ``discard_on_stop``, are dropped at the end of that
+    round of the fleet (``on_discard(robot, record)`` is told, ``end_reason`` END_DISCARDED):
+    the rollout then ends without the robots idling while the last episodes finish.
     """
     policy.eval()
     if reward_model is not None:
@@ -261,10 +268,18 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
         while any(s.rec is not None or s.pending is not None for s in slots):
             for group in group_slots:
                 run_group(group)
+            if stop and discard_on_stop:  # checked once per round: the same for any group count
+                for s in slots:
+                    if s.rec is not None:
+                        s.rec.end_reason = END_DISCARDED
+                        if on_discard is not None:
+                            on_discard(s.index, s.rec)
+                        s.rec = None
+                break
     finally:
         out = [s.index for s in slots if s.pending is not None]
-        if out:  # left by an exception (a stop raised by ``control``): read the replies, so the
-            ops.discard(out)  # next rollout on this fleet does not get them
+        if out:  # left by an exception (a stop raised by ``control``) or a discarding stop: read
+            ops.discard(out)  # the replies, so the next rollout on this fleet does not get them
         if own:
             fleet.close()
     return sorted(done.values(), key=lambda r: order[r.seed])

@@ -634,6 +634,16 @@ class PracticeRunner:
         with self.db.read() as s:
             return repo.episode_override(s, entry[1])
 
+    def on_discard(self, i: int, rec: Any) -> None:
+        """An episode under way when the iteration's buffer filled was dropped by the learner
+        (``finish_running_episodes`` False): its stored row ends as aborted, saying why."""
+        st = self.slots[i]
+        if st.rec is rec and st.episode_id is not None:
+            with self.db.write() as s:
+                repo.abort_episode(s, st.episode_id, "discarded: the iteration's buffer was full")
+        self._ep_of.pop(id(rec), None)
+        st.started, st.episode_id = False, None
+
     def on_episode_end(self, rec: Any, returns: np.ndarray, iteration: int) -> None:
         i = next((k for k, s in enumerate(self.slots) if s.rec is rec), None)
         st = self.slots[i] if i is not None else _Slot(rec=rec)
@@ -1134,7 +1144,8 @@ class Worker:
                                    on_episode_end=runner.on_episode_end, control=runner.control,
                                    on_step=runner.on_step, outcome_override=runner.outcome_override,
                                    on_detector=runner.on_detector, on_phase=runner.on_phase,
-                                   interrupt=runner.interrupt, on_eval_step=runner.on_eval_step)
+                                   interrupt=runner.interrupt, on_eval_step=runner.on_eval_step,
+                                   on_discard=runner.on_discard)
             runner.sync_checkpoints()
             if self.should_stop(ctx):
                 reason = "worker stopping" if self.stopping.is_set() else "job cancelled"

@@ -163,3 +163,48 @@ def test_split_phase_runs_a_plain_fleets_commands_at_collect(fleet):
         assert ops.collect([]) == {}
     finally:
         local.close()
+
+
+def test_a_discarding_stop_drops_the_episodes_under_way_and_leaves_nothing_behind(models, fleet):
+    """``discard_on_stop``: once ``on_episode`` says stop, the episodes under way are dropped at
+    the end of that round (each reported once) instead of running on; the same for any group
+    count; the next rollout on the fleet is a fresh one."""
+    policy, reward = models
+    seeds = list(range(700, 720))
+
+    def run(groups, discard):
+        ended, dropped = [], []
+
+        def on_episode(rec):
+            ended.append(rec.seed)
+            return len(ended) < 3
+
+        def control(robot, rec):  # robot 0's first episode is stopped early: the robots fall out of step
+            return END_STOPPED if rec.seed == seeds[0] and rec.length == 3 else None
+
+        recs = _roll(policy, reward, fleet, seeds, groups, on_episode=on_episode, discard_on_stop=discard,
+                     control=control,
+                     on_discard=lambda i, rec: dropped.append((i, rec.seed, rec.end_reason, rec.length)))
+        return recs, dropped
+
+    kept, dropped = run(1, True)
+    assert len(kept) >= 3 and dropped and all(reason == "discarded" for _, _, reason, _ in dropped)
+    assert {seed for _, seed, _, _ in dropped}.isdisjoint(r.seed for r in kept)
+    assert all(0 < length < ENV["max_steps"] for *_, length in dropped)  # cut short, not finished
+    assert len({i for i, *_ in dropped}) == len(dropped)  # one per robot
+    finished, none = run(1, False)
+    assert not none and {seed for _, seed, _, _ in dropped} <= {r.seed for r in finished}  # the default lets
+    assert len(finished) > len(kept)  # them (and any reset already out) run to their end
+    assert [r.seed for r in finished][: len(kept)] == [r.seed for r in kept]
+    kept2, dropped2 = run(2, True)
+    assert dropped2 == dropped and [(r.seed, r.length, r.end_reason) for r in kept2] == \
+        [(r.seed, r.length, r.end_reason) for r in kept]
+    for a, b in zip(kept, kept2):
+        np.testing.assert_array_equal(np.array(a.actions), np.array(b.actions))
+        np.testing.assert_allclose(a.d, b.d, atol=1e-4)
+    after = _roll(policy, reward, fleet, [900, 901], 2)
+    fresh = ProcessFleet("tabletop", ENV, 4)
+    try:
+        assert _key(after) == _key(_roll(policy, reward, fresh, [900, 901], 2))
+    finally:
+        fresh.close()

@@ -546,3 +546,29 @@ def test_a_refine_job_retrains_the_head_on_a_sessions_judged_episodes_and_practi
         assert j.status == "done", j.error
         ran = {e.detector_threshold for e in repo.list_episodes(s, session_id=j.session_id, limit=100)}
     assert len(ran) == 1 and ran.pop() == pytest.approx(res["threshold_s"])
+
+
+def test_a_practice_job_discarding_running_episodes_marks_their_rows_aborted(tmp_path, stage1):
+    """finish_running_episodes False: the episodes under way when an iteration's buffer fills
+    are dropped by the learner; their stored rows end aborted, saying why, none stays running,
+    and the finished rows are exactly the episodes the iterations used."""
+    from core.checkpoint import read_checkpoint
+
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        job_id = repo.enqueue_job(s, "practice", practice_params(
+            stage1, max_episodes=8, fleet={"kind": "local", "size": 3}, tuples_per_iteration=20,
+            # s inside this tiny model's range of d: some episodes end early (detector), so the
+            # robots fall out of step and some are under way when the buffer fills
+            finish_running_episodes=False, eval_every=100, threshold_s=28.0)).id
+    assert Worker(db, name="w1", data_dir=tmp_path).run(exit_when_idle=True) == 1
+    with db.read() as s:
+        job = repo.get_job(s, job_id)
+        assert job.status == "done", job.error
+        eps = repo.list_episodes(s, session_id=job.session_id, limit=1000)
+    discarded = [e for e in eps if e.status == "aborted"]
+    assert discarded and all(e.abort_reason == "discarded: the iteration's buffer was full" for e in discarded)
+    assert not [e for e in eps if e.status == "running"]
+    run_dir = tmp_path / "runs" / f"practice-job{job_id}"
+    used = sum(read_checkpoint(p)["meta"]["stats"]["episodes"] for p in run_dir.glob("iter_*.pt"))
+    assert sum(e.status == "finished" for e in eps) == used
