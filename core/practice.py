@@ -702,8 +702,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                 ep_returns.append(ret)
                 return len(buffer) < cfg.tuples_per_iteration
 
-            # Ask for more seeds than needed; the rollout stops once the buffer is full and
-            # episodes still running then are discarded (on-policy, nothing carried over).
+            # Ask for more seeds than needed; the rollout starts no episode once the buffer is
+            # full, and the episodes under way then run to their end and join it (default) or
+            # are dropped (finish_running_episodes False): on-policy, nothing carried over.
             seeds = list(range(seed_next, seed_next + cfg.tuples_per_iteration))
             run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
                          stop_on_ground_truth=cfg.ground_truth_reward,
