@@ -305,9 +305,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
     p.add_argument("--in-process", dest="processes", action="store_const", const=False,
                    help="simulators in this process instead of one process per robot")
-    p.add_argument("--discard-running", dest="finish_running_episodes", action="store_const", const=False,
-                   help="when an iteration's buffer is full, drop the episodes under way instead of letting them "
-                        "finish (the iteration ends as the buffer fills; robots do not idle)")
+    p.add_argument("--finish-running", dest="finish_running_episodes", action="store_const", const=True,
+                   help="when an iteration's buffer is full, let the episodes under way run to their end and join "
+                        "it (before 2026-12-04; default: drop them, the iteration ends as the buffer fills)")
     p.add_argument("--rollout-groups", dest="rollout_groups", type=int,
                    help="robot groups in the rollout loop: one group's simulators step while the next group's "
                         "inference runs (1 = lock-step; default: 2 for a process fleet of >= 4 robots)")

@@ -167,12 +167,14 @@ class PracticeConfig:
     while its reward says otherwise, i.e. it is gaming the detector. 0 = never."""
     seed: int = 0
     device: str = "auto"
-    finish_running_episodes: bool = True
-    """When an iteration's buffer is full, let the episodes under way run to their end (their
-    tuples join the buffer, from which ``tuples_per_iteration`` are drawn), or (False) discard
-    them at once: the iteration then ends as its buffer fills instead of waiting, robots
-    idle, for the longest episode, and fewer of its episodes are thrown away by the draw
-    (measured in the README). Not in the paper, which does not say."""
+    finish_running_episodes: bool = False
+    """When an iteration's buffer is full, drop the episodes under way (default): the iteration
+    ends as its buffer fills, each update is made from ~``tuples_per_iteration`` tuples' worth
+    of episodes. True lets them run to their end (Dojo's behaviour before 2026-12-04): their
+    tuples join the buffer, from which ``tuples_per_iteration`` are drawn, so with 16 robots
+    an iteration collected ~2x the episodes it used while the fleet waited for the longest.
+    Measured on the tabletop quick plan, two training seeds: +17.5 points over BC dropping
+    them, +7.75 finishing them (README). The paper does not say."""
     rollout_groups: int = 0
     """Robot groups in the rollout loop: while one group's simulators step, the next group's
     observations go through the models (``core.rollout``). 1 = lock-step; 0 = automatic

@@ -232,9 +232,11 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
     assert dropped.is_set()
     aborted = [e for e in eps if e.status == "aborted"]
     finished = [e for e in eps if e.status == "finished"]
-    assert len(aborted) >= 1 and all("disconnected" in e.abort_reason or "robot failed" in e.abort_reason
-                                     for e in aborted)
-    assert len(finished) >= 6 and {robots[e.robot_id].name for e in finished} == {"remote-a", "remote-b"}
+    lost = [e for e in aborted if "disconnected" in e.abort_reason or "robot failed" in e.abort_reason]
+    assert lost  # the robot that went away mid-episode; the rest were under way when a buffer filled
+    assert all(e in lost or e.abort_reason == "discarded: the iteration's buffer was full" for e in aborted)
+    assert len(eps) >= 6 and len(finished) >= 3  # the budget counts the dropped episodes too
+    assert {robots[e.robot_id].name for e in finished} == {"remote-a", "remote-b"}
     assert all(robots[e.robot_id].kind == "remote" for e in finished)
     assert all(e.gt_success is not None for e in finished)  # the simulator behind the client reports it
     got = {m["robot"] for m in frames if m.get("type") == "frame" and m.get("jpeg")}
