@@ -708,12 +708,19 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             # full, and the episodes under way then run to their end and join it (default) or
             # are dropped (finish_running_episodes False): on-policy, nothing carried over.
             seeds = list(range(seed_next, seed_next + cfg.tuples_per_iteration))
+            dropped_eps: list[int] = []  # steps of each dropped episode (the fleet's work thrown away)
+
+            def discarded(robot: int, rec: EpisodeRecord) -> None:
+                dropped_eps.append(rec.length)
+                if on_discard is not None:
+                    on_discard(robot, rec)
+
             run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
                          stop_on_ground_truth=cfg.ground_truth_reward,
                          detector=None if cfg.ground_truth_reward else spec,
                          keep_frames=True, generator=gen, on_episode=on_episode, control=control,
                          on_step=on_step, groups=cfg.groups(fleet),
-                         discard_on_stop=not cfg.finish_running_episodes, on_discard=on_discard)
+                         discard_on_stop=not cfg.finish_running_episodes, on_discard=discarded)
             if outcome_override is not None:  # verdicts given after an episode ended, before this update
                 for k, (rec, start, verdict, d_last) in enumerate(spans):
                     now = outcome_override(rec)
@@ -757,7 +764,9 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                    # where the iteration's time went (the rest: refinement, evaluation, checkpoint)
                    "time_rollout_s": round(t_rollout, 3), "time_update_s": round(t_update, 3),
                    # steps of the kept episodes (those cut off when the buffer filled are not counted)
-                   "rollout_steps_per_s": round(steps / t_rollout, 1) if t_rollout > 0 else None}
+                   "rollout_steps_per_s": round(steps / t_rollout, 1) if t_rollout > 0 else None,
+                   # episodes under way when the buffer filled, dropped, and the steps they had taken
+                   "episodes_dropped": len(dropped_eps), "steps_dropped": int(sum(dropped_eps))}
             if bc_losses:
                 row["bc_loss"] = float(np.mean(bc_losses))
             if cfg.refine_every:

@@ -640,7 +640,8 @@ class PracticeRunner:
         st = self.slots[i]
         if st.rec is rec and st.episode_id is not None:
             with self.db.write() as s:
-                repo.abort_episode(s, st.episode_id, "discarded: the iteration's buffer was full")
+                repo.abort_episode(s, st.episode_id, "discarded: the iteration's buffer was full",
+                                   length=rec.length)
         self._ep_of.pop(id(rec), None)
         st.started, st.episode_id = False, None
 

@@ -227,9 +227,13 @@ def finish_episode(s: Session, *, uid: str, task_id: int, steps: Sequence[Mappin
     return FinishResult(ep, True)
 
 
-def abort_episode(s: Session, episode_id: int, reason: str) -> bool:
+def abort_episode(s: Session, episode_id: int, reason: str, length: Optional[int] = None) -> bool:
+    """End a running episode as aborted, saying why; ``length``: the steps it had taken, if known."""
+    values: dict = dict(status="aborted", abort_reason=reason, ended_at=utcnow())
+    if length is not None:
+        values["length"] = int(length)
     res = s.execute(update(Episode).where(Episode.id == episode_id, Episode.status == "running")
-                    .values(status="aborted", abort_reason=reason, ended_at=utcnow())
+                    .values(**values)
                     .execution_options(synchronize_session=False))
     return res.rowcount == 1
 

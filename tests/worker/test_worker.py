@@ -572,3 +572,7 @@ def test_a_practice_job_discarding_running_episodes_marks_their_rows_aborted(tmp
     run_dir = tmp_path / "runs" / f"practice-job{job_id}"
     used = sum(read_checkpoint(p)["meta"]["stats"]["episodes"] for p in run_dir.glob("iter_*.pt"))
     assert sum(e.status == "finished" for e in eps) == used
+    # the learner's per-iteration figures count the dropped episodes and the work they had done
+    rows = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert sum(r.get("episodes_dropped", 0) for r in rows) == len(discarded)
+    assert sum(r.get("steps_dropped", 0) for r in rows) == sum(e.length or 0 for e in discarded) > 0
