@@ -704,6 +704,9 @@ class PracticeRunner:
         if "eval_gain" in row:
             ev += (f" ({format_points(row['eval_gain'])} pts since the start on the same {row['eval_gain_seeds']} "
                    f"seeds, 95 % interval [{format_points(row['eval_gain_lo'])}, {format_points(row['eval_gain_hi'])}])")
+        if row.get("episodes_dropped"):
+            ev += (f"; {row['episodes_dropped']} episodes under way dropped when the buffer filled "
+                   f"({row['steps_dropped']} steps)")
         if "refine_labels" in row:
             ev += (f"; reward model re-refined on {row['refine_labels']} labeled practice episodes "
                    f"({row['labels_total']} labels so far)")
