@@ -60,3 +60,24 @@ def policy_latency_ms(model, backend: str, env_config: dict[str, Any], batch: in
         model.act(b)
         times.append(time.perf_counter() - t0)
     return percentiles_ms(times)
+
+
+def add_running_episode_flags(ap) -> None:
+    """The practice benches' flags for the episodes under way when an iteration's buffer fills."""
+    ap.add_argument("--finish-running", action="store_true",
+                    help="practice lets the episodes under way when an iteration's buffer fills run to their end "
+                         "(PracticeConfig.finish_running_episodes; the behaviour behind this bench's results before "
+                         "2026-12-04, in their run directories); default: drop them (run directories end in -discard)")
+    ap.add_argument("--discard-running", action="store_true",
+                    help="the default since 2026-12-04 (kept for the commands that name it)")
+    ap.add_argument("--plan-starts", action="store_true",
+                    help="practice starts an episode only while the buffer plus the running episodes' expected "
+                         "tuples fall short of an iteration's (PracticeConfig.plan_starts; run directories end in -plan)")
+
+
+def running_episode_settings(ap, args) -> tuple[dict[str, Any], str]:
+    """(PracticeConfig fields, run-directory suffix) for ``add_running_episode_flags``' flags."""
+    if args.finish_running and args.discard_running:
+        ap.error("--finish-running and --discard-running contradict each other: pick one")
+    tag = ("" if args.finish_running else "-discard") + ("-plan" if args.plan_starts else "")
+    return {"finish_running_episodes": args.finish_running, "plan_starts": args.plan_starts}, tag

@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import print_result
+from bench.common import add_running_episode_flags, print_result, running_episode_settings
 
 DEFAULT_LR = 3e-5  # practice's learning rate here (the tabletop's)
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
@@ -100,12 +100,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--calibration-beta", type=float, default=None,
                     help="practice's F-beta for calibrating s on the check rollouts (default 0.5: precision "
                          "weighs twice recall; 1 = F1, a more sensitive detector)")
-    ap.add_argument("--finish-running", action="store_true",
-                    help="practice lets the episodes under way when an iteration's buffer fills run to their end "
-                         "(PracticeConfig.finish_running_episodes; the behaviour behind this bench's results before "
-                         "2026-12-04, in their run directories); default: drop them (run directories end in -discard)")
-    ap.add_argument("--discard-running", action="store_true",
-                    help="the default since 2026-12-04 (kept for the commands that name it)")
+    add_running_episode_flags(ap)
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
@@ -116,8 +111,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default="data/bench/metaworld")
     args = ap.parse_args(argv)
-    if args.finish_running and args.discard_running:
-        ap.error("--finish-running and --discard-running contradict each other: pick one")
+    args.running, args.running_tag = running_episode_settings(ap, args)
     plan = dict(QUICK if args.quick else FULL)
     for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes", "refine_episodes",
               "refine_every", "refine_memory", "si_eval_every", "si_eval_per_task", "check_episodes"):
@@ -172,7 +166,7 @@ def main(argv=None) -> dict:
                     + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "")
                     + (f"-bc{args.bc_weight:g}" if args.bc_weight else "")
                     + (f"-beta{args.calibration_beta:g}" if args.calibration_beta is not None else "")
-                    + ("" if args.finish_running else "-discard"))
+                    + args.running_tag)
     sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                               eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
                               seed=args.seed), progress=False)
@@ -201,7 +195,7 @@ def main(argv=None) -> dict:
         refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
         refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
         ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
-        finish_running_episodes=args.finish_running,
+        **args.running,
         **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
@@ -226,7 +220,7 @@ def main(argv=None) -> dict:
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "goal_observable": args.goal_observable, "goal_markers": markers,
         "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
-        "finish_running_episodes": args.finish_running,
+        **args.running,
         "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),
     }
     for where in (run, si_dir):  # the run's latest, and this practice variant's own

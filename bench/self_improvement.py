@@ -31,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import print_result
+from bench.common import add_running_episode_flags, print_result, running_episode_settings
 
 FULL = dict(pool=3000, seeds=3, eval_episodes=300, practice_episodes=5000, epochs={0.1: 10, 0.2: 8, 0.8: 4},
             select_episodes=60, si_eval_every=5, si_eval_episodes=100, novel_practice_episodes=3000,
@@ -182,8 +182,8 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     refine_tag = f"-refine{args.novel_refine}" if args.novel_refine else ""
     si = run_practice(PracticeConfig(
         policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], backend="tabletop",
-        env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}{refine_tag}{'' if args.finish_running else '-discard'}-s0"),
-        finish_running_episodes=args.finish_running,
+        env_config=NOVEL_ENV, out=str(root / f"si-novel{tag}{refine_tag}{args.running_tag}-s0"),
+        **args.running,
         max_episodes=plan["novel_practice_episodes"], refine_episodes=args.novel_refine,
         eval_every=plan["novel_si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
         min_precision=0.0, min_recall=0.0, fleet_size=args.fleet or 8, lr=plan["novel_lr"]), progress=True)
@@ -221,12 +221,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--fleet", type=int,
                     help="robots (simulator processes) in practice (full 8, quick 16; the new-object arm 8)")
     ap.add_argument("--lr", type=float, help="practice learning rate (full 3e-5, quick 5e-5)")
-    ap.add_argument("--finish-running", action="store_true",
-                    help="practice lets the episodes under way when an iteration's buffer fills run to their end "
-                         "(PracticeConfig.finish_running_episodes; the behaviour behind this bench's results before "
-                         "2026-12-04, in their run directories); default: drop them (run directories end in -discard)")
-    ap.add_argument("--discard-running", action="store_true",
-                    help="the default since 2026-12-04 (kept for the commands that name it)")
+    add_running_episode_flags(ap)
     ap.add_argument("--bc-fractions", help="BC arms as fractions of the pool, e.g. 0.1,0.2,0.8 (full: all three; "
                                            "quick: 0.1); 0.1 is always trained, practice starts from it")
     ap.add_argument("--skip-novel", action="store_true", help="leave out the new-object (banana) arm")
@@ -250,8 +245,7 @@ def main(argv=None) -> dict:
                     help="demos per block of a block alone on the table (half named generically) in the "
                          "new-object arm's Stage 1; 0 = blocks in 4-block scenes only")
     args = ap.parse_args(argv)
-    if args.finish_running and args.discard_running:
-        ap.error("--finish-running and --discard-running contradict each other: pick one")
+    args.running, args.running_tag = running_episode_settings(ap, args)
     plan = dict(QUICK if args.quick else FULL)
     for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos",
               "lr", "novel_lr", "novel_nouns", "novel_keypoint_query", "fleet"):
@@ -307,8 +301,8 @@ def main(argv=None) -> dict:
             if frac == 0.1:
                 si = run_practice(PracticeConfig(
                     policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
-                    out=str(root / f"si-10{kq}{'' if args.finish_running else '-discard'}-s{seed}"),
-                    max_episodes=plan["practice_episodes"], finish_running_episodes=args.finish_running,
+                    out=str(root / f"si-10{kq}{args.running_tag}-s{seed}"),
+                    max_episodes=plan["practice_episodes"], **args.running,
                     eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
                     plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
                     check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
@@ -353,7 +347,7 @@ def main(argv=None) -> dict:
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
         "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "practice_lr": plan["lr"], "fleet": plan["fleet"], "keypoint_query": args.keypoint_query,
-        "finish_running_episodes": args.finish_running,
+        **args.running,
         "bc_fractions": list(fractions)})
     (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)

@@ -308,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--finish-running", dest="finish_running_episodes", action="store_const", const=True,
                    help="when an iteration's buffer is full, let the episodes under way run to their end and join "
                         "it (before 2026-12-04; default: drop them, the iteration ends as the buffer fills)")
+    p.add_argument("--plan-starts", dest="plan_starts", action="store_const", const=True,
+                   help="start an episode only while the buffer plus the running episodes' expected tuples fall "
+                        "short of an iteration's; other robots wait (with --finish-running: no surplus episodes "
+                        "and no lean towards short ones; with dropping: fewer dropped)")
     p.add_argument("--rollout-groups", dest="rollout_groups", type=int,
                    help="robot groups in the rollout loop: one group's simulators step while the next group's "
                         "inference runs (1 = lock-step; default: 2 for a process fleet of >= 4 robots)")

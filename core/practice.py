@@ -175,6 +175,14 @@ class PracticeConfig:
     an iteration collected ~2x the episodes it used while the fleet waited for the longest.
     Measured on the tabletop quick plan, two training seeds: +17.5 points over BC dropping
     them, +7.75 finishing them (README). The paper does not say."""
+    plan_starts: bool = False
+    """Start a new episode only while the buffer's tuples plus what the episodes under way
+    are expected to add (each: the last iteration's mean episode length less its steps so
+    far, at least 1) fall short of ``tuples_per_iteration``; the other robots wait. With
+    ``finish_running_episodes`` this collects about one iteration's tuples with no episode
+    chosen by its length (dropping leans towards short ones); with dropping, fewer are
+    dropped. The decision uses other episodes' progress only, never the outcome of the one
+    it starts."""
     rollout_groups: int = 0
     """Robot groups in the rollout loop: while one group's simulators step, the next group's
     observations go through the models (``core.rollout``). 1 = lock-step; 0 = automatic
@@ -709,6 +717,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
             # are dropped (finish_running_episodes False): on-policy, nothing carried over.
             seeds = list(range(seed_next, seed_next + cfg.tuples_per_iteration))
             dropped_eps: list[int] = []  # steps of each dropped episode (the fleet's work thrown away)
+            length_hat = float(state.get("length_estimate") or fleet.max_steps)
+
+            def may_start(steps: list[int]) -> bool:
+                ahead = sum(max(length_hat - k, 1.0) for k in steps)
+                return len(buffer) + ahead < cfg.tuples_per_iteration
 
             def discarded(robot: int, rec: EpisodeRecord) -> None:
                 dropped_eps.append(rec.length)
@@ -720,7 +733,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                          detector=None if cfg.ground_truth_reward else spec,
                          keep_frames=True, generator=gen, on_episode=on_episode, control=control,
                          on_step=on_step, groups=cfg.groups(fleet),
-                         discard_on_stop=not cfg.finish_running_episodes, on_discard=discarded)
+                         discard_on_stop=not cfg.finish_running_episodes, on_discard=discarded,
+                         may_start=may_start if cfg.plan_starts else None)
             if outcome_override is not None:  # verdicts given after an episode ended, before this update
                 for k, (rec, start, verdict, d_last) in enumerate(spans):
                     now = outcome_override(rec)
@@ -806,6 +820,8 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                             f"{rs['before']['d_goal_mean']:.2f} -> {rs['after']['d_goal_mean']:.2f}")
                     window = []
             state["iteration"], state["episodes"] = it, state["episodes"] + used
+            if recs:  # plan_starts' estimate of an episode's length for the next iteration
+                state["length_estimate"] = float(np.mean([r.length for r in recs]))
             if cfg.eval_every and cfg.eval_episodes and it % cfg.eval_every == 0:
                 t_eval = time.perf_counter()
                 ev = evaluate()

@@ -115,6 +115,7 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
                  on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
                  groups: int | None = None, discard_on_stop: bool = False,
                  on_discard: Callable[[int, EpisodeRecord], None] | None = None,
+                 may_start: Callable[[list[int]], bool] | None = None,
                  ) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
@@ -130,6 +131,12 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
     returned too (default), or, with ``discard_on_stop``, are dropped at the end of that
     round of the fleet (``on_discard(robot, record)`` is told, ``end_reason`` END_DISCARDED):
     the rollout then ends without the robots idling while the last episodes finish.
+
+    ``may_start(steps)``, if given, is asked before each new episode with the steps taken so
+    far by the episodes under way (0 for one resetting); False leaves the robot idle until a
+    later round, when it is asked again. It is asked once per round of the whole fleet, in
+    robot order (the same decisions for any group count), and never when nothing is under
+    way (the rollout cannot stall).
     """
     policy.eval()
     if reward_model is not None:
@@ -154,11 +161,27 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
         if on_episode is not None and on_episode(slot.rec) is False:
             stop = True
 
+    idle: list[_Slot] = []  # robots waiting for ``may_start`` (asked at the end of each round)
+
     def start(slot: _Slot, cmds: dict[int, tuple[str, Any]]) -> None:
         """The slot's next seed, if any: its reset goes out with the group's commands."""
         slot.rec = None
-        if queue and not stop:
+        if may_start is not None:
+            idle.append(slot)
+        elif queue and not stop:
             cmds[slot.index] = ("reset", int(queue.pop(0)))
+
+    def start_idle() -> None:
+        """Start the idle robots ``may_start`` allows, in robot order (end of a round)."""
+        cmds: dict[int, tuple[str, Any]] = {}
+        idle.sort(key=lambda sl: sl.index)
+        while idle and queue and not stop:
+            steps = [len(sl.rec.actions) if sl.rec is not None else 0
+                     for sl in slots if sl.rec is not None or sl.pending is not None or sl.index in cmds]
+            if steps and not may_start(steps):
+                break
+            cmds[idle.pop(0).index] = ("reset", int(queue.pop(0)))
+        submit(cmds)
 
     def reset_done(slot: _Slot, seed: int, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
         if isinstance(res, RobotFailure):
@@ -265,9 +288,12 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
         for s in slots:
             start(s, first)
         submit(first)
+        start_idle()
         while any(s.rec is not None or s.pending is not None for s in slots):
             for group in group_slots:
                 run_group(group)
+            if idle:
+                start_idle()
             if stop and discard_on_stop:  # checked once per round: the same for any group count
                 for s in slots:
                     if s.rec is not None:

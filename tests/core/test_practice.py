@@ -513,3 +513,23 @@ def test_the_demonstration_anchor_refuses_when_the_demonstrations_are_gone(stage
     with pytest.raises(PracticeRefused, match="bc_weight.*gone.*set bc_weight 0"):
         run_practice(_cfg(stage1, tmp_path / "si", policy_checkpoint=str(moved), bc_weight=1.0), progress=False)
     assert not (tmp_path / "si" / "iter_0001.pt").exists()
+
+
+def test_planned_starts_collect_about_one_iterations_tuples_and_drop_nothing(stage1, tmp_path):
+    """plan_starts with finish_running_episodes: robots start an episode only while the
+    buffer plus the running episodes' expected tuples fall short; every started episode is
+    finished and kept (none dropped), fewer surplus episodes than starting freely, and the
+    length estimate is carried to the next iteration (and across a resume)."""
+    def run(name, **kw):
+        out = tmp_path / name
+        run_practice(_cfg(stage1, out, fleet_size=4, max_episodes=24, eval_every=0, tuples_per_iteration=24,
+                          finish_running_episodes=True, **kw), progress=False)
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        return [r for r in rows if r["iteration"] > 0], json.loads((out / "state.json").read_text())
+
+    planned, state = run("plan", plan_starts=True)
+    free, _ = run("free")
+    assert all(r["episodes_dropped"] == 0 for r in planned + free)
+    assert state["length_estimate"] > 0
+    per_it = lambda rows: sum(r["episodes"] for r in rows) / len(rows)  # noqa: E731
+    assert per_it(planned) < per_it(free)  # free starts run every robot's surplus episode to its end

@@ -208,3 +208,36 @@ def test_a_discarding_stop_drops_the_episodes_under_way_and_leaves_nothing_behin
         assert _key(after) == _key(_roll(policy, reward, fresh, [900, 901], 2))
     finally:
         fresh.close()
+
+
+def test_may_start_holds_robots_back_the_same_way_for_any_group_count(models, fleet):
+    """``may_start`` is asked, once per round, before each new episode with the steps of the
+    episodes under way; a robot it refuses waits and is asked again later. The decisions do
+    not depend on the group count (same episodes), and a fleet with nothing under way always
+    starts one (no stall, even under a predicate that always says no)."""
+    policy, reward = models
+    seeds = list(range(800, 812))
+
+    def run(groups, rule):
+        asked = []
+
+        def may_start(steps):
+            asked.append(tuple(steps))
+            return rule(steps)
+
+        recs = _roll(policy, reward, fleet, seeds, groups, may_start=may_start)
+        return recs, asked
+
+    at_most_two = lambda steps: len(steps) < 2  # noqa: E731 - two robots of four at a time
+    lock, asked = run(1, at_most_two)
+    assert [r.seed for r in lock] == seeds and all(r.length > 0 for r in lock)
+    assert asked and max(len(a) for a in asked) <= 2  # never more than two under way when asked
+    for groups in (2, 4):
+        piped, asked_p = run(groups, at_most_two)
+        assert asked_p == asked
+        assert [(r.seed, r.length, r.end_reason) for r in piped] == [(r.seed, r.length, r.end_reason) for r in lock]
+    never, _ = run(2, lambda steps: False)  # one robot at a time, but every seed still runs
+    assert [r.seed for r in never] == seeds
+    free, _ = run(1, lambda steps: True)  # a predicate that always allows = no predicate
+    plain = _roll(policy, reward, fleet, seeds, 1)
+    assert [(r.seed, r.length) for r in free] == [(r.seed, r.length) for r in plain]
