@@ -4,7 +4,9 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any
+from collections import defaultdict
+from contextlib import contextmanager
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -15,6 +17,25 @@ os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 def print_result(result: dict[str, Any]) -> None:
     """The last line of every bench: ``RESULT {json}``."""
     print("RESULT " + json.dumps(result, sort_keys=True, default=float), flush=True)
+
+
+class PhaseTimer:
+    """Wall minutes per named phase of a bench run (``with timer("practice"): ...``), summed
+    over repeats, for the RESULT's profile of where a run's time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - t0
+
+    def minutes(self) -> dict[str, float]:
+        return {k: round(v / 60, 2) for k, v in self.seconds.items()}
 
 
 def env_steps_per_second(backend: str, env_config: dict[str, Any], steps: int = 1000, seed: int = 0) -> float:

@@ -9,7 +9,9 @@ Format (a ``torch.save`` dict, loadable with ``weights_only=True``):
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import io
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -25,6 +27,72 @@ VERSION = 1
 
 class CheckpointError(RuntimeError):
     """A checkpoint file is missing, corrupt or incompatible with this version of Dojo."""
+
+
+class ResumeConflict(CheckpointError):
+    """A run directory holds a run trained with other settings than the ones now given:
+    resuming would continue one run under another's settings, so it is refused."""
+
+
+def file_sha256(path) -> str | None:
+    """Content hash of a file (a checkpoint named by a run), None where it is gone."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except FileNotFoundError:
+        return None
+    return h.hexdigest()
+
+
+def setting_changes(was: dict[str, Any], now: dict[str, Any], may_change: frozenset[str] | set[str]
+                    ) -> list[str]:
+    """The settings (``was`` -> ``now``, plain JSON values) that differ, one line each,
+    other than those in ``may_change``. A key only one side has is not compared: a setting
+    added to Dojo since the run started (or one since retired) cannot have been chosen.
+    A nested object (the model's settings, an environment config) is compared key by key, a
+    key there on one side only included: ``policy.d_model: 32 -> 64``.
+    """
+    return _changes(was, now, may_change, set(was) & set(now))
+
+
+def _changes(was: dict[str, Any], now: dict[str, Any], may_change, keys) -> list[str]:
+    show = lambda v: "(absent)" if v is _ABSENT else json.dumps(v, default=str)[:120]  # noqa: E731
+    out = []
+    for key in sorted(keys):
+        if key in may_change:
+            continue
+        a, b = was.get(key, _ABSENT), now.get(key, _ABSENT)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += [f"{key}.{line}" for line in _changes(a, b, (), set(a) | set(b))]
+        elif a is _ABSENT or b is _ABSENT or \
+                json.dumps(a, sort_keys=True, default=str) != json.dumps(b, sort_keys=True, default=str):
+            out.append(f"{key}: {show(a)} -> {show(b)}")
+    return out
+
+
+_ABSENT = object()
+
+
+def check_run_settings(path: Path, section: str, now: dict[str, Any], may_change: frozenset[str] | set[str],
+                       fix: str) -> None:
+    """Compare ``now`` with the settings stored under ``section`` in ``path`` (a run's
+    run.json) by an earlier start of the same run directory; raise ResumeConflict naming
+    every changed setting and ``fix``. Nothing is written here."""
+    path = Path(path)
+    if not path.exists():
+        return
+    try:
+        was = json.loads(path.read_text())[section]
+        if not isinstance(was, dict):
+            raise TypeError(f"{section!r} is not an object")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ResumeConflict(f"{path}: cannot read the settings this run started with ({e}); {fix}") from e
+    changed = setting_changes(was, now, may_change)
+    if changed:
+        raise ResumeConflict(f"{path.parent}: cannot resume, this run started with other settings (kept in "
+                             f"{path.name}: " + "; ".join(changed) + f"). {fix}")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

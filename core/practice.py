@@ -32,7 +32,8 @@ import torch
 from core import rewards as R
 from core import steps_to_go as S
 from core.actions import action_to_bins
-from core.checkpoint import atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from core.checkpoint import (atomic_write_bytes, check_run_settings, file_sha256, load_checkpoint, read_checkpoint,
+                             save_checkpoint)
 from core.evaluate import DEFAULT_TOLERANCE, SELECT_SEED0, calibrate_on_demos
 from core.fleet import Fleet, LocalFleet, ProcessFleet
 from core.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy, compile_enabled
@@ -49,6 +50,16 @@ class PracticeRefused(RuntimeError):
     """The reward model failed its check; the message gives the figures and what would help."""
 
 
+# Settings a resumed run may change: the budget, how it is evaluated and stopped, the fleet
+# (a lab's robots come and go) and speed settings. Every other PracticeConfig field (and the
+# two checkpoints' contents) defines what the run learns, so a resume with one of them changed
+# is refused (run_practice) rather than continuing one run under another's settings.
+PRACTICE_MAY_CHANGE = frozenset({
+    "out", "policy_checkpoint", "reward_checkpoint",  # paths: compared by content (..._sha256)
+    "max_episodes", "eval_every", "eval_episodes", "plateau_evals", "stop_after_drops", "min_precision",
+    "min_recall", "fleet_size", "processes", "rollout_groups", "compile", "device", "refine_min_labels"})
+
+
 @dataclass(frozen=True)
 class PracticeConfig:
     policy_checkpoint: str
@@ -56,7 +67,9 @@ class PracticeConfig:
     reward_checkpoint: str
     """The frozen reward model / success detector (a Stage-1 'best_stg.pt')."""
     out: str
-    """Run directory: iter_XXXX.pt, best.pt, metrics.jsonl, state.json, detector_check.json."""
+    """Run directory: iter_XXXX.pt, best.pt, metrics.jsonl, state.json, detector_check.json,
+    run.json (the settings it started with; a resume that changes one that defines the run
+    is refused, see PRACTICE_MAY_CHANGE)."""
     backend: str | None = None
     """Defaults to the reward checkpoint's backend and env config."""
     env_config: dict[str, Any] | None = None
@@ -526,6 +539,17 @@ def _episode_stats(recs: list[EpisodeRecord], ep_returns: list[float]) -> dict[s
             "ground_truth_success": float(np.mean([r.success for r in recs])) if recs else 0.0}
 
 
+def practice_settings(cfg: PracticeConfig) -> dict[str, Any]:
+    """The run's settings as stored in its run.json: every field, and the starting and reward
+    checkpoints' content hashes (a checkpoint gone since the run started is not compared)."""
+    rec = dataclasses.asdict(cfg)
+    for key in ("policy_checkpoint", "reward_checkpoint"):
+        sha = file_sha256(rec[key])
+        if sha is not None:
+            rec[f"{key}_sha256"] = sha
+    return rec
+
+
 def run_practice(cfg: PracticeConfig, *, progress: bool = True,
                  callback: Callable[[dict[str, Any]], bool | None] | None = None,
                  fleet: Fleet | None = None,
@@ -560,6 +584,11 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
     the episode is still in the buffer is used too."""
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    record = practice_settings(cfg)
+    check_run_settings(out / "run.json", "practice", record, PRACTICE_MAY_CHANGE,
+                       "Resume with the settings it started with, or give another run directory (--out) to "
+                       "start a new run.")
+    atomic_write_bytes(out / "run.json", json.dumps({"practice": record}, indent=2, default=str).encode())
     torch.manual_seed(cfg.seed)
     from core.sft import resolve_device
 
@@ -646,6 +675,10 @@ def run_practice(cfg: PracticeConfig, *, progress: bool = True,
         if check_path.exists():
             chk = json.loads(check_path.read_text())
             spec = DetectorSpec(float(chk["threshold_s"]), spec.patience)
+            passed = chk["precision"] >= cfg.min_precision and chk["recall"] >= cfg.min_recall
+            if passed != chk.get("passed"):  # judged against this start's bars (relaxed after a refusal)
+                chk["passed"] = passed
+                atomic_write_bytes(check_path, json.dumps(chk, indent=2).encode())
             if on_detector is not None:
                 on_detector(chk)
             if not chk.get("passed", True):

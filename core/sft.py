@@ -22,10 +22,20 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.checkpoint import CheckpointError, atomic_write_bytes, load_checkpoint, read_checkpoint, save_checkpoint
+from core.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, load_checkpoint, read_checkpoint,
+                             save_checkpoint)
 from core.dataset import FrameTable, episodes_fingerprint, held_out_key, load_datasets
 from core.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.policy import DojoPolicy, PolicyConfig
+
+
+# Stage-1 settings a resumed run may change: where the data lives (checked by name and
+# content apart), evaluation cadence, threads, device, and the budget: more --epochs or
+# --max-minutes train on (the cosine schedule is then stretched over the new total, so the
+# learning rate steps back up; metrics.jsonl logs it per epoch). Any other change (model,
+# learning rate, batch, seed, which episodes) is refused: the run would go on as another.
+SFT_MAY_CHANGE = frozenset({"data", "out", "eval_every", "eval_episodes", "threads", "device", "max_minutes",
+                            "epochs"})
 
 
 @dataclass(frozen=True)
@@ -152,6 +162,10 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
                 raise CheckpointError(
                     f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
                     f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
+        # The settings before the content (another seed splits the episodes otherwise: named as such).
+        check_run_settings(out / "run.json", "sft", dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
+                           SFT_MAY_CHANGE, f"Train with the settings it started with, or start over (sft --fresh, "
+                           f"or delete {out}), or choose another --out.")
         if "data_fingerprint" in was and was["data_fingerprint"] != fingerprint:
             raise CheckpointError(
                 f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "

@@ -207,7 +207,7 @@ def check_params(kind: str, params: dict[str, Any] | None) -> dict[str, Any]:
 
 def describe_error(kind: str, e: BaseException) -> str:
     """The text stored in jobs.error: what went wrong, what to do, the traceback."""
-    from core.checkpoint import CheckpointError
+    from core.checkpoint import CheckpointError, ResumeConflict
 
     try:
         from core.practice import PracticeRefused
@@ -220,6 +220,9 @@ def describe_error(kind: str, e: BaseException) -> str:
         fix = "see above: label more episodes of that session on the Review page, then re-queue"
     elif isinstance(e, PracticeRefused):
         fix = "see above: improve the Stage-1 reward model or relax the detector settings, then re-queue"
+    elif isinstance(e, ResumeConflict):
+        fix = ("the job's run directory holds a run started with other settings (listed above): enqueue the "
+               "job with those settings, or as a new job (a new run directory)")
     elif isinstance(e, (FileNotFoundError, CheckpointError)):
         fix = ("a file named in the params is missing or unreadable: check the path, or run the job that "
                "makes it first (demos -> sft -> practice/eval)")

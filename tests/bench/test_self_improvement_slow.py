@@ -24,4 +24,8 @@ def test_self_improvement_bench_reports_every_arm_and_the_paired_gain(tmp_path, 
     assert lo <= result["si_gain_vs_bc_10"] <= hi and 0.0 <= result["si_gain_vs_bc_10_p"] <= 1.0
     assert result["bc_80"] is None and result["bc_fractions"] == [0.1, 0.2] and result["practice_lr"] == 3e-5
     assert (tmp_path / "self_improvement.png").stat().st_size > 1000
+    # where the time went: every phase that ran, and practice's own split
+    assert {"demos", "stage1_bc_10", "stage1_bc_20", "practice", "test_evaluation"} <= set(result["phase_minutes"])
+    assert result["practice_split_minutes"]["rollouts"] > 0
+    assert sorted(p.name for p in tmp_path.glob("sft-*")) == ["sft-10-kptokens-e8-s0", "sft-20-kptokens-e6-s0"]
     assert json.loads((tmp_path / "result.json").read_text())["si_10"] == result["si_10"]

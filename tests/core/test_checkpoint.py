@@ -198,3 +198,37 @@ def test_unknown_config_field_is_named(good_file, tmp_path):
 def test_checkpoint_error_is_a_runtime_error():
     # the CLI turns RuntimeError into exit code 2 with a one-line message
     assert issubclass(CheckpointError, RuntimeError)
+
+
+def test_setting_changes_lists_what_differs_except_what_may_change():
+    was = {"lr": 1e-4, "seed": 0, "fleet_size": 2, "env_config": {"a": 1}, "retired": 5}
+    now = {"lr": 3e-4, "seed": 0, "fleet_size": 4, "env_config": {"a": 2}, "added": True}
+    assert C.setting_changes(was, now, {"fleet_size"}) == ["env_config.a: 1 -> 2", "lr: 0.0001 -> 0.0003"]
+    assert C.setting_changes(was, dict(was), set()) == []
+    # nested settings are named key by key
+    assert C.setting_changes({"policy": {"d_model": 32, "n": 1}}, {"policy": {"d_model": 64, "n": 1}}, set()) \
+        == ["policy.d_model: 32 -> 64"]
+    assert C.setting_changes({"env_config": {"task": "a"}}, {"env_config": {"task": "a", "goal": True}}, set()) \
+        == ["env_config.goal: (absent) -> true"]
+    # a key only one side has (added to Dojo since, or retired) is not a change
+    assert C.setting_changes({"x": 1}, {"y": 2}, set()) == []
+
+
+def test_check_run_settings_names_every_change_and_an_unreadable_record(tmp_path):
+    import json
+
+    path = tmp_path / "run.json"
+    C.check_run_settings(path, "practice", {"lr": 1.0}, set(), "fix it")  # no record yet: nothing to compare
+    path.write_text(json.dumps({"practice": {"lr": 1.0, "seed": 0}}))
+    C.check_run_settings(path, "practice", {"lr": 1.0, "seed": 0}, set(), "fix it")
+    with pytest.raises(C.ResumeConflict, match=r"run.json: lr: 1.0 -> 2.0; seed: 0 -> 1\). fix it"):
+        C.check_run_settings(path, "practice", {"lr": 2.0, "seed": 1}, set(), "fix it")
+    path.write_text("{not json")
+    with pytest.raises(C.ResumeConflict, match="cannot read the settings this run started with"):
+        C.check_run_settings(path, "practice", {"lr": 1.0}, set(), "fix it")
+    assert issubclass(C.ResumeConflict, CheckpointError)
+
+
+def test_file_sha256_of_a_missing_file_is_none(tmp_path):
+    (tmp_path / "a").write_bytes(b"x")
+    assert C.file_sha256(tmp_path / "a") == C.file_sha256(tmp_path / "a") and C.file_sha256(tmp_path / "b") is None

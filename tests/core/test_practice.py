@@ -130,6 +130,45 @@ def test_practice_refuses_a_bad_detector_with_figures_and_advice(stage1, tmp_pat
     assert not list(out.glob("iter_*.pt"))  # nothing practised
 
 
+def test_a_relaxed_bar_lets_a_refused_run_start_on_its_stored_check(stage1, tmp_path):
+    """The refusal says what would help; relaxing the bar must then work without deleting the
+    stored check (it is judged against the bars of each start)."""
+    out = tmp_path / "refused-then-relaxed"
+    with pytest.raises(PracticeRefused):
+        run_practice(_cfg(stage1, out, min_precision=1.01), progress=False)
+    res = run_practice(_cfg(stage1, out, max_episodes=1), progress=False)
+    assert res["iterations"] >= 1
+    assert json.loads((out / "detector_check.json").read_text())["passed"] is True
+
+
+def test_resuming_practice_with_other_settings_is_refused_and_touches_nothing(stage1, tmp_path):
+    import shutil
+
+    from core.checkpoint import ResumeConflict
+
+    start = tmp_path / "start.pt"
+    shutil.copyfile(stage1 / "best_policy.pt", start)
+    out = tmp_path / "si"
+    first = run_practice(_cfg(stage1, out, policy_checkpoint=str(start), max_episodes=1), progress=False)
+    kept = {n: (out / n).read_bytes() for n in ("run.json", "state.json", "metrics.jsonl")}
+    with pytest.raises(ResumeConflict) as e:  # another learning rate: another run
+        run_practice(_cfg(stage1, out, policy_checkpoint=str(start), max_episodes=3, lr=3e-4), progress=False)
+    assert "lr: 0.0001 -> 0.0003" in str(e.value) and "--out" in str(e.value)
+    assert "max_episodes" not in str(e.value)  # the budget may change
+    shutil.copyfile(stage1 / "best_stg.pt", start)  # the starting checkpoint re-written since
+    with pytest.raises(ResumeConflict, match="policy_checkpoint_sha256"):
+        run_practice(_cfg(stage1, out, policy_checkpoint=str(start), max_episodes=3), progress=False)
+    assert {n: (out / n).read_bytes() for n in kept} == kept
+    # The same content under another path, a larger budget and another fleet size: resumed.
+    moved = tmp_path / "moved.pt"
+    shutil.copyfile(stage1 / "best_policy.pt", moved)
+    start.unlink()
+    second = run_practice(_cfg(stage1, out, policy_checkpoint=str(moved), max_episodes=first["episodes"] + 2,
+                               fleet_size=1), progress=False)
+    assert second["iterations"] > first["iterations"]
+    assert json.loads((out / "run.json").read_text())["practice"]["fleet_size"] == 1
+
+
 def test_practice_calibrates_s_on_its_rollouts_weighing_precision(stage1, tmp_path):
     out = tmp_path / "calibrated"
     run_practice(_cfg(stage1, out, threshold_s=None, check_episodes=4, max_episodes=1, eval_episodes=1),

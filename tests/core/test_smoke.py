@@ -128,7 +128,21 @@ def test_resuming_sft_with_a_different_model_names_the_file_and_the_fix(run, cap
     assert main(["sft", "--data", str(data), "--out", str(out), "--epochs", "3", "--d-model", "64",
                  "--n-layers", "1", "--eval-episodes", "0", "--device", "cpu", "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "last.pt" in err and "--fresh" in err
+    assert "run.json" in err and "policy.d_model: 32 -> 64" in err and "--fresh" in err
+
+
+def test_resuming_sft_with_another_learning_rate_is_refused_and_touches_nothing(run, capsys):
+    """The same model and data but another learning rate and seed: the weights would load and
+    train on as a run neither setting describes. Refused, naming both, with the fix."""
+    data, out = run
+    before = [(out / n).read_bytes() for n in ("last.pt", "run.json", "metrics.jsonl")]
+    args = ["sft", "--data", str(data), "--out", str(out), "--d-model", "32", "--n-layers", "1",
+            "--eval-episodes", "0", "--batch-size", "32", "--device", "cpu", "--quiet", "--epochs", "3"]
+    assert main(args + ["--lr", "0.002", "--seed", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "lr: 0.001 -> 0.002; seed: 0 -> 1)" in err and "--fresh" in err and str(out) in err
+    assert "epochs" not in err and "eval_episodes" not in err  # settings a resume may change
+    assert [(out / n).read_bytes() for n in ("last.pt", "run.json", "metrics.jsonl")] == before
 
 
 def test_resuming_sft_on_other_demonstrations_names_both_and_the_fix(run, tmp_path, capsys):
