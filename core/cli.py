@@ -297,7 +297,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="starting policy (Stage-1 best_policy.pt or a practice checkpoint)")
     p.add_argument("--reward", dest="reward_checkpoint", required=True,
                    help="frozen reward model / success detector (Stage-1 best_stg.pt)")
-    p.add_argument("--out", required=True, help="run directory (resumes from its last completed iteration)")
+    p.add_argument("--out", required=True,
+                   help="run directory (resumes from its last completed iteration; the settings it started "
+                        "with, kept in its run.json, must stay the same except the budget, evaluation, "
+                        "stopping bars and fleet)")
     p.add_argument("--fleet-size", dest="fleet_size", type=int, help="robots (default: cores)")
     p.add_argument("--backend", help="practise on another backend than the reward model's")
     p.add_argument("--env-config", dest="env_config",
