@@ -104,7 +104,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--image-size", type=int, default=64)
     ap.add_argument("--goal-observable", action="store_true",
                     help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
+    ap.add_argument("--mesh-cell", type=float, default=0.01,
+                    help="render the scene's meshes coarsened to this grid (metres; MetaWorldConfig.mesh_cell): "
+                         "0.01, the default, halves a rendered step's cost on a CPU renderer for frames within "
+                         "1 grey level of the full meshes; 0 = the full meshes (runs before 2026-12-05)")
     ap.add_argument("--fleet", type=int, default=4, help="robots (simulator processes) in practice")
+    ap.add_argument("--rollout-threads", type=int, default=1,
+                    help="the learner's torch threads during rollouts (PracticeConfig.rollout_threads; 0 = "
+                         "torch's default). 1: 196 practice steps/s against 158 with 2 on 2 cores")
     ap.add_argument("--lr", type=float, default=DEFAULT_LR,
                     help="practice learning rate (another value gets its own run directory, -lr<value>)")
     ap.add_argument("--workers", type=int, default=2)
@@ -133,10 +140,12 @@ def main(argv=None) -> dict:
     root = Path(args.root)
     dirs = []
     t_demo = time.perf_counter()
+    mesh_cell = args.mesh_cell or None
     for task in tasks:
         d = root / (f"demos-{task}-{args.image_size}px{'-goal' if args.goal_observable else ''}"
-                    + (f"-marker{markers[task]:g}" if task in markers else ""))
-        env_config = {"task": task, "image_size": args.image_size}
+                    + (f"-marker{markers[task]:g}" if task in markers else "")
+                    + (f"-mesh{mesh_cell:g}" if mesh_cell else ""))
+        env_config = {"task": task, "image_size": args.image_size, "mesh_cell": mesh_cell}
         if args.goal_observable:
             env_config["goal_observable"] = True
         if task in markers:
@@ -157,6 +166,8 @@ def main(argv=None) -> dict:
         tag += "-goal"
     if markers:
         tag += "-marker" + "-".join(f"{t.replace('-v3', '')}{r:g}" for t, r in sorted(markers.items()))
+    if mesh_cell:
+        tag += f"-mesh{mesh_cell:g}"
     run = root / "runs" / tag
     si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
                     + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
@@ -194,6 +205,7 @@ def main(argv=None) -> dict:
         min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
         refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
         refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
+        rollout_threads=args.rollout_threads or None,
         ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
         **args.running,
         **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
@@ -218,7 +230,9 @@ def main(argv=None) -> dict:
         if "before" in chk else None,
         "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
-        "goal_observable": args.goal_observable, "goal_markers": markers,
+        "goal_observable": args.goal_observable, "goal_markers": markers, "mesh_cell": mesh_cell,
+        "fleet": args.fleet, "rollout_threads": args.rollout_threads,
+        "practice_minutes": si["seconds"] / 60 if "seconds" in si else None,
         "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
         **args.running,
         "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),

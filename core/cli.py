@@ -318,6 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rollout-groups", dest="rollout_groups", type=int,
                    help="robot groups in the rollout loop: one group's simulators step while the next group's "
                         "inference runs (1 = lock-step; default: 2 for a process fleet of >= 4 robots)")
+    p.add_argument("--rollout-threads", dest="rollout_threads", type=int,
+                   help="the learner's torch threads while robots roll out (updates keep torch's own); 1 leaves "
+                        "the simulators a core on a 2-core machine (Meta-World: 196 against 158 steps/s)")
     p.add_argument("--gamma", type=float, help="discount (default 0.9)")
     p.add_argument("--c", type=float, help="REINFORCE loss scale (default 0.05)")
     p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")

@@ -51,10 +51,13 @@ class MultiTaskConfig:
     """One entry per task: {"backend": name, "env_config": {...}, "name": optional}."""
     terminate_on_success: bool | None = None
     """When set, overrides every task's own terminate_on_success."""
-    max_live: int = 2
-    """Sub-environments kept open at once (least recently used closed first). A Meta-World
-    environment holds ~130 MB once reset, so a fleet of robots each holding all of MT10
-    would not fit in memory; switching tasks costs one environment build (~0.4 s)."""
+    max_live: int | None = None
+    """Sub-environments kept open at once (least recently used closed first). None: every task
+    stays open while the machine has memory to spare (``memory_is_short``: below
+    ``reserve_mb(total)`` available once another is built), else the least recently used is
+    closed first. A Meta-World environment holds ~150 MB once it has rendered (~100 of it the
+    renderer's GL context) and switching tasks costs one build (~0.3 s, about a 100-step
+    episode's simulation): with 2 open and 3 tasks drawn in turn, every episode paid it."""
 
     def __post_init__(self) -> None:
         tasks = tuple(dict(t) for t in (self.tasks or ()))
@@ -69,8 +72,9 @@ class MultiTaskConfig:
                 raise ValueError(f"MultiTaskConfig.tasks[{i}]: a multitask task cannot nest another multitask")
             if not isinstance(t.get("env_config", {}), dict):
                 raise ValueError(f"MultiTaskConfig.tasks[{i}].env_config must be a dict, got {t['env_config']!r}")
-        if not (isinstance(self.max_live, int) and self.max_live >= 1):
-            raise ValueError(f"MultiTaskConfig.max_live={self.max_live!r}; expected an int >= 1")
+        if self.max_live is not None and not (isinstance(self.max_live, int) and self.max_live >= 1):
+            raise ValueError(f"MultiTaskConfig.max_live={self.max_live!r}; expected None (memory decides) "
+                             f"or an int >= 1")
         object.__setattr__(self, "tasks", tasks)
 
     @property
@@ -80,6 +84,34 @@ class MultiTaskConfig:
 
 # (backend, env_config) -> (image_shape, proprio_dim, action_dim, max_steps), per process.
 _SHAPES: dict[str, tuple[tuple[int, ...], int, int, int]] = {}
+
+
+ENV_MB = 200  # what one more open sub-environment may take (a rendered Meta-World task: ~150 MB)
+
+
+def reserve_mb(total_mb: float) -> float:
+    """Memory to leave free when deciding to keep another task open: 15 % of the machine, at
+    least 1 GiB (the learner, the other robots and the page cache need it)."""
+    return max(1024.0, 0.15 * total_mb)
+
+
+def memory_mb() -> tuple[float, float] | None:
+    """(available, total) MiB from /proc/meminfo; None where there is none (not Linux)."""
+    try:
+        fields = dict(line.split(":", 1) for line in open("/proc/meminfo").read().splitlines() if ":" in line)
+        return (float(fields["MemAvailable"].split()[0]) / 1024, float(fields["MemTotal"].split()[0]) / 1024)
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def memory_is_short(env_mb: float = ENV_MB) -> bool:
+    """Would opening one more sub-environment leave less than the reserve free? (True where
+    memory cannot be read: then only two stay open, the old rule.)"""
+    mem = memory_mb()
+    if mem is None:
+        return True
+    available, total = mem
+    return available - env_mb < reserve_mb(total)
 
 
 def _task_key(backend: str, env_config: dict[str, Any]) -> str:
@@ -130,7 +162,9 @@ class MultiTaskEnv:
         if i in self._live:
             self._live.move_to_end(i)
             return self._live[i]
-        while len(self._live) >= self.config.max_live:
+        cap = self.config.max_live or self.n_tasks
+        while self._live and (len(self._live) >= cap
+                              or (self.config.max_live is None and len(self._live) >= 2 and memory_is_short())):
             _, old = self._live.popitem(last=False)
             old.close()
         backend, env_config = self._configs[i]

@@ -572,3 +572,21 @@ def test_planned_starts_collect_about_one_iterations_tuples_and_drop_nothing(sta
     assert state["length_estimate"] > 0
     per_it = lambda rows: sum(r["episodes"] for r in rows) / len(rows)  # noqa: E731
     assert per_it(planned) < per_it(free)  # free starts run every robot's surplus episode to its end
+
+
+def test_rollout_threads_apply_inside_the_block_only():
+    import torch
+
+    from core.practice import PRACTICE_MAY_CHANGE, torch_threads
+
+    before = torch.get_num_threads()
+    with torch_threads(1):
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError):
+        with torch_threads(1):
+            raise RuntimeError("a failed rollout")
+    assert torch.get_num_threads() == before
+    with torch_threads(None):
+        assert torch.get_num_threads() == before
+    assert "rollout_threads" in PRACTICE_MAY_CHANGE  # a speed setting: a resume may change it

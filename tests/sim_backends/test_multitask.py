@@ -68,3 +68,40 @@ def test_bad_configs_say_what_to_fix():
         make_env("multitask", {"tasks": [B2B, {"backend": "tabletop", "env_config": {"image_size": 48}}]})
     with pytest.raises(ValueError, match="bad config for backend 'multitask'"):
         make_env("multitask", {"tasks": [B2B], "colour": "red"})
+
+
+def test_every_task_stays_open_while_memory_allows_and_two_when_short(monkeypatch):
+    import sim_backends.multitask as mt
+
+    tasks = [B2B, B2L, {**B2B, "name": "again"}]
+    env = make_env("multitask", {"tasks": tasks})  # max_live None: memory decides
+    try:
+        monkeypatch.setattr(mt, "memory_is_short", lambda env_mb=mt.ENV_MB: False)
+        opened = [env.select(i) for i in range(3)]
+        for seed in range(6):  # tasks drawn in turn: nothing rebuilt once all are open
+            env.reset(seed=seed)
+            assert env._live[seed % 3] is opened[seed % 3]
+        assert len(env._live) == 3
+        monkeypatch.setattr(mt, "memory_is_short", lambda env_mb=mt.ENV_MB: True)
+        env.close()
+        for seed in range(6):
+            env.reset(seed=seed)
+            assert len(env._live) <= 2
+    finally:
+        env.close()
+
+
+def test_memory_rule_reads_the_machine():
+    import sim_backends.multitask as mt
+
+    mem = mt.memory_mb()
+    if mem is None:
+        pytest.skip("no /proc/meminfo here")
+    available, total = mem
+    assert 0 < available <= total
+    assert mt.reserve_mb(4096) == 1024 and mt.reserve_mb(64_000) == pytest.approx(9600)
+    # asking for more than the machine has is short; nothing extra is not, on a machine with room
+    assert mt.memory_is_short(env_mb=total + 1)
+    assert mt.memory_is_short(env_mb=0) == (available < mt.reserve_mb(total))
+    with pytest.raises(ValueError, match="max_live"):
+        MultiTaskConfig(tasks=(B2B,), max_live=0)
