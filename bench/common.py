@@ -6,6 +6,7 @@ import os
 import time
 from collections import defaultdict
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
@@ -36,6 +37,17 @@ class PhaseTimer:
 
     def minutes(self) -> dict[str, float]:
         return {k: round(v / 60, 2) for k, v in self.seconds.items()}
+
+
+PRACTICE_SPLIT = (("time_rollout_s", "rollouts"), ("time_update_s", "updates"),
+                  ("time_eval_s", "selection_evals"), ("time_checkpoint_s", "checkpoints"))
+
+
+def practice_split(run_dir: str | Path) -> dict[str, float]:
+    """Wall minutes of a practice run by part (rollouts, updates, selection evaluations,
+    checkpoints), summed over its metrics rows (resumed iterations included)."""
+    rows = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines() if x.strip()]
+    return {name: sum(r.get(key, 0.0) for r in rows) / 60 for key, name in PRACTICE_SPLIT}
 
 
 def env_steps_per_second(backend: str, env_config: dict[str, Any], steps: int = 1000, seed: int = 0) -> float:

@@ -36,18 +36,21 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import add_running_episode_flags, print_result, running_episode_settings
+from bench.common import PhaseTimer, add_running_episode_flags, practice_split, print_result, running_episode_settings
 
 DEFAULT_LR = 3e-5  # practice's learning rate here (the tabletop's)
 QUICK_TASKS = ("reach-v3", "drawer-close-v3", "button-press-topdown-v3")
 # Evaluating 15 seeds per task every 4 iterations (~35 practice episodes on MT10) would cost
 # more simulator time than practice itself; every 20 iterations on 10 per task it is ~1/4.
-FULL = dict(tasks="MT10", demos_per_task=50, epochs=10, eval_per_task=50, select_per_task=10,
+# The full plan is the MT10 recipe measured on 2026-11-25 (30 demos a task, 8 epochs, the goal
+# xyz observed: reach's goal is otherwise a ~1 px dot) with the 2,000 practice episodes:
+# 30 demos already put six of the ten tasks at 100 % BC, so 50 would leave practice less room.
+FULL = dict(tasks="MT10", demos_per_task=30, epochs=8, eval_per_task=50, select_per_task=10,
             practice_episodes=2000, check_episodes=100, si_eval_every=20, si_eval_per_task=10,
-            refine_episodes=200, refine_steps=400, refine_every=0, refine_memory=0)
+            refine_episodes=100, refine_steps=400, refine_every=0, refine_memory=0, goal_observable=True)
 QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_task=30, select_per_task=6,
              practice_episodes=120, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
-             refine_episodes=60, refine_steps=400, refine_every=0, refine_memory=0)
+             refine_episodes=60, refine_steps=400, refine_every=0, refine_memory=0, goal_observable=False)
 
 
 def _goal_markers(spec: str, tasks) -> dict[str, float]:
@@ -102,8 +105,9 @@ def main(argv=None) -> dict:
                          "weighs twice recall; 1 = F1, a more sensitive detector)")
     add_running_episode_flags(ap)
     ap.add_argument("--image-size", type=int, default=64)
-    ap.add_argument("--goal-observable", action="store_true",
-                    help="the goal xyz in the proprioception (Meta-World's goal-observable setting)")
+    ap.add_argument("--goal-observable", action=argparse.BooleanOptionalAction, default=None,
+                    help="the goal xyz in the proprioception (Meta-World's goal-observable setting; default: on "
+                         "in the full plan, off in --quick)")
     ap.add_argument("--mesh-cell", type=float, default=0.01,
                     help="render the scene's meshes coarsened to this grid (metres; MetaWorldConfig.mesh_cell): "
                          "0.01, the default, halves a rendered step's cost on a CPU renderer for frames within "
@@ -124,6 +128,8 @@ def main(argv=None) -> dict:
               "refine_every", "refine_memory", "si_eval_every", "si_eval_per_task", "check_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
+    args.goal_observable = plan["goal_observable"] = (plan["goal_observable"] if args.goal_observable is None
+                                                      else args.goal_observable)
 
     from core.checkpoint import load_checkpoint
     from core.demos import generate_demos
@@ -134,6 +140,7 @@ def main(argv=None) -> dict:
     from sim_backends.metaworld_backend.tasks import resolve_tasks
 
     t0 = time.perf_counter()
+    timer = PhaseTimer()
     tasks = resolve_tasks(plan["tasks"])
     markers = _goal_markers(args.goal_marker, tasks)
     nt = len(tasks)
@@ -150,9 +157,9 @@ def main(argv=None) -> dict:
             env_config["goal_observable"] = True
         if task in markers:
             env_config["goal_marker_radius"] = markers[task]
-        res = generate_demos(d, plan["demos_per_task"], backend="metaworld", env_config=env_config,
-                             workers=args.workers,
-                             progress=False)
+        with timer("demos"):
+            res = generate_demos(d, plan["demos_per_task"], backend="metaworld", env_config=env_config,
+                                 workers=args.workers, progress=False)
         print(f"demos {task}: {res['episodes']} (expert success {res['expert_success_rate']:.2f})", flush=True)
         dirs.append(str(d))
     demo_minutes = (time.perf_counter() - t_demo) / 60
@@ -178,9 +185,10 @@ def main(argv=None) -> dict:
                     + (f"-bc{args.bc_weight:g}" if args.bc_weight else "")
                     + (f"-beta{args.calibration_beta:g}" if args.calibration_beta is not None else "")
                     + args.running_tag)
-    sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
-                              eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
-                              seed=args.seed), progress=False)
+    with timer("stage1"):
+        sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
+                                  eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
+                                  seed=args.seed), progress=False)
     print(f"Stage 1: {sft['train_seconds'] / 60:.1f} min, last {json.dumps(sft['last'])[:300]}", flush=True)
     _, meta = load_checkpoint(sft["best_stg"])
     backend, env_config = meta["backend"], meta["env_config"]
@@ -189,8 +197,9 @@ def main(argv=None) -> dict:
 
     def per_task(ckpt: str) -> dict[str, dict[str, Any]]:
         model, _ = load_checkpoint(ckpt)
-        rep, recs = evaluate_policy(model, backend, env_config, plan["eval_per_task"] * nt, threshold_s=1.0,
-                                    n_envs=4)
+        with timer("test_evaluation"):
+            rep, recs = evaluate_policy(model, backend, env_config, plan["eval_per_task"] * nt, threshold_s=1.0,
+                                        n_envs=4)
         outcomes[ckpt] = [int(bool(r.success)) for r in recs]
         if not rep.per_task:  # a single task: the backend is that task's own
             return {tasks[0]: {"episodes": rep.episodes, "success": rep.success, "success_ci": rep.success_ci}}
@@ -198,17 +207,18 @@ def main(argv=None) -> dict:
 
     bc = per_task(sft["best_policy"])
     print("BC per task: " + ", ".join(f"{t} {v['success']:.2f}" for t, v in bc.items()), flush=True)
-    si = run_practice(PracticeConfig(
-        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(si_dir),
-        max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
-        eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
-        min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
-        refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
-        refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
-        rollout_threads=args.rollout_threads or None,
-        ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
-        **args.running,
-        **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
+    with timer("practice"):
+        si = run_practice(PracticeConfig(
+            policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(si_dir),
+            max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
+            eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
+            min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
+            refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
+            refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
+            rollout_threads=args.rollout_threads or None,
+            ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
+            **args.running,
+            **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
     after = per_task(si["best"])
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
@@ -232,7 +242,8 @@ def main(argv=None) -> dict:
         "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "goal_observable": args.goal_observable, "goal_markers": markers, "mesh_cell": mesh_cell,
         "fleet": args.fleet, "rollout_threads": args.rollout_threads,
-        "practice_minutes": si["seconds"] / 60 if "seconds" in si else None,
+        "phase_minutes": timer.minutes(),
+        "practice_split_minutes": {k: round(v, 2) for k, v in practice_split(si["run_dir"]).items()},
         "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
         **args.running,
         "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),

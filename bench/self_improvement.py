@@ -31,7 +31,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import PhaseTimer, add_running_episode_flags, print_result, running_episode_settings
+from bench.common import (PRACTICE_SPLIT, PhaseTimer, add_running_episode_flags, practice_split, print_result,
+                          running_episode_settings)
 
 # --quick answers one question in ~10 minutes: does practice beat its own starting
 # checkpoint (BC on 10 %) beyond noise? (Measured: yes with the token-pooled goal keypoints,
@@ -295,7 +296,7 @@ def main(argv=None) -> dict:
 
     per_seed: dict[str, list[tuple[int, int]]] = {}
     si_curves, si_eps = [], []
-    split: dict[str, float] = dict.fromkeys(("rollouts", "updates", "selection_evals", "checkpoints"), 0.0)
+    split: dict[str, float] = dict.fromkeys((name for _key, name in PRACTICE_SPLIT), 0.0)
     for seed in range(0 if args.only_novel else plan["seeds"]):
         for frac in fractions:
             n = int(frac * pool)
@@ -322,9 +323,8 @@ def main(argv=None) -> dict:
                         plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
                         check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
                 rows = [json.loads(x) for x in (Path(si["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-                for key, name in (("time_rollout_s", "rollouts"), ("time_update_s", "updates"),
-                                  ("time_eval_s", "selection_evals"), ("time_checkpoint_s", "checkpoints")):
-                    split[name] += sum(r.get(key, 0.0) for r in rows) / 60
+                for name, minutes in practice_split(si["run_dir"]).items():
+                    split[name] += minutes
                 si_curves.append([r for r in rows if "eval_success" in r])
                 si_eps.append(si["episodes"])
                 per_seed.setdefault("si_10", []).append(test_success(si["best"]))

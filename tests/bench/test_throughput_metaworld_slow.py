@@ -49,6 +49,10 @@ def test_metaworld_bench_on_one_task_reports_bc_si_and_the_detector(tmp_path, ca
     assert lo <= result["si_gain_points"] <= hi and 0.0 <= result["si_gain_p"] <= 1.0
     assert 0.0 <= result["detector_precision"] <= 1.0 and 0.0 <= result["detector_recall"] <= 1.0
     assert result["labels_used"] == 4 and 0.0 <= result["detector_unrefined"]["precision"] <= 1.0
+    assert set(result["phase_minutes"]) == {"demos", "stage1", "test_evaluation", "practice"}
+    assert result["practice_split_minutes"]["rollouts"] > 0 and result["mesh_cell"] == 0.01
+    assert result["goal_observable"] is True  # the full plan's, kept with another task list
+    assert (tmp_path / "demos-reach-v3-32px-goal-mesh0.01").is_dir()
 
     # the refinement's A/B bench on that Stage-1 run
     from bench.detector_refine import main as detector_refine
