@@ -49,7 +49,7 @@ FULL = dict(tasks="MT10", demos_per_task=30, epochs=8, eval_per_task=50, select_
             practice_episodes=2000, check_episodes=100, si_eval_every=20, si_eval_per_task=10,
             refine_episodes=100, refine_steps=400, refine_every=0, refine_memory=0, goal_observable=True)
 QUICK = dict(tasks=",".join(QUICK_TASKS), demos_per_task=25, epochs=8, eval_per_task=30, select_per_task=6,
-             practice_episodes=120, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
+             practice_episodes=300, check_episodes=30, si_eval_every=4, si_eval_per_task=8,
              refine_episodes=60, refine_steps=400, refine_every=0, refine_memory=0, goal_observable=False)
 
 
