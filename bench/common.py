@@ -71,8 +71,8 @@ def env_steps_per_second(backend: str, env_config: dict[str, Any], steps: int = 
 def policy_latency_ms(model, backend: str, env_config: dict[str, Any], batch: int = 1,
                       iters: int = 200) -> dict[str, float]:
     """Wall time of one ``act`` call (actions + d(o, g)) on real observations."""
-    from core.policy import make_obs_batch
-    from core.stats import percentiles_ms
+    from core.learning.policy import make_obs_batch
+    from core.method.stats import percentiles_ms
     from sim_backends.registry import make_env
 
     env = make_env(backend, env_config)

@@ -37,13 +37,13 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from core.checkpoint import load_checkpoint
-    from core.dataset import load_datasets
-    from core.evaluate import DEFAULT_TOLERANCE
-    from core.fleet import ProcessFleet
-    from core.practice import CHECK_SEED0, REFINE_SEED0, score_check
-    from core.refine import RefineConfig, episode_d, from_record, refine_reward
-    from core.rollout import DetectorSpec, run_episodes
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.dataset import load_datasets
+    from core.learning.evaluate import DEFAULT_TOLERANCE
+    from core.learning.fleets import ProcessFleet
+    from core.learning.practice import CHECK_SEED0, REFINE_SEED0, score_check
+    from core.learning.refine import RefineConfig, episode_d, from_record, refine_reward
+    from core.learning.rollout import DetectorSpec, run_episodes
     from sim_backends.multitask import resolve_task
 
     t0 = time.perf_counter()

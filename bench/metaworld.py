@@ -16,7 +16,7 @@ The external check of the whole method on an environment Dojo was not built arou
 4. The detector's precision and recall against Meta-World's ``info["success"]`` on
    held-out rollouts of the starting policy (practice's pre-start check).
 5. Before practice, the reward model is refined on ``--refine`` rollouts of the starting
-   policy labeled by ground truth (``core.refine``; one label per episode, the work of a
+   policy labeled by ground truth (``core.learning.refine``; one label per episode, the work of a
    reviewer, reported as ``labels_used``). ``--refine 0`` runs the paper's label-free recipe.
    The check scores the detector before and after the refinement on the same rollouts.
    ``--refine-every N`` refines it again every N practice iterations on those iterations'
@@ -131,12 +131,12 @@ def main(argv=None) -> dict:
     args.goal_observable = plan["goal_observable"] = (plan["goal_observable"] if args.goal_observable is None
                                                       else args.goal_observable)
 
-    from core.checkpoint import load_checkpoint
-    from core.demos import generate_demos
-    from core.evaluate import evaluate_policy
-    from core.practice import PracticeConfig, run_practice
-    from core.sft import SFTConfig, train_sft
-    from core.stats import paired_gain
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.demos import generate_demos
+    from core.learning.evaluate import evaluate_policy
+    from core.learning.practice import PracticeConfig, run_practice
+    from core.learning.sft import SFTConfig, train_sft
+    from core.method.stats import paired_gain
     from sim_backends.metaworld_backend.tasks import resolve_tasks
 
     t0 = time.perf_counter()

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from bench.common import print_result
 
-SCREEN_SEED0 = 2_500_000  # disjoint from demos (0..), test (1,000,000..) and practice's selection seeds
+from core.method.seeds import SCREEN_SEED0
 
 
 def parse_band(text: str) -> tuple[float, float]:
@@ -52,10 +52,10 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     lo, hi = parse_band(args.band)
 
-    from core.checkpoint import load_checkpoint
-    from core.demos import generate_demos
-    from core.evaluate import evaluate_policy
-    from core.sft import SFTConfig, train_sft
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.demos import generate_demos
+    from core.learning.evaluate import evaluate_policy
+    from core.learning.sft import SFTConfig, train_sft
     from sim_backends.metaworld_backend.tasks import resolve_tasks
 
     t0 = time.perf_counter()

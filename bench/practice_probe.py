@@ -4,7 +4,7 @@
                                    [--episodes 60] [--steps 32] [--lr 1e-4] [--eval 100]
 
 Collects practice tuples once (the starting policy sampling on a fleet, the frozen reward
-model's d(o, g), the detector ending episodes, R_t as ``core.practice`` computes it), then,
+model's d(o, g), the detector ending episodes, R_t as ``core.learning.practice`` computes it), then,
 from the same starting weights, takes ``--steps`` REINFORCE steps (AdamW, minibatches of 64,
 the image pathway frozen, as practice does) with different weights on log pi(a_t | o_t, g):
 
@@ -79,14 +79,15 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from core import rewards as R
-    from core.checkpoint import load_checkpoint
-    from core.evaluate import SELECT_SEED0
-    from core.fleet import ProcessFleet
-    from core.practice import PRACTICE_SEED0, _batch, _episode_tuples, _tuples
-    from core.rollout import DetectorSpec, run_episodes
+    from core.method import rewards as R
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.evaluate import SELECT_SEED0
+    from core.learning.fleets import ProcessFleet
+    from core.learning.practice import PRACTICE_SEED0, _batch, _episode_tuples, _tuples
+    from core.method.detector import DetectorSpec
+    from core.learning.rollout import run_episodes
 
-    from core.checkpoint import CheckpointError
+    from core.learning.checkpoint import CheckpointError
 
     t0 = time.perf_counter()
     torch.manual_seed(args.seed)

@@ -7,7 +7,7 @@ simulated practice session's stored episodes.
 Works on a copy of the database (the original is not touched). A stand-in reviewer labels the
 session's first ``--labels`` finished episodes (of those stored with their proprioception) by
 the simulator's ground truth stored beside them (so the session must be simulated), then the refine job's code
-(``core.relabel.refine_from_labels``) re-trains a copy of the session's reward model on them
+(``core.worker.refine_from_labels.refine_from_labels``) re-trains a copy of the session's reward model on them
 from the copied database. Both detectors are then scored on ``--score`` of the session's
 *other* finished episodes (never labeled, ground truth known): s for each is calibrated
 (F0.5) on the first half of those and precision/recall measured on the second half, from the
@@ -30,7 +30,7 @@ def progress_signal(model, episodes) -> dict:
     r = d_t - d_t+1 is negative, and the per-step reward's spread."""
     import numpy as np
 
-    from core.refine import episode_d
+    from core.learning.refine import episode_d
 
     ds = episode_d(model, episodes)
     corr = [np.corrcoef(d, len(d) - 1 - np.arange(len(d)))[0, 1] for d, e in zip(ds, episodes)
@@ -55,8 +55,8 @@ def main(argv=None) -> dict:
 
     from sqlalchemy import func, select
 
-    from core.checkpoint import load_checkpoint
-    from core.relabel import load_episodes, refine_from_labels, score_detector, session_detector
+    from core.learning.checkpoint import load_checkpoint
+    from core.worker.refine_from_labels import load_episodes, refine_from_labels, score_detector, session_detector
     from storage import init_db, repo
     from storage.models import Episode, PracticeSession, Step
 

@@ -107,9 +107,9 @@ def reward_signal(reward_ckpt: str, env_config: dict[str, Any], n: int = 20, see
     import numpy as np
     import torch
 
-    from core.checkpoint import load_checkpoint
-    from core.dataset import Episode, FrameTable
-    from core.evaluate import demo_steps_to_go
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.dataset import Episode, FrameTable
+    from core.learning.evaluate import demo_steps_to_go
     from sim_backends.registry import expert_episode, make_env
 
     model, _ = load_checkpoint(reward_ckpt)
@@ -150,9 +150,9 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     """A new skill by practice: Stage 1 on blocks only (both instruction families, 10 % of
     the pool each), then practice on a banana it never saw, rewarded by the same frozen
     steps-to-go model. Success on the banana before and after, on the same test seeds."""
-    from core.demos import generate_demos
-    from core.practice import PracticeConfig, run_practice
-    from core.sft import SFTConfig, train_sft
+    from core.learning.demos import generate_demos
+    from core.learning.practice import PracticeConfig, run_practice
+    from core.learning.sft import SFTConfig, train_sft
 
     from sim_backends.tabletop.instructions import CATALOG_BLOCKS
 
@@ -169,7 +169,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
         generate_demos(d, single, env_config=cfg,
                        workers=args.workers, progress=False)
         dirs.append(d)
-    from core.policy import PolicyConfig
+    from core.learning.policy import PolicyConfig
 
     tag = f"-alone{single}{'' if plan['novel_nouns'] == 'generic' else '-' + plan['novel_nouns']}" if single else ""
     tag += "-kptokens" if plan["novel_keypoint_query"] == "tokens" else ""
@@ -196,7 +196,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
         min_precision=0.0, min_recall=0.0, fleet_size=args.fleet or 8, lr=plan["novel_lr"]), progress=True)
     after = test_success(si["best"], NOVEL_ENV)
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
-    from core.stats import format_points, paired_gain, wilson_interval
+    from core.method.stats import format_points, paired_gain, wilson_interval
 
     key = json.dumps(NOVEL_ENV, sort_keys=True)
     g = paired_gain(outcomes[sft["best_policy"], key], outcomes[si["best"], key])
@@ -265,13 +265,13 @@ def main(argv=None) -> dict:
             ap.error(f"--bc-fractions {args.bc_fractions!r}: {bad} not among {FRACTIONS}")
     fractions = [f for f in plan["fractions"] if not (f == 0.8 and args.skip_bc80)]
 
-    from core.checkpoint import load_checkpoint
-    from core.demos import generate_demos
-    from core.evaluate import evaluate_policy
-    from core.practice import PracticeConfig, run_practice
-    from core.policy import PolicyConfig
-    from core.sft import SFTConfig, train_sft
-    from core.stats import format_points, paired_gain, wilson_interval
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.demos import generate_demos
+    from core.learning.evaluate import evaluate_policy
+    from core.learning.practice import PracticeConfig, run_practice
+    from core.learning.policy import PolicyConfig
+    from core.learning.sft import SFTConfig, train_sft
+    from core.method.stats import format_points, paired_gain, wilson_interval
 
     t0 = time.perf_counter()
     timer = PhaseTimer()

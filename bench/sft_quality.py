@@ -37,11 +37,11 @@ def main(argv=None) -> dict:
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
 
-    from core.checkpoint import load_checkpoint
+    from core.learning.checkpoint import load_checkpoint
     from core.cli import evaluate_checkpoint
-    from core.demos import generate_demos
-    from core.policy import PolicyConfig
-    from core.sft import SFTConfig, train_sft
+    from core.learning.demos import generate_demos
+    from core.learning.policy import PolicyConfig
+    from core.learning.sft import SFTConfig, train_sft
 
     t_all = time.perf_counter()
     root = Path(args.root)
@@ -62,9 +62,9 @@ def main(argv=None) -> dict:
     # the policy's own sampled rollouts run to the step limit, s calibrated on one half,
     # precision/recall measured on the other half, patience 2. The eval's demo-calibrated
     # figures (greedy rollouts that stop at ground truth) are reported beside as eval_*.
-    from core.fleet import LocalFleet
-    from core.practice import detector_check
-    from core.rollout import DetectorSpec
+    from core.learning.fleets import LocalFleet
+    from core.learning.practice import detector_check
+    from core.method.detector import DetectorSpec
     from sim_backends.registry import make_env
 
     reward, _ = load_checkpoint(sft["best_stg"])

@@ -4,7 +4,7 @@
     python -m bench.telemetry [--robots 8] [--seconds 10] [--rate 0] [--image-size 64]
 
 The control loop steps 8 tabletop simulators (random actions, rendering on), JPEG-encodes
-every robot's frame and publishes it through ``core.telemetry.TelemetryHub`` on a real
+every robot's frame and publishes it through ``core.worker.telemetry.TelemetryHub`` on a real
 websocket server, as the worker does (policy inference is left out: it is the same with or
 without telemetry). ``--rate 0`` runs the loop as fast as the simulators go; ``--rate HZ``
 paces it. Three phases of ``--seconds`` each:
@@ -73,7 +73,7 @@ def stalled_client(url: str):
 
 
 def control_loop(envs, hub, seconds: float, rate: float, rng) -> dict[str, Any]:
-    from core.telemetry import encode_jpeg
+    from core.worker.telemetry import encode_jpeg
 
     steps, times = 0, []
     t_end = time.perf_counter() + seconds
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap.add_argument("--image-size", type=int, default=64)
     args = ap.parse_args(argv)
 
-    from core.telemetry import TelemetryHub, WebsocketServer
+    from core.worker.telemetry import TelemetryHub, WebsocketServer
     from sim_backends.registry import make_env
 
     rng = np.random.default_rng(0)

@@ -8,7 +8,7 @@ Measured in one run, on the same cores:
   nothing else (the ceiling for this machine).
 - ``practice_steps_per_s``: what practice collects: the same K robots as a ProcessFleet,
   the policy sampling actions batched across the fleet, the frozen reward model giving
-  d(o, g) for every frame, the detector ending episodes (``core.practice``'s rollout).
+  d(o, g) for every frame, the detector ending episodes (``core.learning.practice``'s rollout).
   ``practice_with_updates_steps_per_s`` adds the REINFORCE updates (one practice
   iteration: >= 1,024 tuples collected, then 16 gradient steps; fleet start-up excluded).
 - ``ratio`` = practice / bare, with the learner's torch thread count and the rollout's
@@ -68,8 +68,8 @@ def step_latency_ms(policy, reward, backend: str, env_config: dict[str, Any], ba
     """One control step's inference: sample actions, d(o, g) from the reward model, d <= s."""
     import torch
 
-    from core.policy import make_obs_batch
-    from core.stats import percentiles_ms
+    from core.learning.policy import make_obs_batch
+    from core.method.stats import percentiles_ms
     from sim_backends.registry import make_env
 
     env = make_env(backend, env_config)
@@ -147,11 +147,12 @@ def main(argv=None) -> dict:
 
     import torch
 
-    from core.checkpoint import load_checkpoint, save_checkpoint
-    from core.fleet import ProcessFleet
-    from core.policy import DojoPolicy, PolicyConfig, compile_enabled
-    from core.rollout import DetectorSpec, rollout_batch, run_episodes
-    from core.sft import resolve_device
+    from core.learning.checkpoint import load_checkpoint, save_checkpoint
+    from core.learning.fleets import ProcessFleet
+    from core.learning.policy import DojoPolicy, PolicyConfig, compile_enabled
+    from core.method.detector import DetectorSpec
+    from core.learning.rollout import rollout_batch, run_episodes
+    from core.learning.sft import resolve_device
 
     dev = resolve_device(args.device)
 
@@ -212,7 +213,7 @@ def main(argv=None) -> dict:
 
     with_updates = None
     if not args.skip_updates:
-        from core.practice import PracticeConfig, run_practice
+        from core.learning.practice import PracticeConfig, run_practice
 
         with tempfile.TemporaryDirectory() as tmp:
             pol_path = args.policy or os.path.join(tmp, "policy.pt")

@@ -52,7 +52,7 @@ def _env_config(args) -> dict[str, Any]:
 
 
 def _policy_config(args, **extra):
-    from core.policy import PolicyConfig
+    from core.learning.policy import PolicyConfig
 
     fields = {f.name for f in dataclasses.fields(PolicyConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -61,14 +61,14 @@ def _policy_config(args, **extra):
 
 
 def cmd_demos(args) -> dict[str, Any]:
-    from core.demos import generate_demos
+    from core.learning.demos import generate_demos
 
     return generate_demos(args.out, args.n, backend=args.backend, env_config=_env_config(args),
                           seed0=args.seed0, workers=args.workers, progress=not args.quiet)
 
 
 def cmd_sft(args) -> dict[str, Any]:
-    from core.sft import SFTConfig, train_sft
+    from core.learning.sft import SFTConfig, train_sft
 
     cfg = SFTConfig(data=args.data, out=args.out, max_episodes=args.max_episodes,
                     val_fraction=args.val_fraction, epochs=args.epochs, batch_size=args.batch_size,
@@ -92,10 +92,10 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
     receives the ground-truth success of every seed, in seed order (for paired comparisons)."""
     from tqdm import tqdm
 
-    from core.checkpoint import load_checkpoint
-    from core.dataset import held_out_episodes
-    from core.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos, evaluate_policy
-    from core.sft import resolve_device
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.dataset import held_out_episodes
+    from core.learning.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos, evaluate_policy
+    from core.learning.sft import resolve_device
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
     dev = resolve_device(device)
@@ -142,7 +142,7 @@ def cmd_eval(args) -> dict[str, Any]:
     after: list[int] = []
     out = run(args.checkpoint, after)
     if args.baseline:
-        from core.stats import paired_gain
+        from core.method.stats import paired_gain
 
         before: list[int] = []
         base = run(args.baseline, before)
@@ -157,7 +157,7 @@ def cmd_eval(args) -> dict[str, Any]:
 
 
 def cmd_practice(args) -> dict[str, Any]:
-    from core.practice import PracticeConfig, run_practice
+    from core.learning.practice import PracticeConfig, run_practice
 
     fields = {f.name for f in dataclasses.fields(PracticeConfig)}
     kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
@@ -176,7 +176,7 @@ def cmd_pipeline(args) -> dict[str, Any]:
                                          family="block2block", image_size=None, seed0=0,
                                          workers=args.workers, quiet=False))
     print(f"[2/3] Stage-1 training -> {run}", flush=True)
-    from core.sft import SFTConfig, train_sft
+    from core.learning.sft import SFTConfig, train_sft
 
     sft = train_sft(SFTConfig(data=str(data), out=str(run), epochs=args.epochs,
                               eval_episodes=args.select_episodes), progress=True)
@@ -187,7 +187,7 @@ def cmd_pipeline(args) -> dict[str, Any]:
 
 
 def _add_policy_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (PolicyConfig; defaults in core/policy.py)")
+    g = p.add_argument_group("model (PolicyConfig; defaults in core/learning/policy.py)")
     g.add_argument("--image-encoder", dest="image_encoder",
                    help="scratch | efficientnet_lite0 | hf:<local dir>")
     g.add_argument("--text-encoder", dest="text_encoder", help="minilm | scratch | hf:<local dir>")
@@ -208,7 +208,7 @@ def _add_policy_args(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_refine_labels(args: argparse.Namespace) -> dict:
-    from core.relabel import refine_from_labels, session_detector
+    from core.worker.refine_from_labels import refine_from_labels, session_detector
     from storage import init_db, repo
 
     db = init_db(args.db)

@@ -21,7 +21,7 @@ names = {t.id: t.name for t in tasks}
 
 st.subheader("Import demonstrations")
 st.markdown("Upload a `.zip` or `.tar(.gz)` of a dataset folder: `dataset.json` + `episodes/ep_<seed>.npz` "
-            "(format in `core/dataset.py`). Every file is checked first; a bad archive is refused whole.")
+            "(format in `core/learning/dataset.py`). Every file is checked first; a bad archive is refused whole.")
 may_import = can(user, "enqueue_job")
 if not tasks:
     st.info("No task to import into yet.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import streamlit as st
 
 from storage import repo
-from storage.stats import format_points
+from core.method.stats import format_points
 from ui import charts, queries
 from ui.actions import REFINE_OPTIONS
 from ui.app_state import act, can, get_db, require_login

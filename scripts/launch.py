@@ -42,12 +42,12 @@ def log(msg: str) -> None:
 
 
 def telemetry_token(data: Path) -> str:
-    """The shared websocket secret, ``<data>/telemetry.token`` (0600), as core/telemetry.py
+    """The shared websocket secret, ``<data>/telemetry.token`` (0600), as core/worker/telemetry.py
     reads and writes it; DOJO_TELEMETRY_TOKEN overrides."""
     tok = os.environ.get("DOJO_TELEMETRY_TOKEN", "").strip()
     if tok:
         return tok
-    from core.telemetry import load_or_create_token  # no torch/MuJoCo behind this import
+    from core.worker.telemetry import load_or_create_token  # no torch/MuJoCo behind this import
 
     return load_or_create_token(data)
 
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
                                              "--host", args.host],
                                   env, restart=True))
         else:
-            log("core/worker.py is not there: jobs stay queued until a worker runs")
+            log("core/worker/runner.py is not there: jobs stay queued until a worker runs")
     children.append(Child("web app", [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
                                       "--server.port", str(args.port), "--server.address", args.host,
                                       "--server.headless", "true", "--browser.gatherUsageStats", "false"],

@@ -14,7 +14,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from storage.auth import Actor, audit, check_actor
-from storage.fleet import NotFound
+from storage.tasks import NotFound
 from storage.models import CHECKPOINT_STAGES, Checkpoint, utcnow
 
 

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
 from storage.auth import Actor, audit, check_actor
-from storage.fleet import NotFound
+from storage.tasks import NotFound
 from storage.models import EPISODE_SOURCES, Episode, Frame, Step, utcnow
 
 

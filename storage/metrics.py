@@ -7,6 +7,7 @@ from typing import Iterable, Mapping, Optional, Sequence
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
+from core.method.detector import first_detection, replay_detector, sweep_judged  # noqa: F401 - repo re-exports
 from storage.auth import Actor, audit, check_actor
 from storage.models import DetectorQuality, Episode, Metric, Step, Task, utcnow
 
@@ -53,35 +54,9 @@ def metric_names(s: Session, *, session_id: Optional[int] = None, task_id: Optio
 
 # --- detector quality -----------------------------------------------------------------------
 
-def first_detection(d_seq: Sequence[float], threshold_s: float, patience: int = 1) -> Optional[int]:
-    """Same rule as core.steps_to_go.first_detection (kept here so storage needs no torch): the
-    first t where d <= s has held for ``patience`` consecutive steps ending at t."""
-    if patience < 1:
-        raise ValueError(f"patience must be >= 1, got {patience}")
-    run = 0
-    for t, d in enumerate(d_seq):
-        run = run + 1 if d is not None and d <= threshold_s else 0
-        if run >= patience:
-            return t
-    return None
-
-
 def human_truth(ep: Episode) -> Optional[bool]:
     """A reviewer's label, else a supervisor's override (both are human judgments)."""
     return ep.label_success if ep.label_success is not None else ep.override_success
-
-
-def replay_detector(d_seq: Sequence[Optional[float]], fired: bool, threshold_s: float,
-                    patience: int = 1) -> Optional[bool]:
-    """Would a detector with ``threshold_s`` / ``patience`` have fired on this stored d(o,g)
-    curve? None when the curve cannot tell: the episode ended because the live detector
-    fired (``fired``), so its curve stops there, and the replayed detector had not fired
-    by then; what the robot would have done next was never seen (a right-censored episode).
-    Without this, a stricter s than the one it ran with would count every such episode as a
-    miss."""
-    if first_detection(d_seq, threshold_s, patience) is not None:
-        return True
-    return None if fired else False
 
 
 def compute_detector_quality(s: Session, checkpoint_id: Optional[int], *, threshold: Optional[float] = None,
@@ -179,43 +154,6 @@ def labeled_sessions(s: Session, task_id: int) -> list[dict[str, object]]:
     return out
 
 
-def sweep_judged(curves: Sequence[Sequence[Optional[float]]], truths: Sequence[bool], fired: Sequence[bool],
-                 candidates: Iterable[float], patience: int = 1, beta: float = 0.5,
-                 min_decided: float = 0.5, current: Optional[float] = None) -> dict[str, object]:
-    """Replay the detector at each candidate s on stored d(o,g) curves of human-judged
-    episodes (``truths``: the human's success/failure; ``fired``: the live detector ended the
-    episode) and score it: tp/fp/fn/tn, censored (cannot tell, see replay_detector),
-    precision, recall, F-beta. ``best``: the highest F-beta among candidates where at least
-    ``min_decided`` of the episodes could be decided (ties: fewer undecided, then the s
-    closest to ``current``, the s in use, then the smaller s), else None. A stricter s than the one the session ran with is judged on fewer episodes
-    (those its live detector ended are undecided): only a session run with it verifies it.
-    Pure: the Training page and tests call it on any curves."""
-    if not len(curves) == len(truths) == len(fired):
-        raise ValueError(f"curves, truths and fired differ in length: {len(curves)}, {len(truths)}, {len(fired)}")
-    from storage.stats import f_beta
-
-    rows: list[dict[str, object]] = []
-    for c in candidates:
-        n = {"tp": 0, "fp": 0, "fn": 0, "tn": 0, "censored": 0}
-        for d_seq, truth, fr in zip(curves, truths, fired):
-            pred = replay_detector(d_seq, bool(fr), float(c), patience)
-            key = "censored" if pred is None else ("tp" if truth else "fp") if pred else ("fn" if truth else "tn")
-            n[key] += 1
-        p = n["tp"] / (n["tp"] + n["fp"]) if n["tp"] + n["fp"] else None
-        r = n["tp"] / (n["tp"] + n["fn"]) if n["tp"] + n["fn"] else None
-        rows.append({"threshold": round(float(c), 4), **n, "precision": p, "recall": r,
-                     "f_beta": f_beta(p or 0.0, r or 0.0, beta)})
-    total = len(curves)
-    eligible = [r for r in rows if total and total - int(r["censored"]) >= min_decided * total and
-                r["tp"] + r["fp"] + r["fn"]]
-    # Ties: the fewest episodes it cannot tell, then the s closest to ``current`` (no change the
-    # labels do not ask for), then the smaller s.
-    best = max(eligible, key=lambda r: (round(float(r["f_beta"]), 12), -int(r["censored"]),
-                                        -abs(float(r["threshold"]) - current) if current is not None else 0.0,
-                                        -float(r["threshold"])), default=None)
-    return {"rows": rows, "best": best, "beta": beta, "patience": patience, "judged": total}
-
-
 def threshold_sweep(s: Session, task_id: int, *, session_id: Optional[int] = None,
                     patience: Optional[int] = None, candidates: Optional[Iterable[float]] = None,
                     beta: float = 0.5, min_judged: int = 10) -> dict[str, object]:
@@ -273,7 +211,7 @@ def apply_threshold_from_labels(s: Session, task_id: int, sweep: Mapping[str, ob
     row = rows.get(round(float(threshold), 4))
     if row is None:
         raise ValueError(f"s = {threshold} is not one of the swept candidates")
-    from storage.fleet import update_task
+    from storage.tasks import update_task
 
     sid = sweep.get("session_id")
     cal = {"threshold_s": float(threshold), "patience": int(sweep["patience"]),  # type: ignore[arg-type]

@@ -269,7 +269,7 @@ class Step(Base):
     detector_fired: Mapped[bool] = mapped_column(Boolean, default=False)
     frame_t: Mapped[Optional[int]] = mapped_column(Integer)  # key of the frame shown (frames.t), if any
     # The robot's proprioception at frame t (what the model reads beside the image), so that a
-    # labeled episode can re-train the steps-to-go head from the database (core/relabel.py).
+    # labeled episode can re-train the steps-to-go head from the database (core/worker/refine_from_labels.py).
     proprio: Mapped[Optional[list[float]]] = mapped_column(JSON)
 
 

@@ -15,7 +15,7 @@ from storage.episodes import (EpisodeError, FinishResult, abort_episode, abort_r
                               finish_episode, frame_times, get_episode, get_episode_by_uid, get_frame,
                               label_episode, list_episodes, override_episode, start_episode,
                               steps_from_arrays)
-from storage.fleet import (Control, InvalidTransition, NotFound, control_state, create_task,  # noqa: F401
+from storage.tasks import (Control, InvalidTransition, NotFound, control_state, create_task,  # noqa: F401
                            finish_session, get_or_create_task, get_robot, get_session, get_task,
                            list_robots, list_sessions, list_tasks, mark_stale_robots_offline,
                            pause_session, register_robot, resume_session, set_robot_status,

@@ -15,7 +15,7 @@ if str(ROOT) not in sys.path:
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # torch.compile of the rollout forward costs ~30 s per fresh process; the tests that check
-# the compiled path (tests/core/test_compiled_inference.py) turn it back on themselves.
+# the compiled path (tests/core/learning/test_compiled_inference.py) turn it back on themselves.
 os.environ.setdefault("DOJO_NO_COMPILE", "1")
 
 

@@ -18,7 +18,7 @@ REFINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
      "keeps d where it was on the frames not trained, so the progress reward stays intact"),
 )
 """The refine job's options the Training page offers (name, label, default, hint); the
-defaults are the worker's (core/worker.py JOB_PARAMS["refine"], a test keeps them equal)."""
+defaults are the worker's (core/worker/runner.py JOB_PARAMS["refine"], a test keeps them equal)."""
 
 
 class NoCheckpoint(ValueError):
@@ -26,7 +26,7 @@ class NoCheckpoint(ValueError):
 
 
 def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]:
-    """Practice job params (core/worker.py JOB_PARAMS["practice"]): start from the task's
+    """Practice job params (core/worker/runner.py JOB_PARAMS["practice"]): start from the task's
     promoted checkpoint (its recorded Stage-1 reward model stays frozen), on a fleet of
     ``fleet_size`` simulator processes."""
     promoted = repo.get_promoted(s, task_id)
@@ -39,7 +39,7 @@ def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]
 def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None,
                    extra: Optional[dict[str, Any]] = None) -> PracticeSession:
     """A practice session and the job that runs it (both audited, supervisor or above).
-    ``extra``: more practice job params (core/worker.py JOB_PARAMS, e.g. check_episodes)."""
+    ``extra``: more practice job params (core/worker/runner.py JOB_PARAMS, e.g. check_episodes)."""
     repo.require_role(actor, "start_session")
     params = practice_params(s, task_id, fleet_size)
     for k, v in (extra or {}).items():

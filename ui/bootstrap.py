@@ -11,7 +11,7 @@
   the system (``created_by == "system"``: only the launcher enqueues as the system), so a
   restart of the launcher picks the chain up where it was. Call it periodically.
 
-Params follow ``core/worker.py``'s ``JOB_PARAMS`` (the worker refuses unknown keys):
+Params follow ``core/worker/runner.py``'s ``JOB_PARAMS`` (the worker refuses unknown keys):
 demos {n, out, backend, env_config, workers}; sft {demos_job, out, epochs, max_minutes} (the
 worker promotes the evaluated best policy); practice {checkpoint_id, fleet, eval_every,
 eval_episodes} (the reward model
@@ -117,7 +117,7 @@ def prep_paths(data_dir: Path) -> dict[str, str]:
 
 
 def job_params(kind: str, cfg: PrepConfig, paths: dict[str, str], previous: Optional[Job] = None) -> dict[str, Any]:
-    """Job params for each step (core/worker.py JOB_PARAMS); ``previous`` is the finished
+    """Job params for each step (core/worker/runner.py JOB_PARAMS); ``previous`` is the finished
     job of the step before."""
     if kind == "demos":
         return {"n": cfg.demos, "out": paths["demos"], "backend": "tabletop",

@@ -110,7 +110,7 @@ def detector_quality(rows: Sequence[dict[str, Any]]) -> go.Figure:
 def threshold_sweep(rows: Sequence[dict[str, Any]], current: Optional[float] = None,
                     best: Optional[float] = None) -> go.Figure:
     """Precision and recall of the detector replayed at each s on people-judged episodes
-    (storage.metrics.sweep_judged rows), with the s in use and the suggested one marked."""
+    (core.method.detector.sweep_judged rows), with the s in use and the suggested one marked."""
     fig = _fig("Detector vs people's labels, by threshold s", "threshold s (steps-to-go)", "")
     xs = [r["threshold"] for r in rows]
     fig.add_scatter(x=xs, y=[r["precision"] for r in rows], mode="lines+markers", name="precision")

@@ -5,7 +5,7 @@ DOJO_DATA                data folder (imports, exports), default ``data``
 DOJO_TELEMETRY_PORT      the worker's websocket telemetry port (default 8765)
 DOJO_TELEMETRY_PUBLIC_HOST  host the *browser* connects to; default: the host the page came from
 DOJO_TELEMETRY_TOKEN     shared token the worker requires on its websocket; default: the
-                         worker's ``<DOJO_DATA>/telemetry.token`` (core/telemetry.py writes it)
+                         worker's ``<DOJO_DATA>/telemetry.token`` (core/worker/telemetry.py writes it)
 """
 from __future__ import annotations
 

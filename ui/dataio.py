@@ -1,7 +1,7 @@
 """Import demonstration archives and export episodes, for the Data page.
 
 Import: a ``.zip`` or ``.tar`` (optionally gzipped) holding one dataset in the format of
-``core/dataset.py`` (``dataset.json`` + ``episodes/ep_*.npz`` [+ ``rejected.jsonl``]), at
+``core/learning/dataset.py`` (``dataset.json`` + ``episodes/ep_*.npz`` [+ ``rejected.jsonl``]), at
 the archive's root or inside one top-level folder. Every member is checked before anything
 is written (``validate_archive``): a bad archive raises ``ArchiveError`` listing each
 problem with the file it is in, and nothing is imported. A good one is extracted to a
@@ -35,7 +35,7 @@ from sqlalchemy.orm import Session
 from storage import repo
 from storage.models import Episode, Frame, Step, Task
 
-FORMAT = "dojo-demos"  # the same constants as core/dataset.py, which imports torch
+FORMAT = "dojo-demos"  # the same constants as core/learning/dataset.py, which imports torch
 VERSION = 1
 REQUIRED_KEYS = ("frames", "proprio", "actions", "instruction", "seed", "success")
 OPTIONAL_KEYS = ("keypoints", "goal_step")
@@ -225,7 +225,7 @@ def validate_archive(data: bytes, filename: str = "archive") -> ValidArchive:
     members = {rel: names_bytes[orig] for rel, orig in mapping.items()}
     if "dataset.json" not in members:
         problems.append("dataset.json is missing (expected at the archive's root or in its one top folder); "
-                        "a dataset is dataset.json + episodes/ep_<seed>.npz, see core/dataset.py")
+                        "a dataset is dataset.json + episodes/ep_<seed>.npz, see core/learning/dataset.py")
         meta = {}
     else:
         meta, p = _check_meta(members["dataset.json"])

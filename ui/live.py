@@ -1,5 +1,5 @@
 """The live robot card: a small HTML/JS page (rendered with ``st.iframe``) that
-connects to the worker's websocket telemetry (``core/telemetry.py``:
+connects to the worker's websocket telemetry (``core/worker/telemetry.py``:
 ``ws://HOST:PORT/telemetry?token=TOKEN``, JSON text frames) and draws, at the rate frames
 arrive, one robot's camera frame, the steps-to-go curve d(o,g) of its running episode with
 the detector threshold s, the detector state, the step, the checkpoint and the robot status.

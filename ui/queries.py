@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from storage.models import AuditEntry, Episode, Job, utcnow
-from storage.stats import wilson_interval
+from core.method.stats import wilson_interval
 
 # Audit actions that are human effort spent supervising practice.
 EFFORT_ACTIONS = ("override", "label")

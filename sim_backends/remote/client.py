@@ -1,5 +1,5 @@
 """Reference remote-robot client: wraps a local simulator as a "remote robot" that joins a
-Dojo worker's fleet over websocket (protocol: docs/remote_protocol.md, core/remote.py).
+Dojo worker's fleet over websocket (protocol: docs/remote_protocol.md, core/worker/remote.py).
 
     python -m sim_backends.remote.client --url ws://WORKER:8765/robot --token T \\
         --name sim-arm-1 --backend tabletop --family block2block [--encoding png]

@@ -15,10 +15,10 @@ import time
 import pytest
 import torch
 
-from core.checkpoint import load_checkpoint, read_checkpoint
+from core.learning.checkpoint import load_checkpoint, read_checkpoint
 from core.cli import main
-from core.practice import PracticeConfig, run_practice
-from tests.core.helpers import make_batch
+from core.learning.practice import PracticeConfig, run_practice
+from tests.core.learning.helpers import make_batch
 
 DEVICE = os.environ.get("DOJO_GPU_TEST_DEVICE", "cuda")
 pytestmark = [pytest.mark.gpu,

@@ -158,16 +158,16 @@ def test_gymnasium_id_proprio_normalisation_and_config_is_json():
 
 
 def test_demos_pipeline_writes_episodes(tmp_path):
-    from core.dataset import list_episode_files
-    from core.demos import generate_demos
+    from core.learning.dataset import list_episode_files
+    from core.learning.demos import generate_demos
 
     out = generate_demos(tmp_path / "demos", 2, backend="gym", env_config=CONFIG, progress=False)
     assert out["episodes"] == 2 and len(list_episode_files(tmp_path / "demos")) == 2
 
 
 def test_demos_that_hold_the_goal_label_its_frames_steps_to_go_zero(tmp_path):
-    from core.dataset import FrameTable, load_episodes
-    from core.demos import generate_demos
+    from core.learning.dataset import FrameTable, load_episodes
+    from core.learning.demos import generate_demos
 
     env = make_env("gym", {**CONFIG, "demo_hold_steps": 4, "expert_noise": 0.0})
     try:

@@ -157,8 +157,8 @@ def test_expert_demo_succeeds_and_holds_the_goal_a_few_steps():
 
 
 def test_demos_pipeline(tmp_path):
-    from core.dataset import list_episode_files
-    from core.demos import generate_demos
+    from core.learning.dataset import list_episode_files
+    from core.learning.demos import generate_demos
 
     out = generate_demos(tmp_path / "mw", 1, backend="metaworld",
                          env_config={"task": "reach-v3", "image_size": 32}, progress=False)

@@ -1,5 +1,5 @@
 """First run: the admin, the demo task and the preparation chain, whose job params the
-worker accepts (core/worker.py check_params)."""
+worker accepts (core/worker/runner.py check_params)."""
 from __future__ import annotations
 
 import pytest

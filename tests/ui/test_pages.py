@@ -145,7 +145,7 @@ def test_training_page_charts_and_promotion(app, seeded):
 
 def test_training_page_says_whether_the_paired_gain_is_beyond_noise(app, seeded):
     from storage.models import Checkpoint
-    from storage.stats import paired_gain
+    from core.method.stats import paired_gain
 
     g = paired_gain([1] * 15 + [0] * 35, [1] * 15 + [1] * 10 + [0] * 25)  # 30 % -> 50 % on the same 50 seeds
     db = init_db(seeded.url)
@@ -259,7 +259,7 @@ def test_training_page_recalibrates_s_from_peoples_labels(app, seeded, tmp_path,
         assert (job.params, job.session_id, job.task_id, job.status) == (
             {"session_id": own.session_id, "steps": 300, "fail_tail": 0, "anchor": 1.0}, own.session_id,
             own.task_id, "queued")
-        # as the worker leaves it when done (tests/worker: the job itself)
+        # as the worker leaves it when done (tests/core/worker: the job itself)
         job.status, job.result = "done", {
             "reward_checkpoint": "/runs/refine-job9/reward_from_labels.pt", "labels": 18, "held_out": 6,
             "threshold_s": 3.5, "check_before": {"precision": 0.5, "recall": 1.0},

@@ -105,7 +105,7 @@ def test_queries_on_seeded_db(seeded):
 
 
 def test_threshold_sweep_chart_marks_the_s_in_use_and_the_suggestion():
-    from storage.metrics import sweep_judged
+    from core.method.detector import sweep_judged
 
     out = sweep_judged([[9, 2, 0.5], [9, 0.9], [9, 8, 7]], [True, False, False], [True, True, False],
                        [0.25, 0.5, 1.0, 2.0], patience=1)

@@ -1,5 +1,5 @@
 """steps.proprio and the ``refine`` job kind: a judged episode's frames and proprioception
-can re-train the steps-to-go head from the database (core/relabel.py). ``proprio`` is
+can re-train the steps-to-go head from the database (core/worker/refine_from_labels.py). ``proprio`` is
 nullable: episodes written before it have none and that job skips them, with the count said.
 
 Revision ID: 0002

@@ -1,0 +1,278 @@
+"""Stage 1: supervised fine-tuning of the BC + steps-to-go policy on demonstrations.
+
+Reads top to bottom: split episodes (held-out by episode), train for a number of
+epochs, after each epoch measure validation losses and keep ``best_stg.pt`` (the
+reward-model candidate, by steps-to-go validation loss); every ``eval_every``
+epochs roll the policy out on fixed selection seeds and keep ``best_policy.pt``
+(by evaluated success; the paper found BC validation loss a poor guide). ``last.pt``
+holds the optimizer too, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, load_checkpoint, read_checkpoint,
+                             save_checkpoint)
+from core.learning.dataset import FrameTable, episodes_fingerprint, held_out_key, load_datasets
+from core.learning.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
+from core.learning.policy import DojoPolicy, PolicyConfig
+
+
+# Stage-1 settings a resumed run may change: where the data lives (checked by name and
+# content apart), evaluation cadence, threads, device, and the budget: more --epochs or
+# --max-minutes train on (the cosine schedule is then stretched over the new total, so the
+# learning rate steps back up; metrics.jsonl logs it per epoch). Any other change (model,
+# learning rate, batch, seed, which episodes) is refused: the run would go on as another.
+SFT_MAY_CHANGE = frozenset({"data", "out", "eval_every", "eval_episodes", "threads", "device", "max_minutes",
+                            "epochs"})
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Stage-1 training settings; stored as run.json in the run directory."""
+
+    data: str
+    """Dataset directory (see core/learning/dataset.py); several, comma-separated, train one model
+    on all of them (a multi-task run: evaluation then cycles through their tasks)."""
+    out: str
+    """Run directory for checkpoints and logs."""
+    max_episodes: int | None = None
+    """Use only the first N episodes of each dataset (by seed), e.g. 10% of a pool."""
+    val_fraction: float = 0.1
+    """Fraction of episodes held out for validation and detector calibration."""
+    epochs: int = 20
+    """Passes over the training frames."""
+    batch_size: int = 64
+    """Frames per gradient step."""
+    lr: float = 1e-3
+    """AdamW peak learning rate (linear warm-up, then cosine decay to 10%)."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    seed: int = 0
+    """Seeds python, numpy and torch (split, init, shuffling)."""
+    eval_every: int = 5
+    """Evaluate success every N epochs (and at the end) to keep best_policy.pt; 0 = never."""
+    eval_episodes: int = 50
+    """Episodes per selection evaluation (seeds disjoint from demos and the test set)."""
+    threads: int = 0
+    """torch CPU threads; 0 = torch's default."""
+    device: str = "auto"
+    """'auto' (CUDA when available), 'cpu' or 'cuda'."""
+    stg_select: str = "mae"
+    """How best_stg.pt (the reward-model candidate) is picked: "mae" = validation error of the
+    expected steps-to-go d(o, g), the quantity reward and detector use; "loss" = validation
+    cross-entropy of the steps-to-go head. Measured (1,000 demos, 12 epochs): the
+    cross-entropy bottomed at epoch 6 (MAE 3.16) while the MAE kept falling to 2.94 at
+    epochs 9-11 — the head grows over-confident, which cross-entropy punishes and d does not feel."""
+    max_minutes: float | None = None
+    """Stop training after this wall time (then evaluate and save as usual)."""
+    policy: PolicyConfig = field(default_factory=PolicyConfig)
+    """The model to train."""
+
+    def __post_init__(self):
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in (0, 1), got {self.val_fraction}")
+        if self.stg_select not in ("mae", "loss"):
+            raise ValueError(f"stg_select must be 'mae' or 'loss', got {self.stg_select!r}")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+
+
+def resolve_device(spec: str) -> torch.device:
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
+    return torch.device(spec)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Held-out split by episode (never by frame: frames of one episode are near-duplicates)."""
+    idx = np.random.default_rng(seed).permutation(n)
+    n_val = max(1, int(round(n * val_fraction))) if n > 1 else 0
+    return sorted(idx[n_val:].tolist()), sorted(idx[:n_val].tolist())
+
+
+@torch.no_grad()
+def validation_losses(model: DojoPolicy, table: FrameTable, batch_size: int = 256) -> dict[str, float]:
+    model.eval()
+    sums: dict[str, float] = {}
+    n = 0
+    for start in range(0, len(table), batch_size):
+        idx = np.arange(start, min(start + batch_size, len(table)))
+        _, m = model(table.batch(idx, model.config.n_frames, model.config.action_bins))
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v * len(idx)
+        n += len(idx)
+    return {f"val_{k}": v / max(1, n) for k, v in sums.items()}
+
+
+def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
+              callback: Callable[[dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
+    """Train; returns a summary (paths of best checkpoints, final metrics).
+
+    ``callback(event)`` receives a dict after every epoch; returning False stops early
+    (how the UI's cancel reaches the trainer).
+    """
+    from tqdm import tqdm
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    meta, episodes = load_datasets(cfg.data, cfg.max_episodes)
+    train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
+    train_eps = [episodes[i] for i in train_ids]
+    val_eps = [episodes[i] for i in val_ids]
+    if not train_eps:
+        raise ValueError(f"need at least 2 episodes to train with a held-out split, got {len(episodes)}")
+    h, w = episodes[0].frames.shape[1:3]
+    pcfg = cfg.policy
+    if (h, w) != (pcfg.image_size, pcfg.image_size) or episodes[0].proprio.shape[1] != pcfg.proprio_dim:
+        pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
+                                   action_dim=episodes[0].actions.shape[1])
+    train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
+    last = out / "last.pt"
+    fingerprint = episodes_fingerprint(train_eps + val_eps)
+    if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
+        was = read_checkpoint(last).get("meta", {})
+        names = lambda spec: [Path(x.strip()).name for x in str(spec).split(",") if x.strip()]  # noqa: E731
+        for key, now, same in (("dataset", str(cfg.data), lambda a, b: names(a) == names(b)),
+                               ("env_config", meta["env_config"], lambda a, b: a == b)):
+            if key in was and not same(was[key], now):
+                raise CheckpointError(
+                    f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
+                    f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
+        # The settings before the content (another seed splits the episodes otherwise: named as such).
+        check_run_settings(out / "run.json", "sft", dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
+                           SFT_MAY_CHANGE, f"Train with the settings it started with, or start over (sft --fresh, "
+                           f"or delete {out}), or choose another --out.")
+        if "data_fingerprint" in was and was["data_fingerprint"] != fingerprint:
+            raise CheckpointError(
+                f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "
+                f"content: regenerated or edited; fingerprint {was['data_fingerprint']}, now {fingerprint}); "
+                f"train with --fresh to start over, or choose another --out")
+    run_info = {"sft": dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
+                "backend": meta["backend"], "env_config": meta["env_config"],
+                "train_episodes": len(train_eps), "val_episodes": len(val_eps),
+                "train_frames": len(train_table)}
+    atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2, default=str).encode())
+
+    model = DojoPolicy(pcfg).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_table) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = min(200, max(1, total_steps // 20))
+
+    def lr_factor(s: int) -> float:  # linear warm-up, then cosine decay to 10%
+        if s < warmup:
+            return (s + 1) / warmup
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, (s - warmup) / max(1, total_steps - warmup))))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
+    state = {"epoch": 0, "best_stg_score": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
+    if resume and last.exists():
+        payload = read_checkpoint(last)
+        try:
+            model.load_state_dict(payload["state_dict"])
+        except RuntimeError as e:
+            raise CheckpointError(
+                f"{last}: cannot resume, it was written by a different model ({str(e).splitlines()[-1].strip()[:200]}); "
+                f"train with --fresh to start over, or choose another --out") from e
+        if "optimizer" in payload:
+            opt.load_state_dict(payload["optimizer"])
+        state.update(payload["meta"].get("train_state", {}))
+        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is due
+            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+            for _ in range(state["epoch"] * steps_per_epoch):
+                sched.step()
+    log_path = out / "metrics.jsonl"
+    rng = np.random.default_rng(cfg.seed + 1000 * state["epoch"])
+    calib: dict[str, Any] = {}
+
+    def ckpt_meta(extra: dict[str, Any]) -> dict[str, Any]:
+        return {"stage": "sft", "backend": meta["backend"], "env_config": meta["env_config"],
+                "dataset": str(cfg.data), "data_fingerprint": fingerprint, "train_episodes": len(train_eps),
+                "val_seeds": [e.seed for e in val_eps], "val_keys": [held_out_key(e) for e in val_eps],
+                "train_state": dict(state), **calib, **extra}
+
+    t_start = time.perf_counter() - state["train_seconds"]
+    summary: dict[str, Any] = {}
+    for epoch in range(state["epoch"], cfg.epochs):
+        model.train()
+        perm = rng.permutation(len(train_table))
+        sums: dict[str, float] = {}
+        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}",
+                   disable=not progress, leave=False)
+        for step in bar:
+            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+            loss, m = model(train_table.batch(idx, pcfg.n_frames, pcfg.action_bins))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            sched.step()
+            for k, v in m.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{m['loss']:.3f}", stg_mae=f"{m['stg_mae']:.2f}")
+        state["epoch"] = epoch + 1
+        state["train_seconds"] = time.perf_counter() - t_start
+        row = {"epoch": epoch + 1, **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
+               **validation_losses(model, val_table), "seconds": state["train_seconds"],
+               "lr": sched.get_last_lr()[0]}
+        out_of_time = cfg.max_minutes is not None and state["train_seconds"] > cfg.max_minutes * 60
+        final = epoch + 1 == cfg.epochs or out_of_time
+        key = "val_stg_mae" if cfg.stg_select == "mae" else "val_stg_loss"
+        if row[key] < state.get("best_stg_score", float("inf")):
+            state["best_stg_score"] = row[key]
+            calib = calibrate_on_demos(model, val_eps)
+            save_checkpoint(out / "best_stg.pt", model, ckpt_meta({"selected_by": key, key: row[key],
+                                                                  "val_stg_loss": row["val_stg_loss"]}))
+            row["saved_best_stg"] = True
+        row.update({k: calib[k] for k in ("threshold_s", "stg_mae_steps") if k in calib})
+        if cfg.eval_every and cfg.eval_episodes and ((epoch + 1) % cfg.eval_every == 0 or final):
+            report, _ = evaluate_policy(model, meta["backend"], meta["env_config"], cfg.eval_episodes,
+                                        calib.get("threshold_s", 1.0), seed0=SELECT_SEED0)
+            row["select_success"] = report.success
+            if report.success > state["best_success"]:
+                state["best_success"] = report.success
+                save_checkpoint(out / "best_policy.pt", model,
+                                ckpt_meta({"selected_by": "select_success", "select_success": report.success}))
+                row["saved_best_policy"] = True
+        save_checkpoint(last, model, ckpt_meta({}), optimizer=opt)
+        with open(log_path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if progress:
+            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+            tqdm.write(json.dumps(shown))
+        summary = row
+        if callback is not None and callback({"event": "epoch", **row}) is False:
+            break
+        if out_of_time:
+            break
+    if not (out / "best_policy.pt").exists():
+        save_checkpoint(out / "best_policy.pt", model, ckpt_meta({"selected_by": "last"}))
+    return {"run_dir": str(out), "best_stg": str(out / "best_stg.pt"),
+            "best_policy": str(out / "best_policy.pt"), "train_seconds": state["train_seconds"],
+            "best_select_success": state["best_success"], "last": summary, "calibration": calib}

@@ -1,0 +1,5 @@
+import sys
+
+from core.worker.runner import main
+
+sys.exit(main())

@@ -1,0 +1,495 @@
+"""Remote robots over websocket: the server side (``RemoteHub``) and a ``Fleet`` view of the
+connected robots (``RemoteFleet``), so ``run_practice`` drives real robots unchanged.
+
+Protocol v1 (full text with examples: docs/remote_protocol.md). All messages are JSON text
+frames; the robot is the websocket client.
+
+1. Connect to ``ws://WORKER:8765/robot`` (optionally ``?token=T``).
+2. Robot -> server, first message::
+
+       {"type": "register", "token": "T", "protocol": 1, "name": "arm-1",
+        "camera": {"height": 64, "width": 64},            # RGB frames of this size
+        "action": {"dim": 2, "low": -1.0, "high": 1.0},   # scalars or per-dimension lists
+        "proprio_dim": 2, "max_steps": 80,
+        "tasks": ["tabletop:block2block"]}                  # [] = any task
+
+   Server -> robot: ``{"type": "registered", "name": "arm-1", "protocol": 1}`` or an
+   ``error``. A wrong token closes the socket (4401); a name already connected: 4409.
+3. Server -> robot: ``{"type": "reset", "request_id": 7, "seed": 123, "task": "..."}`` and
+   ``{"type": "action", "request_id": 8, "action": [0.1, -0.3]}`` (clipped to low/high).
+   Robot -> server, the reply to each (same request_id)::
+
+       {"type": "observation", "request_id": 8,
+        "image": {"encoding": "png" | "jpeg" | "raw", "data": "<base64>"},
+        "proprio": [0.1, 0.2], "instruction": "push the red moon to the blue cube",
+        "success": null, "terminated": false, "truncated": false, "info": {}}
+
+   ``raw`` is the HxWx3 uint8 array's bytes. ``success`` is ground truth if the robot knows it
+   (a simulator), else null; Dojo never rewards with it.
+4. Errors: a malformed message (not JSON, unknown type, missing fields), an image of the
+   wrong shape, or one over ``max_message_bytes`` gets ``{"type": "error", "code": ...,
+   "message": ..., "request_id": ...}`` on THAT connection only; the request stays open, so
+   the robot may send a corrected observation before the step timeout. Other robots are not
+   affected. A robot that disconnects or times out mid-episode fails that step
+   (``RobotFailure``): its episode is aborted, the rest of the fleet goes on, and the slot
+   waits for the same (or another compatible) robot to connect again.
+
+Threads: the hub lives on the worker's websocket loop (core/telemetry.WebsocketServer); the
+fleet is called from the control thread and waits on futures, sending every robot its action
+before waiting for any reply, so robots step in parallel.
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import concurrent.futures
+import io
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from core.learning.fleets import RobotFailure, StepResult
+from core.worker.telemetry import CLOSE_UNAUTHORIZED, PROTOCOL, WebsocketServer, send_error, token_ok
+
+CLOSE_DUPLICATE = 4409
+REGISTER_TIMEOUT_S = 10.0
+MAX_SIDE = 4096
+
+
+class ProtocolError(ValueError):
+    """A robot's message broke the protocol; the text goes back to that robot."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class RobotSpec:
+    name: str
+    height: int
+    width: int
+    action_dim: int
+    action_low: np.ndarray
+    action_high: np.ndarray
+    proprio_dim: int | None = None
+    max_steps: int | None = None
+    tasks: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"camera": {"height": self.height, "width": self.width},
+                "action": {"dim": self.action_dim, "low": self.action_low.tolist(), "high": self.action_high.tolist()},
+                "proprio_dim": self.proprio_dim, "max_steps": self.max_steps, "tasks": list(self.tasks)}
+
+    def can_do(self, task: str | None) -> bool:
+        return not task or not self.tasks or task in self.tasks or "*" in self.tasks
+
+
+def parse_register(msg: dict[str, Any]) -> RobotSpec:
+    """Validate a register message (raises ProtocolError naming the bad field)."""
+    def need(d: Any, key: str, where: str) -> Any:
+        if not isinstance(d, dict) or key not in d:
+            raise ProtocolError("bad_register", f"register: missing {where}{key}")
+        return d[key]
+
+    name = need(msg, "name", "")
+    if not isinstance(name, str) or not name.strip() or len(name) > 200:
+        raise ProtocolError("bad_register", "register: name must be a non-empty string of at most 200 characters")
+    if msg.get("protocol", PROTOCOL) != PROTOCOL:
+        raise ProtocolError("bad_register", f"register: protocol {msg.get('protocol')!r} is not supported; "
+                            f"this worker speaks protocol {PROTOCOL}")
+    cam = need(msg, "camera", "")
+    h, w = need(cam, "height", "camera."), need(cam, "width", "camera.")
+    if not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in (h, w)):
+        raise ProtocolError("bad_register", f"register: camera height/width must be integers in 1..{MAX_SIDE}")
+    act = need(msg, "action", "")
+    dim = need(act, "dim", "action.")
+    if not isinstance(dim, int) or not 1 <= dim <= 64:
+        raise ProtocolError("bad_register", "register: action.dim must be an integer in 1..64")
+    try:
+        low = np.broadcast_to(np.asarray(act.get("low", -1.0), np.float64), (dim,)).copy()
+        high = np.broadcast_to(np.asarray(act.get("high", 1.0), np.float64), (dim,)).copy()
+    except (ValueError, TypeError):
+        raise ProtocolError("bad_register", f"register: action.low/high must be numbers or lists of {dim}") from None
+    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
+        raise ProtocolError("bad_register", "register: action.low must be finite and below action.high")
+    pd = msg.get("proprio_dim")
+    if pd is not None and not (isinstance(pd, int) and 0 <= pd <= 1024):
+        raise ProtocolError("bad_register", "register: proprio_dim must be an integer in 0..1024")
+    ms = msg.get("max_steps")
+    if ms is not None and not (isinstance(ms, int) and ms >= 1):
+        raise ProtocolError("bad_register", "register: max_steps must be a positive integer")
+    tasks = msg.get("tasks") or []
+    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
+        raise ProtocolError("bad_register", "register: tasks must be a list of strings")
+    return RobotSpec(name.strip(), h, w, dim, low, high, pd, ms, tasks)
+
+
+def decode_image(img: Any, spec: RobotSpec) -> np.ndarray:
+    """An observation's image -> uint8 HxWx3, checked against the registered camera."""
+    if not isinstance(img, dict) or not isinstance(img.get("data"), str):
+        raise ProtocolError("bad_observation", 'image must be {"encoding": "png"|"jpeg"|"raw", "data": base64}')
+    try:
+        raw = base64.b64decode(img["data"], validate=True)
+    except (ValueError, TypeError):
+        raise ProtocolError("bad_observation", "image.data is not valid base64") from None
+    enc = img.get("encoding", "png")
+    if enc == "raw":
+        want = spec.height * spec.width * 3
+        if len(raw) != want:
+            raise ProtocolError("bad_shape", f"raw image has {len(raw)} bytes; the registered camera "
+                                f"{spec.height}x{spec.width}x3 needs {want}")
+        return np.frombuffer(raw, np.uint8).reshape(spec.height, spec.width, 3).copy()
+    if enc not in ("png", "jpeg", "jpg"):
+        raise ProtocolError("bad_observation", f"image.encoding {enc!r}: use png, jpeg or raw")
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            if im.width * im.height > MAX_SIDE * MAX_SIDE:
+                raise ProtocolError("bad_shape", f"image {im.width}x{im.height} is too large")
+            arr = np.asarray(im.convert("RGB"), np.uint8)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ProtocolError("bad_observation", f"image could not be decoded as {enc}: {e}") from None
+    if arr.shape != (spec.height, spec.width, 3):
+        raise ProtocolError("bad_shape", f"image is {arr.shape[0]}x{arr.shape[1]}; the registered camera is "
+                            f"{spec.height}x{spec.width} (RGB)")
+    return arr
+
+
+def parse_observation(msg: dict[str, Any], spec: RobotSpec) -> tuple[dict[str, Any], dict[str, Any]]:
+    """An observation message -> (obs, extra) with obs = {image, proprio, instruction}."""
+    from sim_backends.base import INFO_SUCCESS, OBS_IMAGE, OBS_INSTRUCTION, OBS_PROPRIO
+
+    image = decode_image(msg.get("image"), spec)
+    try:
+        proprio = np.asarray(msg.get("proprio", []), np.float32).reshape(-1)
+    except (ValueError, TypeError):
+        raise ProtocolError("bad_observation", "proprio must be a list of numbers") from None
+    if spec.proprio_dim is not None and proprio.shape[0] != spec.proprio_dim:
+        raise ProtocolError("bad_shape", f"proprio has {proprio.shape[0]} values; registered proprio_dim is "
+                            f"{spec.proprio_dim}")
+    if not np.all(np.isfinite(proprio)):
+        raise ProtocolError("bad_observation", "proprio contains NaN or infinity")
+    instruction = msg.get("instruction")
+    if not isinstance(instruction, str) or not instruction.strip():
+        raise ProtocolError("bad_observation", "instruction must be a non-empty string")
+    info = dict(msg.get("info") or {}) if isinstance(msg.get("info"), dict) else {}
+    success = msg.get("success")
+    if success is not None:
+        info[INFO_SUCCESS] = bool(success)
+    obs = {OBS_IMAGE: image, OBS_PROPRIO: proprio, OBS_INSTRUCTION: instruction}
+    return obs, {"info": info, "terminated": bool(msg.get("terminated", False)),
+                 "truncated": bool(msg.get("truncated", False)), "reward": float(msg.get("reward") or 0.0),
+                 "knows_success": success is not None}
+
+
+class RemoteRobot:
+    """One connected robot (loop-thread object; the fleet uses it through the hub)."""
+
+    def __init__(self, spec: RobotSpec, connection):
+        self.spec = spec
+        self.name = spec.name
+        self.connection = connection
+        self.connected = True
+        self.connected_at = time.time()
+        self.pending: dict[int, asyncio.Future] = {}
+        self.errors = 0
+        self.knows_success = False
+
+
+class RemoteHub:
+    """Accepts robots on the ``/robot`` route of a WebsocketServer and keeps the registry.
+
+    ``max_message_bytes`` (default 2 MiB): a larger message gets an ``oversized`` error.
+    ``on_change(name, connected)`` is called on the loop thread when a robot (dis)connects."""
+
+    def __init__(self, *, max_message_bytes: int = 2 * 2**20,
+                 on_change: Callable[[str, bool], None] | None = None):
+        self.server: WebsocketServer | None = None
+        self.max_message_bytes = int(max_message_bytes)
+        self.robots: dict[str, RemoteRobot] = {}
+        self.on_change = on_change
+        self._rid = 0
+        self._changed = threading.Condition()
+
+    def attach(self, server: WebsocketServer) -> None:
+        self.server = server
+
+    # --- registry, read from any thread ----------------------------------------------
+    def connected(self) -> list[RemoteRobot]:
+        return [r for r in list(self.robots.values()) if r.connected]
+
+    def get(self, name: str) -> RemoteRobot | None:
+        r = self.robots.get(name)
+        return r if r is not None and r.connected else None
+
+    def wait_for(self, n: int, timeout: float, predicate: Callable[[RemoteRobot], bool] = lambda r: True
+                 ) -> list[RemoteRobot]:
+        """Block until ``n`` connected robots satisfy ``predicate`` (or the timeout)."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                ok = [r for r in self.connected() if predicate(r)]
+                left = deadline - time.monotonic()
+                if len(ok) >= n or left <= 0:
+                    return ok
+                self._changed.wait(min(left, 0.5))
+
+    def _notify(self, name: str, connected: bool) -> None:
+        with self._changed:
+            self._changed.notify_all()
+        if self.on_change is not None:
+            try:
+                self.on_change(name, connected)
+            except Exception:  # noqa: BLE001
+                pass
+
+    # --- loop side ---------------------------------------------------------------------
+    async def handler(self, connection, query_authed: bool) -> None:
+        robot = await self._register(connection, query_authed)
+        if robot is None:
+            return
+        try:
+            async for raw in connection:
+                await self._on_message(robot, raw)
+        finally:
+            robot.connected = False
+            for fut in robot.pending.values():
+                if not fut.done():
+                    fut.set_result(RobotFailure(-1, f"robot {robot.name} disconnected"))
+            robot.pending.clear()
+            if self.robots.get(robot.name) is robot:
+                self._notify(robot.name, False)
+
+    async def _register(self, connection, query_authed: bool) -> RemoteRobot | None:
+        deadline = time.monotonic() + REGISTER_TIMEOUT_S
+        while True:
+            try:
+                raw = await asyncio.wait_for(connection.recv(), max(0.01, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                await send_error(connection, "register_timeout", f"send a register message within "
+                                 f"{REGISTER_TIMEOUT_S:.0f} s of connecting")
+                await connection.close(1008, "register timeout")
+                return None
+            try:
+                msg = self._parse(raw)
+            except ProtocolError as e:
+                await send_error(connection, e.code, str(e))
+                continue
+            if not query_authed and not token_ok(msg.get("token"), self.server.token):
+                await send_error(connection, "unauthorized", "wrong or missing token (register.token or ?token=)")
+                await connection.close(CLOSE_UNAUTHORIZED, "unauthorized")
+                return None
+            if msg.get("type") != "register":
+                await send_error(connection, "not_registered", "the first message must be a register message")
+                continue
+            try:
+                spec = parse_register(msg)
+            except ProtocolError as e:
+                await send_error(connection, e.code, str(e))
+                continue
+            old = self.robots.get(spec.name)
+            if old is not None and old.connected:
+                await send_error(connection, "duplicate_name", f"a robot named {spec.name!r} is already connected")
+                await connection.close(CLOSE_DUPLICATE, "duplicate name")
+                return None
+            robot = RemoteRobot(spec, connection)
+            self.robots[spec.name] = robot
+            await connection.send(json.dumps({"type": "registered", "name": spec.name, "protocol": PROTOCOL}))
+            self._notify(spec.name, True)
+            return robot
+
+    def _parse(self, raw: Any) -> dict[str, Any]:
+        if isinstance(raw, (bytes, bytearray)):
+            raise ProtocolError("binary_unsupported", "send JSON text messages (images as base64 inside)")
+        if len(raw) > self.max_message_bytes:
+            raise ProtocolError("oversized", f"message of {len(raw)} bytes exceeds the limit of "
+                                f"{self.max_message_bytes} bytes; send a smaller (compressed) frame")
+        try:
+            msg = json.loads(raw)
+        except ValueError as e:
+            raise ProtocolError("malformed", f"not valid JSON: {e}") from None
+        if not isinstance(msg, dict):
+            raise ProtocolError("malformed", "each message must be a JSON object")
+        return msg
+
+    async def _on_message(self, robot: RemoteRobot, raw: Any) -> None:
+        rid = None
+        try:
+            msg = self._parse(raw)
+            rid = msg.get("request_id")
+            kind = msg.get("type")
+            if kind == "observation":
+                fut = robot.pending.get(rid) if isinstance(rid, int) else None
+                if fut is None or fut.done():
+                    raise ProtocolError("unexpected", f"no open request with request_id {rid!r}")
+                obs, extra = parse_observation(msg, robot.spec)
+                robot.knows_success = robot.knows_success or extra["knows_success"]
+                fut.set_result((obs, extra))
+            elif kind in ("ping", "log"):
+                if kind == "ping":
+                    await robot.connection.send(json.dumps({"type": "pong", "time": time.time()}))
+            elif kind == "error":  # the robot cannot serve that request: fail it now
+                fut = robot.pending.get(rid) if isinstance(rid, int) else None
+                if fut is not None and not fut.done():
+                    fut.set_result(RobotFailure(-1, f"robot {robot.name}: {str(msg.get('message'))[:500]}"))
+            else:
+                raise ProtocolError("unknown_type", f"unknown message type {kind!r}; robots send "
+                                    "observation, ping or log")
+        except ProtocolError as e:
+            robot.errors += 1
+            await send_error(robot.connection, e.code, str(e), request_id=rid)
+
+    async def request(self, name: str, msg: dict[str, Any], timeout: float) -> Any:
+        """Send ``msg`` with a fresh request_id to robot ``name``; the parsed reply, or a
+        RobotFailure (index -1; the fleet fills it in)."""
+        robot = self.get(name)
+        if robot is None:
+            return RobotFailure(-1, f"robot {name} is not connected")
+        self._rid += 1
+        rid = self._rid
+        fut = asyncio.get_running_loop().create_future()
+        robot.pending[rid] = fut
+        try:
+            await robot.connection.send(json.dumps({**msg, "request_id": rid}))
+            return await asyncio.wait_for(fut, timeout)
+        except asyncio.TimeoutError:
+            return RobotFailure(-1, f"robot {name} did not answer {msg.get('type')} within {timeout:.0f} s")
+        except Exception as e:  # noqa: BLE001 - connection closed while sending
+            return RobotFailure(-1, f"robot {name} disconnected ({type(e).__name__})")
+        finally:
+            robot.pending.pop(rid, None)
+
+
+class RemoteFleet:
+    """The connected robots as a ``core.learning.fleets.Fleet`` of ``size`` slots.
+
+    A slot is bound to a robot by name; a robot that reconnects with the same name gets its
+    slot back, and a slot whose robot stays away is given to another compatible robot.
+    ``image_size`` (H, W) resizes observations to what the policy expects.
+    """
+
+    def __init__(self, hub: RemoteHub, size: int, *, task: str | None = None, action_dim: int | None = None,
+                 image_size: tuple[int, int] | None = None, max_steps: int | None = None,
+                 wait_s: float = 60.0, min_robots: int | None = None, step_timeout_s: float = 10.0,
+                 reset_timeout_s: float = 60.0):
+        if hub.server is None or hub.server.loop is None:
+            raise RuntimeError("the remote hub is not being served; start the worker with its websocket "
+                               "server (no --no-server) to use remote robots")
+        self.hub, self.task, self.action_dim = hub, task, action_dim
+        self.image_size = tuple(image_size) if image_size else None
+        self.size = max(1, int(size))
+        self.step_timeout_s, self.reset_timeout_s = float(step_timeout_s), float(reset_timeout_s)
+        need = self.size if min_robots is None else max(1, min(self.size, int(min_robots)))
+        robots = hub.wait_for(need, wait_s, self.compatible)
+        if len(robots) < need:
+            raise RuntimeError(f"waited {wait_s:.0f} s for {need} remote robot(s) able to do task {task!r} "
+                               f"with action dim {action_dim}; {len(robots)} connected. Fix: start the robots' "
+                               "clients (python -m sim_backends.remote.client --url ws://HOST:PORT/robot "
+                               "--token T ...) or lower the fleet size")
+        robots.sort(key=lambda r: r.connected_at)
+        self.slots: list[str | None] = [r.name for r in robots[: self.size]] + [None] * (self.size - len(robots))
+        steps = {r.spec.max_steps for r in robots if r.spec.max_steps}
+        self.max_steps = int(max_steps or (min(steps) if steps else 80))
+        self.reply_timeout_s = self.step_timeout_s
+        self._pending: dict[int, tuple[str, Any]] = {}  # submitted commands (a reset's seed, a step's reply)
+
+    pipelined = True  # robots act while the learner works (see ``core.learning.rollout.rollout_groups``)
+
+    def compatible(self, robot: RemoteRobot) -> bool:
+        return robot.spec.can_do(self.task) and (self.action_dim is None or robot.spec.action_dim == self.action_dim)
+
+    @property
+    def knows_success(self) -> bool:
+        return any(r.knows_success for r in (self.hub.robots.get(n) for n in self.slots if n) if r is not None)
+
+    def robot_name(self, i: int) -> str | None:
+        return self.slots[i]
+
+    def robot_spec(self, i: int) -> RobotSpec | None:
+        r = self.hub.robots.get(self.slots[i]) if self.slots[i] else None
+        return r.spec if r is not None else None
+
+    def available(self, i: int) -> bool:
+        """A robot is connected in slot i (rebinding a free compatible robot if its own is gone)."""
+        name = self.slots[i]
+        if name is not None and self.hub.get(name) is not None:
+            return True
+        taken = {n for n in self.slots if n}
+        for r in sorted(self.hub.connected(), key=lambda r: r.connected_at):
+            if r.name not in taken and self.compatible(r):
+                self.slots[i] = r.name
+                return True
+        return False
+
+    def _to_obs(self, reply: Any, i: int):
+        if isinstance(reply, RobotFailure):
+            return RobotFailure(i, reply.message)
+        obs, extra = reply
+        if self.image_size and obs["image"].shape[:2] != self.image_size:
+            from PIL import Image
+
+            h, w = self.image_size
+            obs["image"] = np.asarray(Image.fromarray(obs["image"]).resize((w, h), Image.BILINEAR), np.uint8)
+        return obs, extra
+
+    def reset(self, i: int, seed: int):
+        if not self.available(i):
+            return RobotFailure(i, f"no robot connected in slot {i}")
+        msg = {"type": "reset", "seed": int(seed), "task": self.task}
+        res = self._to_obs(self.hub.server.call(self.hub.request(self.slots[i], msg, self.reset_timeout_s)), i)
+        if isinstance(res, RobotFailure):
+            return res
+        obs, extra = res
+        return obs, extra["info"]
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
+        self.submit({i: ("step", a) for i, a in actions.items()})
+        return self.collect(list(actions))
+
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
+        """Actions go out to the robots at once; a reset waits for ``collect`` (it may rebind the slot)."""
+        for i, (cmd, arg) in cmds.items():
+            if cmd == "reset":
+                self._pending[i] = ("reset", arg)
+            else:
+                self._pending[i] = ("step", self._send_action(i, arg))
+
+    def collect(self, indices) -> dict[int, Any]:
+        out: dict[int, Any] = {}
+        for i in indices:
+            kind, val = self._pending.pop(i)
+            out[i] = self.reset(i, val) if kind == "reset" else self._step_reply(i, val)
+        return out
+
+    def _send_action(self, i: int, a: np.ndarray) -> concurrent.futures.Future | RobotFailure:
+        name = self.slots[i]
+        robot = self.hub.get(name) if name else None
+        if robot is None:
+            return RobotFailure(i, f"robot {name} disconnected")
+        a = np.asarray(a, np.float64).reshape(-1)
+        if a.shape[0] != robot.spec.action_dim or not np.all(np.isfinite(a)):
+            return RobotFailure(i, f"action {a.tolist()} does not fit robot {name} (dim {robot.spec.action_dim})")
+        a = np.clip(a, robot.spec.action_low, robot.spec.action_high)
+        return asyncio.run_coroutine_threadsafe(
+            self.hub.request(name, {"type": "action", "action": a.tolist()}, self.step_timeout_s), self.hub.server.loop)
+
+    def _step_reply(self, i: int, fut: concurrent.futures.Future | RobotFailure) -> StepResult | RobotFailure:
+        if isinstance(fut, RobotFailure):
+            return fut
+        try:
+            res = self._to_obs(fut.result(self.step_timeout_s + 5), i)
+        except concurrent.futures.TimeoutError:
+            res = RobotFailure(i, f"robot {self.slots[i]} timed out")
+        if isinstance(res, RobotFailure):
+            return res
+        obs, extra = res
+        return obs, extra["reward"], extra["terminated"], extra["truncated"], extra["info"]
+
+    def close(self) -> None:
+        pass  # robots stay connected to the hub for the next job
