@@ -38,7 +38,7 @@ def main(argv=None) -> dict:
             plan[k] = getattr(args, k)
 
     from core.learning.checkpoint import load_checkpoint
-    from core.cli import evaluate_checkpoint
+    from core.learning.evaluate import evaluate_checkpoint
     from core.learning.demos import generate_demos
     from core.learning.policy import PolicyConfig
     from core.learning.sft import SFTConfig, train_sft

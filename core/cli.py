@@ -1,4 +1,5 @@
-"""Dojo command line: ``python -m core.cli <command> --help``.
+"""Dojo command line: ``python -m core.cli <command> --help`` (the day-to-day options;
+``--help-all`` lists the advanced ones too: ablations, speed, calibration, model shape).
 
   demos     generate scripted-expert demonstrations into a dataset directory
   sft       Stage 1: train the BC + steps-to-go policy on a dataset
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import inspect
 import json
 import os
 import sys
@@ -51,13 +53,28 @@ def _env_config(args) -> dict[str, Any]:
     return cfg
 
 
-def _policy_config(args, **extra):
-    from core.learning.policy import PolicyConfig
+def _config_kwargs(cls, args) -> dict[str, Any]:
+    """The parsed options that are fields of dataclass ``cls`` (None: the field's own default)."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in vars(args).items() if k in names and v is not None}
 
-    fields = {f.name for f in dataclasses.fields(PolicyConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    kw.update(extra)
-    return PolicyConfig(**kw)
+
+def sft_config(args):
+    """The SFTConfig (with its PolicyConfig) that ``sft`` trains with."""
+    from core.learning.policy import PolicyConfig
+    from core.learning.sft import SFTConfig
+
+    return SFTConfig(**_config_kwargs(SFTConfig, args), policy=PolicyConfig(**_config_kwargs(PolicyConfig, args)))
+
+
+def practice_config(args):
+    """The PracticeConfig that ``practice`` runs with."""
+    from core.learning.practice import PracticeConfig
+
+    kw = _config_kwargs(PracticeConfig, args)
+    if "env_config" in kw:
+        kw["env_config"] = _json_object(kw["env_config"], "--env-config")
+    return PracticeConfig(**kw)
 
 
 def cmd_demos(args) -> dict[str, Any]:
@@ -68,69 +85,16 @@ def cmd_demos(args) -> dict[str, Any]:
 
 
 def cmd_sft(args) -> dict[str, Any]:
-    from core.learning.sft import SFTConfig, train_sft
+    from core.learning.sft import train_sft
 
-    cfg = SFTConfig(data=args.data, out=args.out, max_episodes=args.max_episodes,
-                    val_fraction=args.val_fraction, epochs=args.epochs, batch_size=args.batch_size,
-                    lr=args.lr, seed=args.seed, eval_every=args.eval_every,
-                    eval_episodes=args.eval_episodes, threads=args.threads, device=args.device,
-                    max_minutes=args.max_minutes, stg_select=args.stg_select, policy=_policy_config(args))
-    return train_sft(cfg, progress=not args.quiet, resume=not args.fresh)
-
-
-def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: str | None = None,
-                        data: str | None = None, threshold: float | None = None, patience: int = 1,
-                        tolerance: int | None = None,
-                        seed0: int | None = None, n_envs: int = 16, device: str = "auto",
-                        progress: bool = True, backend: str | None = None,
-                        env_config: dict[str, Any] | None = None,
-                        outcomes: list[int] | None = None) -> dict[str, Any]:
-    """The eval command's work, as a function the bench and tests call too.
-
-    ``backend`` / ``env_config`` evaluate on another task than the checkpoint was trained
-    on (e.g. a new object); by default, the checkpoint's own. A list passed as ``outcomes``
-    receives the ground-truth success of every seed, in seed order (for paired comparisons)."""
-    from tqdm import tqdm
-
-    from core.learning.checkpoint import load_checkpoint
-    from core.learning.dataset import held_out_episodes
-    from core.learning.evaluate import DEFAULT_TOLERANCE, EVAL_SEED0, calibrate_on_demos, evaluate_policy
-    from core.learning.sft import resolve_device
-
-    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
-    dev = resolve_device(device)
-    policy, meta = load_checkpoint(checkpoint, dev)
-    reward_path = reward_checkpoint or checkpoint
-    reward, rmeta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
-    out: dict[str, Any] = {"checkpoint": checkpoint, "reward_checkpoint": reward_path}
-    held = held_out_episodes(rmeta, data)
-    if held:
-        calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
-        out["calibration"] = calib
-        out["stg_mae_steps"] = calib["stg_mae_steps"]
-    if threshold is None:
-        threshold = out.get("calibration", {}).get("threshold_s", rmeta.get("threshold_s"))
-    if threshold is None:
-        raise SystemExit(f"no detector threshold: {reward_path} holds none and no held-out demos were "
-                         "found; pass --threshold S or --data DATASET")
-    bar = tqdm(total=episodes, desc="eval", disable=not progress)
-    from sim_backends.multitask import resolve_task
-
-    backend, env_config = resolve_task(meta["backend"], meta["env_config"], backend, env_config)
-    out.update({"backend": backend, "env_config": env_config})
-    report, records = evaluate_policy(policy, backend, env_config, episodes, threshold,
-                                patience=patience, tolerance=tolerance,
-                                seed0=EVAL_SEED0 if seed0 is None else seed0,
-                                n_envs=n_envs, reward_model=None if reward is policy else reward,
-                                progress=lambda rec: bar.update(1))
-    bar.close()
-    out.update(report.to_dict())
-    if outcomes is not None:
-        outcomes[:] = [int(bool(r.success)) for r in records]
-    return out
+    return train_sft(sft_config(args), progress=not args.quiet, resume=not args.fresh)
 
 
 def cmd_eval(args) -> dict[str, Any]:
+    """Evaluate --checkpoint (and --baseline on the same seeds). A checkpoint that cannot be
+    evaluated raises EvaluationRefused (a ValueError): main prints it and exits with 2."""
+    from core.learning.evaluate import evaluate_checkpoint
+
     def run(checkpoint: str, outcomes: list[int]) -> dict[str, Any]:
         return evaluate_checkpoint(checkpoint, args.episodes, reward_checkpoint=args.reward_checkpoint,
                                    data=args.data, threshold=args.threshold, patience=args.patience,
@@ -157,13 +121,9 @@ def cmd_eval(args) -> dict[str, Any]:
 
 
 def cmd_practice(args) -> dict[str, Any]:
-    from core.learning.practice import PracticeConfig, run_practice
+    from core.learning.practice import run_practice
 
-    fields = {f.name for f in dataclasses.fields(PracticeConfig)}
-    kw = {k: v for k, v in vars(args).items() if k in fields and v is not None}
-    if "env_config" in kw:
-        kw["env_config"] = _json_object(kw["env_config"], "--env-config")
-    return run_practice(PracticeConfig(**kw), progress=not args.quiet)
+    return run_practice(practice_config(args), progress=not args.quiet)
 
 
 def cmd_pipeline(args) -> dict[str, Any]:
@@ -176,6 +136,7 @@ def cmd_pipeline(args) -> dict[str, Any]:
                                          family="block2block", image_size=None, seed0=0,
                                          workers=args.workers, quiet=False))
     print(f"[2/3] Stage-1 training -> {run}", flush=True)
+    from core.learning.evaluate import evaluate_checkpoint
     from core.learning.sft import SFTConfig, train_sft
 
     sft = train_sft(SFTConfig(data=str(data), out=str(run), epochs=args.epochs,
@@ -184,27 +145,6 @@ def cmd_pipeline(args) -> dict[str, Any]:
     ev = evaluate_checkpoint(sft["best_policy"], args.eval_episodes, reward_checkpoint=sft["best_stg"])
     return {"demos": demos, "sft": {k: sft[k] for k in ("best_policy", "best_stg", "train_seconds")},
             "eval": ev, "minutes": (time.perf_counter() - t0) / 60}
-
-
-def _add_policy_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("model (PolicyConfig; defaults in core/learning/policy.py)")
-    g.add_argument("--image-encoder", dest="image_encoder",
-                   help="scratch | efficientnet_lite0 | hf:<local dir>")
-    g.add_argument("--text-encoder", dest="text_encoder", help="minilm | scratch | hf:<local dir>")
-    g.add_argument("--trunk", help="bert | hf:<local dir>")
-    g.add_argument("--no-proprio", dest="use_proprio", action="store_const", const=False)
-    g.add_argument("--unfreeze-image-encoder", dest="freeze_image_encoder", action="store_const", const=False)
-    g.add_argument("--d-model", dest="d_model", type=int)
-    g.add_argument("--n-layers", dest="n_layers", type=int)
-    g.add_argument("--action-bins", dest="action_bins", type=int)
-    g.add_argument("--stg-cap", dest="stg_cap", type=int)
-    g.add_argument("--stg-bin-width", dest="stg_bin_width", type=int)
-    g.add_argument("--stg-label-sigma", dest="stg_label_sigma", type=float,
-                   help="0 = plain cross-entropy (paper); >0 = HL-Gauss label spread in steps")
-    g.add_argument("--no-film", dest="film", action="store_const", const=False)
-    g.add_argument("--no-grounding", dest="grounding", action="store_const", const=False)
-    g.add_argument("--keypoint-query", dest="keypoint_query", choices=("sentence", "tokens"),
-                   help="goal keypoints read the sentence mean (default) or pool the tokens per keypoint")
 
 
 def cmd_refine_labels(args: argparse.Namespace) -> dict:
@@ -227,186 +167,314 @@ def cmd_refine_labels(args: argparse.Namespace) -> dict:
     return res
 
 
-def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m core.cli", description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = ap.add_subparsers(dest="command", required=True)
+EVAL_EPISODES = 200
+"""Test seeds an ``eval`` (and the pipeline's evaluation) rolls out."""
 
-    p = sub.add_parser("demos", help="generate scripted-expert demonstrations (resumable)")
+
+def field_default(cls, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls``: options take their defaults from the
+    config they fill, so each default is stated once, there."""
+    f = next((f for f in dataclasses.fields(cls) if f.name == name), None)
+    if f is None:
+        raise ValueError(f"{cls.__name__} has no field {name!r}")
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    raise ValueError(f"{cls.__name__}.{name} has no default")
+
+
+def param_default(fn, name: str) -> Any:
+    """The default of keyword ``name`` of function ``fn``."""
+    return inspect.signature(fn).parameters[name].default
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Appends an option's default to its help (not for flags and options without one)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if (action.default is None or action.default is argparse.SUPPRESS or action.nargs == 0
+                or not action.option_strings or "%(default)" in text):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+class _HelpAll(argparse.Action):
+    """``--help-all``: the subcommand's help with its advanced options too, then exit."""
+
+    def __init__(self, option_strings, dest, build=None, **kw):
+        super().__init__(option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, nargs=0,
+                         help="show every option, the advanced ones (ablations, speed, calibration, model) too, "
+                         "and exit")
+        self.build = build
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        full = argparse.ArgumentParser(prog=parser.prog, description=parser.description,
+                                       formatter_class=_HelpFormatter)
+        full.add_argument("--help-all", action=_HelpAll, build=self.build)
+        self.build(full, True)
+        full.print_help()
+        parser.exit()
+
+
+def _advanced(p: argparse.ArgumentParser, show_all: bool, title: str):
+    """An argument group that ``--help-all`` lists and ``--help`` hides (its options still work)."""
+    g = p.add_argument_group(f"advanced: {title}")
+    if not show_all:
+        add = g.add_argument
+        g.add_argument = lambda *a, **kw: add(*a, **{**kw, "help": argparse.SUPPRESS})
+    return g
+
+
+def _adder(cls):
+    """``add(group, flag, ..., dest=...)``: an option that fills field ``dest`` of ``cls``
+    (dest: from the first flag, as argparse derives it), with that field's default."""
+    def add(g, *flags: str, **kw) -> None:
+        dest = kw.pop("dest", flags[0].lstrip("-").replace("-", "_"))
+        if not kw.get("required"):
+            kw["default"] = field_default(cls, dest)
+        g.add_argument(*flags, dest=dest, **kw)
+    return add
+
+
+def _demos_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     p.add_argument("--out", required=True, help="dataset directory (created; re-run to resume)")
     p.add_argument("--n", type=int, required=True, help="successful episodes wanted")
-    p.add_argument("--backend", default="tabletop")
+    p.add_argument("--backend", default="tabletop", help="tabletop, metaworld, gym or multitask")
     p.add_argument("--family", default="block2block", choices=["block2block", "block2location"],
                    help="tabletop instruction family")
     p.add_argument("--task", help="metaworld task name, e.g. push-v3")
     p.add_argument("--env-config", dest="env_config", help="backend config as a JSON object")
-    p.add_argument("--image-size", dest="image_size", type=int)
+    p.add_argument("--image-size", dest="image_size", type=int, help="camera pixels (default: the backend's)")
     p.add_argument("--seed0", type=int, default=0, help="first environment seed")
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_demos)
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="expert processes (default: cores)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("sft", help="Stage 1: train BC + steps-to-go on a dataset")
-    p.add_argument("--data", required=True, help="dataset directory; several, comma-separated, train one "
-                   "multi-task model (evaluation then cycles through their tasks)")
-    p.add_argument("--out", required=True, help="run directory (resumes from last.pt if present)")
-    p.add_argument("--max-episodes", type=int, help="use only the first N episodes (by seed)")
-    p.add_argument("--val-fraction", type=float, default=0.1)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--eval-every", type=int, default=5)
-    p.add_argument("--eval-episodes", type=int, default=50)
-    p.add_argument("--threads", type=int, default=0)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--max-minutes", type=float)
+
+def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
+    from core.learning.policy import PolicyConfig
+    from core.learning.sft import SFTConfig
+
+    add = _adder(SFTConfig)
+    add(p, "--data", required=True, help="dataset directory; several, comma-separated, train one "
+        "multi-task model (evaluation then cycles through their tasks)")
+    add(p, "--out", required=True, help="run directory (resumes from last.pt if present)")
+    add(p, "--max-episodes", type=int, help="use only the first N episodes of each dataset (by seed; default: all)")
+    add(p, "--epochs", type=int, help="passes over the training frames")
+    add(p, "--batch-size", type=int, help="frames per gradient step")
+    add(p, "--lr", type=float, help="AdamW peak learning rate")
+    add(p, "--seed", type=int, help="split, initialisation and shuffling")
+    add(p, "--eval-every", type=int, help="roll the policy out every N epochs to pick best_policy.pt (0 = never)")
+    add(p, "--eval-episodes", type=int, help="selection rollouts per evaluation")
+    add(p, "--device", help="auto (CUDA when available), cpu or cuda")
+    add(p, "--max-minutes", type=float, help="stop training after this wall time (default: no limit)")
     p.add_argument("--fresh", action="store_true", help="ignore an existing last.pt")
-    p.add_argument("--stg-select", dest="stg_select", choices=["mae", "loss"], default="mae",
-                   help="pick best_stg.pt by validation error of d(o, g) (mae, default) or by the "
-                        "steps-to-go cross-entropy (loss)")
-    p.add_argument("--quiet", action="store_true")
-    _add_policy_args(p)
-    p.set_defaults(func=cmd_sft)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint")
+    g = _advanced(p, show_all, "selection and speed")
+    add(g, "--val-fraction", type=float, help="episodes held out for validation and detector calibration")
+    add(g, "--stg-select", choices=["mae", "loss"], help="pick best_stg.pt by validation error of d(o, g) "
+        "(mae) or by the steps-to-go cross-entropy (loss)")
+    add(g, "--threads", type=int, help="torch CPU threads (0 = torch's default)")
+
+    add = _adder(PolicyConfig)
+    g = _advanced(p, show_all, "model (PolicyConfig in core/learning/policy.py)")
+    add(g, "--image-encoder", help="scratch | efficientnet_lite0 | hf:<local dir>")
+    add(g, "--text-encoder", help="minilm | scratch | hf:<local dir>")
+    add(g, "--trunk", help="bert | hf:<local dir>")
+    add(g, "--no-proprio", dest="use_proprio", action="store_const", const=False,
+        help="no proprioception token")
+    add(g, "--unfreeze-image-encoder", dest="freeze_image_encoder", action="store_const", const=False,
+        help="also train a pretrained image backbone's weights (frozen otherwise)")
+    add(g, "--d-model", type=int, help="trunk width")
+    add(g, "--n-layers", type=int, help="trunk transformer layers")
+    add(g, "--action-bins", type=int, help="bins per action dimension")
+    add(g, "--stg-cap", type=int, help="largest steps-to-go label")
+    add(g, "--stg-bin-width", type=int, help="steps per steps-to-go bin")
+    add(g, "--stg-label-sigma", type=float, help="0 = plain cross-entropy (paper); > 0 = HL-Gauss label "
+        "spread in steps")
+    add(g, "--no-film", dest="film", action="store_const", const=False,
+        help="no FiLM conditioning of the image encoder on the instruction")
+    add(g, "--no-grounding", dest="grounding", action="store_const", const=False,
+        help="no cross-attention from instruction tokens to image positions")
+    add(g, "--keypoint-query", choices=("sentence", "tokens"),
+        help="goal keypoints read the sentence mean or pool the tokens per keypoint")
+
+
+def _eval_options(p: argparse.ArgumentParser, show_all: bool) -> None:
+    from core.learning.evaluate import evaluate_checkpoint
+
+    def default(name: str) -> Any:
+        return param_default(evaluate_checkpoint, name)
+
     p.add_argument("--checkpoint", required=True, help="policy checkpoint (e.g. best_policy.pt)")
     p.add_argument("--reward-checkpoint", help="steps-to-go model for the detector (default: best_stg.pt "
                    "beside --checkpoint if present, else the policy itself)")
-    p.add_argument("--episodes", type=int, default=200)
+    p.add_argument("--episodes", type=int, default=EVAL_EPISODES, help="test seeds to roll out")
     p.add_argument("--data", help="dataset for held-out calibration (default: the one it was trained on)")
     p.add_argument("--threshold", type=float, help="detector threshold s (default: calibrated)")
-    p.add_argument("--patience", type=int, default=1,
+    # Not PracticeConfig.patience (2): eval scores the detector as Stage 1 calibrated it on
+    # demonstrations, with patience 1; practice ends its episodes with patience 2.
+    p.add_argument("--patience", type=int, default=default("patience"),
                    help="consecutive frames with d <= s before the detector fires")
-    p.add_argument("--tolerance", type=int, help="steps before the goal at which a firing still "
-                   "counts as correct (default 3)")
-    p.add_argument("--seed0", type=int)
     p.add_argument("--backend", help="evaluate on another backend than the checkpoint's (default: its own)")
     p.add_argument("--env-config", dest="env_config",
                    help="evaluate on another task, as a JSON backend config, e.g. "
                         "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
-    p.add_argument("--n-envs", type=int, default=16)
-    p.add_argument("--device", default="auto")
+    p.add_argument("--device", default=default("device"), help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--baseline", help="another policy checkpoint to run on the same seeds; adds its success and "
                    "the paired gain of --checkpoint over it (95 %% interval, exact McNemar p)")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_eval)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    g = _advanced(p, show_all, "scoring, seeds and speed")
+    g.add_argument("--tolerance", type=int, default=default("tolerance"),
+                   help="steps before the goal at which a firing still counts as correct")
+    g.add_argument("--seed0", type=int, default=default("seed0"), help="first test seed")
+    g.add_argument("--n-envs", type=int, default=default("n_envs"), help="environments stepped together")
 
-    p = sub.add_parser("practice", help="Stage 2: self-improvement (REINFORCE, frozen steps-to-go reward)")
-    p.add_argument("--policy", dest="policy_checkpoint", required=True,
-                   help="starting policy (Stage-1 best_policy.pt or a practice checkpoint)")
-    p.add_argument("--reward", dest="reward_checkpoint", required=True,
-                   help="frozen reward model / success detector (Stage-1 best_stg.pt)")
-    p.add_argument("--out", required=True,
-                   help="run directory (resumes from its last completed iteration; the settings it started "
-                        "with, kept in its run.json, must stay the same except the budget, evaluation, "
-                        "stopping bars and fleet)")
-    p.add_argument("--fleet-size", dest="fleet_size", type=int, help="robots (default: cores)")
-    p.add_argument("--backend", help="practise on another backend than the reward model's")
-    p.add_argument("--env-config", dest="env_config",
-                   help="practise on another task (JSON backend config), e.g. a new object: "
-                        "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
-    p.add_argument("--in-process", dest="processes", action="store_const", const=False,
-                   help="simulators in this process instead of one process per robot")
-    p.add_argument("--finish-running", dest="finish_running_episodes", action="store_const", const=True,
-                   help="when an iteration's buffer is full, let the episodes under way run to their end and join "
-                        "it (before 2026-12-04; default: drop them, the iteration ends as the buffer fills)")
-    p.add_argument("--plan-starts", dest="plan_starts", action="store_const", const=True,
-                   help="start an episode only while the buffer plus the running episodes' expected tuples fall "
-                        "short of an iteration's; other robots wait (with --finish-running: no surplus episodes "
-                        "and no lean towards short ones; with dropping: fewer dropped)")
-    p.add_argument("--rollout-groups", dest="rollout_groups", type=int,
-                   help="robot groups in the rollout loop: one group's simulators step while the next group's "
-                        "inference runs (1 = lock-step; default: 2 for a process fleet of >= 4 robots)")
-    p.add_argument("--rollout-threads", dest="rollout_threads", type=int,
-                   help="the learner's torch threads while robots roll out (updates keep torch's own); 1 leaves "
-                        "the simulators a core on a 2-core machine (Meta-World: 196 against 158 steps/s)")
-    p.add_argument("--gamma", type=float, help="discount (default 0.9)")
-    p.add_argument("--c", type=float, help="REINFORCE loss scale (default 0.05)")
-    p.add_argument("--lr", type=float, help="learning rate (default 3e-5)")
-    p.add_argument("--weight-decay", dest="weight_decay", type=float)
-    p.add_argument("--tuples", dest="tuples_per_iteration", type=int, help="per iteration (default 1024)")
-    p.add_argument("--minibatch", type=int, help="default 64")
-    p.add_argument("--train-vision", dest="freeze_vision", action="store_const", const=False,
-                   help="also update the image encoder (frozen by default)")
-    p.add_argument("--trainable", choices=["policy", "action_head"],
-                   help="what the update trains (default policy: all but the frozen vision)")
-    p.add_argument("--baseline", choices=["none", "mean"],
-                   help="subtract the iteration's mean return (default none, as METHOD.md)")
-    p.add_argument("--bc-weight", dest="bc_weight", type=float,
-                   help="demonstration anchor (not in the paper): add this x the BC loss on the policy's own "
-                        "Stage-1 training demonstrations to every REINFORCE step (default 0 = off)")
-    p.add_argument("--update-dropout", dest="update_dropout", action="store_const", const=True,
-                   help="keep dropout on in the REINFORCE update (off by default: rollouts sample without it)")
-    p.add_argument("--threshold", dest="threshold_s", type=float, help="detector s (default: calibrated)")
-    p.add_argument("--patience", type=int, help="frames with d <= s before the detector fires (default 2)")
-    p.add_argument("--no-compile", dest="compile", action="store_const", const=False,
-                   help="eager rollout forward passes (default: torch.compile'd, padded to the fleet size; "
-                        "or set DOJO_NO_COMPILE=1)")
-    p.add_argument("--calibration-beta", dest="calibration_beta", type=float,
-                   help="without --threshold, s maximises F-beta on half of the check rollouts "
-                        "(default 0.5: precision weighs twice recall; 1 = F1)")
-    p.add_argument("--ground-truth-reward", dest="ground_truth_reward", action="store_const", const=True,
-                   help="oracle ablation: simulator success ends episodes and gives the reward")
-    p.add_argument("--check-episodes", dest="check_episodes", type=int,
-                   help="held-out rollouts for the detector check (0 = skip; default 100)")
-    p.add_argument("--min-precision", dest="min_precision", type=float, help="default 0.5")
-    p.add_argument("--min-recall", dest="min_recall", type=float, help="default 0.5")
-    p.add_argument("--refine-episodes", dest="refine_episodes", type=int,
-                   help="before the check, refine the reward model on N rollouts of the starting policy labeled "
-                        "by the simulator's ground truth (N labels; default 0 = the paper's label-free recipe)")
-    p.add_argument("--refine-steps", dest="refine_steps", type=int, help="gradient steps of the refinement (default 400)")
-    p.add_argument("--refine-every", dest="refine_every", type=int,
-                   help="refine the reward model again every N iterations on those iterations' practice episodes, "
-                        "labeled by the simulator's ground truth (real robots: supervisors' verdicts); "
-                        "keeps a policy from gaming the detector (default 0 = off)")
-    p.add_argument("--refine-memory", dest="refine_memory", type=int,
-                   help="with --refine-every: also train each refinement on up to N earlier labeled episodes "
-                        "(the first refinement's rollouts first), so it does not forget (default 0)")
-    p.add_argument("--refine-keep-s", dest="refine_recalibrate", action="store_const", const=False,
-                   help="with --refine-every: keep s where the pre-practice check put it instead of "
-                        "re-calibrating it on held-out practice episodes at each refinement")
-    p.add_argument("--detector-tolerance", dest="detector_tolerance", type=int,
-                   help="steps a detector may fire before ground truth and still count as right in the check and "
-                        "its calibration (default 3; 0 = strict: a fire ends the episode, so an early one is a miss)")
-    p.add_argument("--refine-frozen-vision", dest="refine_train_vision", action="store_const", const=False,
-                   help="keep the reward model's image pathway frozen while refining (default: trained)")
-    p.add_argument("--eval-every", dest="eval_every", type=int, help="iterations (default 5)")
-    p.add_argument("--eval-episodes", dest="eval_episodes", type=int, help="default 200")
-    p.add_argument("--max-episodes", dest="max_episodes", type=int, help="practice budget (default 3000)")
-    p.add_argument("--plateau-evals", dest="plateau_evals", type=int, help="default 4")
-    p.add_argument("--stop-after-drops", dest="stop_after_drops", type=int,
-                   help="stop when this many evaluations in a row are below the start's beyond noise (paired on "
-                        "the same seeds): the policy is gaming the detector (default 2; 0 = never)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--device", help="auto (default: CUDA when available), cpu or cuda")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=cmd_practice)
 
-    p = sub.add_parser("pipeline", help="demos -> sft -> eval on the bundled Block2Block task")
-    p.add_argument("--root", default=str(DEFAULT_DATA_DIR))
-    p.add_argument("--demos", type=int, default=400)
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--select-episodes", type=int, default=50)
-    p.add_argument("--eval-episodes", type=int, default=200)
-    p.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    p.set_defaults(func=cmd_pipeline)
+def _practice_options(p: argparse.ArgumentParser, show_all: bool) -> None:
+    from core.learning.practice import PracticeConfig
 
-    p = sub.add_parser("refine-labels", help="re-train a reward model's steps-to-go head on a session's "
-                                             "judged episodes in the database (the web app's refine job)")
+    add = _adder(PracticeConfig)
+    add(p, "--policy", dest="policy_checkpoint", required=True,
+        help="starting policy (Stage-1 best_policy.pt or a practice checkpoint)")
+    add(p, "--reward", dest="reward_checkpoint", required=True,
+        help="frozen reward model / success detector (Stage-1 best_stg.pt)")
+    add(p, "--out", required=True,
+        help="run directory (resumes from its last completed iteration; the settings it started with, kept in "
+             "its run.json, must stay the same except the budget, evaluation, stopping bars and fleet)")
+    add(p, "--fleet-size", type=int, help="robots, one simulator process each (0 = one per core)")
+    add(p, "--backend", help="practise on another backend than the reward model's")
+    add(p, "--env-config", help="practise on another task (JSON backend config), e.g. a new object: "
+        "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
+    add(p, "--max-episodes", type=int, help="practice budget in episodes")
+    add(p, "--lr", type=float, help="learning rate (>= 1e-4 destroyed the policy, docs/method.md)")
+    add(p, "--threshold", dest="threshold_s", type=float, help="detector threshold s (default: calibrated)")
+    add(p, "--patience", type=int, help="consecutive frames with d <= s before the detector fires")
+    add(p, "--check-episodes", type=int, help="held-out rollouts for the pre-practice detector check (0 = skip)")
+    add(p, "--eval-episodes", type=int, help="greedy evaluation episodes on the selection seeds")
+    add(p, "--seed", type=int, help="same seed, same run")
+    add(p, "--device", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    _practice_advanced(p, show_all, add)
+
+
+def _practice_advanced(p: argparse.ArgumentParser, show_all: bool, add) -> None:
+    g = _advanced(p, show_all, "evaluation and stopping")
+    add(g, "--eval-every", type=int, help="evaluate every N iterations")
+    add(g, "--plateau-evals", type=int, help="stop after this many evaluations without a new best")
+    add(g, "--stop-after-drops", type=int, help="stop when this many evaluations in a row are below the start's "
+        "beyond noise (paired on the same seeds): the policy is gaming the detector (0 = never)")
+    add(g, "--min-precision", type=float, help="the detector check's bar on precision")
+    add(g, "--min-recall", type=float, help="the detector check's bar on recall")
+
+    g = _advanced(p, show_all, "the update (ablations)")
+    add(g, "--gamma", type=float, help="discount")
+    add(g, "--c", type=float, help="REINFORCE loss scale")
+    add(g, "--weight-decay", type=float, help="AdamW weight decay")
+    add(g, "--tuples", dest="tuples_per_iteration", type=int, help="tuples per iteration")
+    add(g, "--minibatch", type=int, help="tuples per gradient step")
+    add(g, "--train-vision", dest="freeze_vision", action="store_const", const=False,
+        help="also update the image encoder (frozen otherwise)")
+    add(g, "--trainable", choices=["policy", "action_head"],
+        help="what the update trains (policy: all but the frozen vision)")
+    add(g, "--baseline", choices=["none", "mean"], help="subtract the iteration's mean return (mean) or not")
+    add(g, "--bc-weight", type=float, help="demonstration anchor (not in the paper): add this x the BC loss on "
+        "the policy's own Stage-1 training demonstrations to every REINFORCE step (0 = off)")
+    add(g, "--update-dropout", action="store_const", const=True,
+        help="keep dropout on in the REINFORCE update (off otherwise: rollouts sample without it)")
+    add(g, "--ground-truth-reward", action="store_const", const=True,
+        help="oracle ablation: simulator success ends episodes and gives the reward")
+
+    g = _advanced(p, show_all, "detector calibration and refinement with labels")
+    add(g, "--calibration-beta", type=float, help="without --threshold, s maximises F-beta on half of the "
+        "check rollouts (0.5: precision weighs twice recall; 1 = F1)")
+    add(g, "--calibrate-on-demos", dest="calibrate_on_rollouts", action="store_const", const=False,
+        help="without --threshold, calibrate s on demonstration endings alone, not on check rollouts")
+    add(g, "--detector-tolerance", type=int, help="steps a detector may fire before ground truth and still "
+        "count as right in the check and its calibration (0 = strict: an early fire is a miss)")
+    add(g, "--refine-episodes", type=int, help="before the check, refine the reward model on N rollouts of the "
+        "starting policy labeled by the simulator's ground truth (0 = the paper's label-free recipe)")
+    add(g, "--refine-steps", type=int, help="gradient steps of the refinement")
+    add(g, "--refine-every", type=int, help="refine the reward model again every N iterations on those "
+        "iterations' labeled practice episodes; keeps a policy from gaming the detector (0 = off)")
+    add(g, "--refine-memory", type=int, help="with --refine-every: also train each refinement on up to N "
+        "earlier labeled episodes, so it does not forget")
+    add(g, "--refine-keep-s", dest="refine_recalibrate", action="store_const", const=False,
+        help="with --refine-every: keep s where the check put it instead of re-calibrating it at each refinement")
+    add(g, "--refine-frozen-vision", dest="refine_train_vision", action="store_const", const=False,
+        help="keep the reward model's image pathway frozen while refining (trained otherwise)")
+
+    g = _advanced(p, show_all, "collection")
+    add(g, "--finish-running", dest="finish_running_episodes", action="store_const", const=True,
+        help="when an iteration's buffer is full, let the episodes under way run to their end and join it "
+             "(before 2026-12-04; otherwise they are dropped)")
+    add(g, "--plan-starts", action="store_const", const=True,
+        help="start an episode only while the buffer plus the running episodes' expected tuples fall short of "
+             "an iteration's; other robots wait")
+    g = _advanced(p, show_all, "speed (the episodes stay the same)")
+    add(g, "--rollout-groups", type=int, help="robot groups stepping in turn while the next group's inference "
+        "runs (1 = lock-step; 0 = 2 for a process fleet of >= 4 robots)")
+    add(g, "--rollout-threads", type=int, help="the learner's torch threads while robots roll out (default: "
+        "torch's); 1 leaves the simulators a core on a 2-core machine")
+    add(g, "--no-compile", dest="compile", action="store_const", const=False,
+        help="eager rollout forward passes instead of torch.compile'd ones (or DOJO_NO_COMPILE=1)")
+    add(g, "--in-process", dest="processes", action="store_const", const=False,
+        help="simulators in this process instead of one process per robot")
+
+
+def _pipeline_options(p: argparse.ArgumentParser, show_all: bool) -> None:
+    from core.learning.sft import SFTConfig
+
+    p.add_argument("--root", default=str(DEFAULT_DATA_DIR), help="where demos/ and runs/ go (or DOJO_DATA)")
+    p.add_argument("--demos", type=int, default=400, help="demonstrations")
+    # Not SFTConfig.epochs (20): the bundled task's quick end-to-end run stops at 15.
+    p.add_argument("--epochs", type=int, default=15, help="Stage-1 epochs")
+    p.add_argument("--select-episodes", type=int, default=field_default(SFTConfig, "eval_episodes"),
+                   help="selection rollouts per Stage-1 evaluation")
+    p.add_argument("--eval-episodes", type=int, default=EVAL_EPISODES, help="test seeds of the final evaluation")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="expert processes (default: cores)")
+
+
+def _refine_labels_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     p.add_argument("--db", default=None, help="database URL or SQLite path (default: DOJO_DB, data/dojo.sqlite)")
     p.add_argument("--session", type=int, required=True, help="practice session whose labels/overrides to use")
     p.add_argument("--reward", default=None, help="reward checkpoint (default: the one the session ran with)")
     p.add_argument("--out", required=True, help="directory for reward_from_labels.pt and relabel.json")
-    p.add_argument("--steps", type=int, default=300)
-    p.add_argument("--lr", type=float, default=1e-4)
-    p.add_argument("--min-labels", type=int, default=10)
+    p.add_argument("--steps", type=int, default=300, help="gradient steps")
+    p.add_argument("--lr", type=float, default=1e-4, help="learning rate")
+    p.add_argument("--min-labels", type=int, default=10, help="refuse with fewer judged episodes")
     p.add_argument("--fail-tail", type=int, default=10,
                    help="train on the last K frames of a failed episode only (0: every frame)")
     p.add_argument("--anchor", type=float, default=1.0,
                    help="with --fail-tail: keep d where it was on a failure's earlier frames (weight; 0 = off)")
-    p.set_defaults(func=cmd_refine_labels)
 
+
+COMMANDS = {
+    "demos": ("generate scripted-expert demonstrations (resumable)", _demos_options, cmd_demos),
+    "sft": ("Stage 1: train BC + steps-to-go on a dataset", _sft_options, cmd_sft),
+    "eval": ("evaluate a checkpoint", _eval_options, cmd_eval),
+    "practice": ("Stage 2: self-improvement (REINFORCE, frozen steps-to-go reward)", _practice_options,
+                 cmd_practice),
+    "pipeline": ("demos -> sft -> eval on the bundled Block2Block task", _pipeline_options, cmd_pipeline),
+    "refine-labels": ("re-train a reward model's steps-to-go head on a session's judged episodes in the "
+                      "database (the web app's refine job)", _refine_labels_options, cmd_refine_labels),
+}
+
+
+def build_parser(only: str | None = None, show_all: bool = False) -> argparse.ArgumentParser:
+    """The CLI's parser. ``only``: build just that subcommand's options (the others are listed
+    but empty; their builders import torch); ``show_all``: advanced options in --help too."""
+    ap = argparse.ArgumentParser(prog="python -m core.cli", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="command", required=True)
+    for name, (text, options, func) in COMMANDS.items():
+        p = sub.add_parser(name, help=text, description=text, formatter_class=_HelpFormatter)
+        if only is None or only == name:
+            p.add_argument("--help-all", action=_HelpAll, build=options)
+            options(p, show_all)
+        p.set_defaults(func=func)
     sub.add_parser("worker", add_help=False, help="the background worker (python -m core.worker --help)")
     return ap
 
@@ -417,7 +485,7 @@ def main(argv: list[str] | None = None) -> int:
         from core.worker import main as worker_main
 
         return worker_main(argv[1:])
-    args = build_parser().parse_args(argv)
+    args = build_parser(only=argv[0] if argv else "").parse_args(argv)
     if args.command == "eval" and args.reward_checkpoint is None:
         sibling = Path(args.checkpoint).with_name("best_stg.pt")
         if sibling.exists():

@@ -1,5 +1,9 @@
 """Evaluation: success rate with an interval, the detector against ground truth,
-threshold calibration and steps-to-go error on held-out demonstrations."""
+threshold calibration and steps-to-go error on held-out demonstrations.
+
+``evaluate_checkpoint`` is the whole job on checkpoint files (the CLI's ``eval``, the
+worker's eval job and the benches call it); it raises ``EvaluationRefused`` instead of
+exiting, so a long-running caller survives a checkpoint it cannot evaluate."""
 from __future__ import annotations
 
 import time
@@ -11,13 +15,19 @@ import numpy as np
 import torch
 
 from core.method.detector import DEFAULT_TOLERANCE, DetectorCounts, calibrate_threshold, score_episode
-from core.learning.dataset import Episode, FrameTable
+from core.learning.checkpoint import load_checkpoint
+from core.learning.dataset import Episode, FrameTable, held_out_episodes
 from core.learning.policy import DojoPolicy
 from core.learning.rollout import EpisodeRecord, run_episodes
 from core.method.stats import precision_recall_f1, wilson_interval
 from sim_backends.registry import make_env
 
 from core.method.seeds import EVAL_SEED0, SELECT_SEED0  # noqa: F401 - callers take them from here too
+
+
+class EvaluationRefused(ValueError):
+    """A checkpoint cannot be evaluated as asked (e.g. no detector threshold can be found);
+    the message names the problem and the fix."""
 
 
 @dataclass
@@ -122,3 +132,60 @@ def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any],
         env_steps=int(sum(rec.length for rec in records)), seconds=seconds,
         per_task=per_task_success(records))
     return report, records
+
+
+def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: str | None = None,
+                        data: str | None = None, threshold: float | None = None, patience: int = 1,
+                        tolerance: int | None = DEFAULT_TOLERANCE, seed0: int | None = EVAL_SEED0, n_envs: int = 16,
+                        device: str = "auto", progress: bool = True, backend: str | None = None,
+                        env_config: dict[str, Any] | None = None,
+                        outcomes: list[int] | None = None) -> dict[str, Any]:
+    """Roll out the policy in ``checkpoint`` on ``episodes`` test seeds, with the detector of
+    ``reward_checkpoint`` (default: the policy itself) scored against ground truth.
+
+    The threshold s is ``threshold`` if given, else calibrated on the reward model's held-out
+    demonstrations (from ``data`` or the dataset it was trained on), else the one stored in
+    the reward checkpoint; with none of them, ``EvaluationRefused``. ``patience`` defaults to
+    1, the patience Stage 1 calibrates s with on demonstrations (practice ends its episodes
+    with 2, ``PracticeConfig.patience``). ``backend`` / ``env_config`` evaluate on another
+    task than the checkpoint was trained on (e.g. a new object); by default, the
+    checkpoint's own. A list passed as ``outcomes`` receives the ground-truth success of
+    every seed, in seed order (for paired comparisons)."""
+    from tqdm import tqdm
+
+    from core.learning.sft import resolve_device  # sft imports this module
+    from sim_backends.multitask import resolve_task
+
+    tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance
+    seed0 = EVAL_SEED0 if seed0 is None else seed0
+    dev = resolve_device(device)
+    policy, meta = load_checkpoint(checkpoint, dev)
+    reward_path = reward_checkpoint or checkpoint
+    reward, rmeta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
+    out: dict[str, Any] = {"checkpoint": checkpoint, "reward_checkpoint": reward_path}
+    held = held_out_episodes(rmeta, data)
+    if held:
+        calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
+        out["calibration"] = calib
+        out["stg_mae_steps"] = calib["stg_mae_steps"]
+    if threshold is None:
+        threshold = out.get("calibration", {}).get("threshold_s", rmeta.get("threshold_s"))
+    if threshold is None:
+        searched = data or rmeta.get("dataset")
+        raise EvaluationRefused(
+            f"no detector threshold for {reward_path}: the checkpoint stores none and no held-out "
+            f"demonstrations were found ({f'none in {searched}' if searched else 'it names no dataset'}); "
+            "pass a threshold (threshold=S, CLI: --threshold S) or a dataset with its held-out "
+            "demonstrations to calibrate one (data=DATASET, CLI: --data DATASET)")
+    backend, env_config = resolve_task(meta["backend"], meta["env_config"], backend, env_config)
+    out.update({"backend": backend, "env_config": env_config})
+    bar = tqdm(total=episodes, desc="eval", disable=not progress)
+    report, records = evaluate_policy(policy, backend, env_config, episodes, threshold,
+                                      patience=patience, tolerance=tolerance, seed0=seed0, n_envs=n_envs,
+                                      reward_model=None if reward is policy else reward,
+                                      progress=lambda rec: bar.update(1))
+    bar.close()
+    out.update(report.to_dict())
+    if outcomes is not None:
+        outcomes[:] = [int(bool(r.success)) for r in records]
+    return out
