@@ -8,6 +8,11 @@ A real robot's client does the same with its camera and controller in place of `
 answer ``reset`` with the first observation and each ``action`` with the next one. The
 client reconnects after a dropped connection (``--reconnect``) with the same name, so the
 worker gives it back its fleet slot.
+
+The simulator is built with ``terminate_on_success`` False whatever ``--env-config`` says
+(``make_robot_env``): a remote robot's episode ends by the worker's detector, the step limit
+or a person (docs/remote_protocol.md); the simulator's ground truth is only reported beside
+it (``success``), as a real robot's client cannot know it.
 """
 from __future__ import annotations
 
@@ -133,6 +138,16 @@ class RemoteRobotClient:
             self.conn.close()
 
 
+def make_robot_env(backend: str, config: dict[str, Any] | None = None) -> Any:
+    """The simulator a reference client serves: ``make_env(backend, config)`` with
+    ``terminate_on_success`` False, whatever ``config`` says. Its episodes end by the worker
+    (the detector, the step limit, a person's stop) or by the simulator's own failures (an
+    object off the table, a physics error), never at ground-truth success."""
+    from sim_backends.registry import make_env
+
+    return make_env(backend, {**(config or {}), "terminate_on_success": False})
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m sim_backends.remote.client", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -142,18 +157,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--backend", default="tabletop")
     ap.add_argument("--family", default="block2block")
     ap.add_argument("--image-size", type=int, default=None)
-    ap.add_argument("--env-config", default=None, help="JSON env config (overrides --family/--image-size)")
+    ap.add_argument("--env-config", default=None, help="JSON env config (overrides --family/--image-size; "
+                    "its terminate_on_success is always False)")
     ap.add_argument("--task", action="append", default=[], help="task name this robot can do (repeatable)")
     ap.add_argument("--encoding", default="png", choices=["png", "jpeg", "raw"])
     ap.add_argument("--reconnect", action="store_true", help="reconnect after a dropped connection")
     args = ap.parse_args(argv)
 
-    from sim_backends.registry import make_env
-
     cfg = json.loads(args.env_config) if args.env_config else {"family": args.family}
     if args.image_size and not args.env_config:
         cfg["image_size"] = args.image_size
-    env = make_env(args.backend, cfg)
+    if cfg.get("terminate_on_success"):
+        print(f"{args.name}: terminate_on_success is overridden to False (remote episodes end by the worker's "
+              "detector, the step limit or a person)", file=sys.stderr, flush=True)
+    env = make_robot_env(args.backend, cfg)
     client = RemoteRobotClient(args.url, args.token, args.name, env, tasks=args.task, encoding=args.encoding)
     try:
         while True:
