@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,8 @@ QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1400, epoc
 # ~4-5 h on 2 cores, never run end to end.
 FULL = dict(QUICK, seeds=3, eval_episodes=300, practice_episodes=2000, fractions=(0.1, 0.2, 0.8))
 FRACTIONS = (0.1, 0.2, 0.8)
+DEFAULT_ROOT = "data/bench/self_improvement"
+KEYPOINT_QUERY = "tokens"  # the block arms' goal keypoints (--keypoint-query's default)
 # The paper's BananaTable: a banana alone on the table, never seen in any demonstration,
 # pushed to one of the nine regions ("push the banana to the top left of the table").
 NOVEL_ENV = {"family": "block2location", "blocks": [], "objects": ["banana"]}
@@ -215,7 +218,7 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
             "novel_detector_threshold_s": chk["threshold_s"], "novel_reward_signal": signal}
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, smaller pool and budget")
     ap.add_argument("--pool", type=int)
@@ -223,7 +226,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--eval-episodes", type=int)
     ap.add_argument("--practice-episodes", type=int)
     ap.add_argument("--skip-bc80", action="store_true", help="leave out the slowest arm")
-    ap.add_argument("--root", default="data/bench/self_improvement")
+    ap.add_argument("--root", default=DEFAULT_ROOT)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--fleet", type=int,
                     help="robots (simulator processes) in practice (default 16; the new-object arm 8)")
@@ -240,7 +243,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-refine", type=int, default=0,
                     help="refine the reward model on N banana rollouts labeled by ground truth before practice "
                          "(the work of a reviewer; default 0, the paper's label-free recipe)")
-    ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default="tokens",
+    ap.add_argument("--keypoint-query", choices=("sentence", "tokens"), default=KEYPOINT_QUERY,
                     help="the block arms' goal keypoints: pool the tokens per keypoint (default, as the "
                          "model's; BC 10 %% 40.5 vs 34.5 %%, quick gain +18.5 vs +7 points, README) or read the "
                          "sentence mean")
@@ -251,8 +254,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--novel-single-demos", type=int,
                     help="demos per block of a block alone on the table (half named generically) in the "
                          "new-object arm's Stage 1; 0 = blocks in 4-block scenes only")
-    args = ap.parse_args(argv)
-    args.running, args.running_tag = running_episode_settings(ap, args)
+    return ap
+
+
+def resolve_plan(ap: argparse.ArgumentParser, args) -> tuple[dict[str, Any], list[float]]:
+    """The plan (QUICK or FULL with the arguments' overrides) and the BC fractions to train."""
     plan = dict(QUICK if args.quick else FULL)
     for k in ("pool", "seeds", "eval_episodes", "practice_episodes", "novel_practice_episodes", "novel_single_demos",
               "lr", "novel_lr", "novel_nouns", "novel_keypoint_query", "fleet"):
@@ -264,14 +270,133 @@ def main(argv=None) -> dict:
         if bad:
             ap.error(f"--bc-fractions {args.bc_fractions!r}: {bad} not among {FRACTIONS}")
     fractions = [f for f in plan["fractions"] if not (f == 0.8 and args.skip_bc80)]
+    return plan, fractions
 
+
+def arm_tag(keypoint_query: str, epochs: int) -> str:
+    """The block arms' run-directory tag: the keypoint query and the epochs."""
+    kq = "" if keypoint_query == "sentence" else f"-kp{keypoint_query}"
+    # The epochs in the name: the quick and the full plan share a root's demos, never a run
+    # (resuming the other plan's run would mix two learning-rate schedules; train_sft refuses).
+    kq += f"-e{epochs}"
+    return kq
+
+
+def sft_run_dir(root: str | Path, frac: float, keypoint_query: str, epochs: int, seed: int) -> Path:
+    """The Stage-1 (BC) run directory of one arm: ``sft-10-kptokens-e8-s0`` for the quick plan's."""
+    return Path(root) / f"sft-{int(frac * 100)}{arm_tag(keypoint_query, epochs)}-s{seed}"
+
+
+def si_run_dir(root: str | Path, keypoint_query: str, epochs: int, running_tag: str, seed: int) -> Path:
+    """The practice run directory that starts from BC 10 %: ``si-10-kptokens-e8-discard-s0``."""
+    return Path(root) / f"si-10{arm_tag(keypoint_query, epochs)}{running_tag}-s{seed}"
+
+
+@dataclass
+class _Tally:
+    """What the block arms gather over the training seeds."""
+
+    per_seed: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    si_curves: list[list[dict[str, Any]]] = field(default_factory=list)
+    si_eps: list[int] = field(default_factory=list)
+    split: dict[str, float] = field(default_factory=lambda: dict.fromkeys((name for _key, name in PRACTICE_SPLIT), 0.0))
+    pairs: list[tuple[list[int], list[int]]] = field(default_factory=list)  # (BC 10 %, its SFT + SI) per seed
+
+
+def block_arms_seed(seed: int, fractions: list[float], plan: dict[str, Any], args, data: Path, env_config: dict,
+                    timer: PhaseTimer, test_success, outcomes: dict[tuple[str, str], list[int]], tally: _Tally) -> None:
+    """One training seed: BC on each fraction of the pool, and practice from BC 10 %."""
+    from core.learning.policy import PolicyConfig
+    from core.learning.sft import SFTConfig, train_sft
+
+    root = Path(args.root)
+    per_seed = tally.per_seed
+    for frac in fractions:
+        n = int(frac * plan["pool"])
+        run = sft_run_dir(root, frac, args.keypoint_query, plan["epochs"][frac], seed)
+        with timer(f"stage1_bc_{int(frac * 100)}"):
+            sft = train_sft(SFTConfig(data=str(data), out=str(run), max_episodes=n, epochs=plan["epochs"][frac],
+                                      eval_every=max(1, plan["epochs"][frac] // 3),
+                                      eval_episodes=plan["select_episodes"], seed=seed,
+                                      policy=PolicyConfig(keypoint_query=args.keypoint_query)), progress=False)
+        per_seed.setdefault(f"bc_{int(frac * 100)}", []).append(test_success(sft["best_policy"]))
+        print(f"seed {seed} BC {int(frac * 100)}% ({n} demos): {per_seed[f'bc_{int(frac * 100)}'][-1]}",
+              flush=True)
+        if frac == 0.1:
+            practice_arm_seed(seed, sft, plan, args, env_config, timer, test_success, outcomes, tally)
+
+
+def practice_arm_seed(seed: int, sft: dict[str, Any], plan: dict[str, Any], args, env_config: dict,
+                      timer: PhaseTimer, test_success, outcomes: dict[tuple[str, str], list[int]],
+                      tally: _Tally) -> None:
+    """Practice from BC 10 %'s checkpoint, rewarded by its frozen steps-to-go model."""
+    from core.learning.practice import PracticeConfig, run_practice
+
+    per_seed = tally.per_seed
+    with timer("practice"):
+        si = run_practice(PracticeConfig(
+            policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
+            out=str(si_run_dir(args.root, args.keypoint_query, plan["epochs"][0.1], args.running_tag, seed)),
+            max_episodes=plan["practice_episodes"], **args.running,
+            eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
+            plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
+            check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
+    rows = [json.loads(x) for x in (Path(si["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    for name, minutes in practice_split(si["run_dir"]).items():
+        tally.split[name] += minutes
+    tally.si_curves.append([r for r in rows if "eval_success" in r])
+    tally.si_eps.append(si["episodes"])
+    per_seed.setdefault("si_10", []).append(test_success(si["best"]))
+    task_key = json.dumps(env_config, sort_keys=True)
+    tally.pairs.append((outcomes[sft["best_policy"], task_key], outcomes[si["best"], task_key]))
+    chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
+    per_seed.setdefault("detector", []).append((chk["precision"], chk["recall"]))
+    print(f"seed {seed} SFT 10% + SI ({si['episodes']} practice episodes): {per_seed['si_10'][-1]}",
+          flush=True)
+
+
+def summarise_block_arms(tally: _Tally) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the plot's arms, the result's entries) from the block arms' tally."""
+    from core.method.stats import format_points, paired_gain, wilson_interval
+
+    si_eps, pairs = tally.si_eps, tally.pairs
+    arms: dict[str, Any] = {"si_curves": tally.si_curves}
+    result: dict[str, Any] = {}
+    for key, vals in tally.per_seed.items():
+        if key == "detector":
+            continue
+        k, n = sum(v[0] for v in vals), sum(v[1] for v in vals)
+        arms[key] = {"success": k / n, "ci": wilson_interval(k, n), "episodes": int(sum(si_eps) / max(1, len(si_eps)))}
+        result[key] = k / n
+        result[f"{key}_ci"] = wilson_interval(k, n)
+        result[f"{key}_per_seed"] = [v[0] / v[1] for v in vals]
+    if pairs:
+        # SI starts from BC 10 %'s checkpoint and both run the same test seeds: the gain is paired.
+        g = paired_gain([x for b, _ in pairs for x in b], [x for _, a in pairs for x in a])
+        result.update(si_gain_vs_bc_10=g["gain"], si_gain_vs_bc_10_ci=g["ci"], si_gain_vs_bc_10_p=g["p"])
+        print(f"SI vs BC 10 % on the same test seeds: {format_points(g['gain'])} pts, 95 % paired interval "
+              f"[{format_points(g['ci'][0])}, {format_points(g['ci'][1])}] ({g['gained']} seeds gained, "
+              f"{g['lost']} lost)",
+              flush=True)
+    for key in ("bc_10", "bc_20", "bc_80", "si_10"):
+        result.setdefault(key, None)  # an arm this plan left out (--quick: BC 10 % and SI only)
+    return arms, result
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.running, args.running_tag = running_episode_settings(ap, args)
+    plan, fractions = resolve_plan(ap, args)
+
+    # Everything the arms use is imported before any work, as before the helpers were split out.
     from core.learning.checkpoint import load_checkpoint
     from core.learning.demos import generate_demos
     from core.learning.evaluate import evaluate_policy
-    from core.learning.practice import PracticeConfig, run_practice
-    from core.learning.policy import PolicyConfig
-    from core.learning.sft import SFTConfig, train_sft
-    from core.method.stats import format_points, paired_gain, wilson_interval
+    from core.learning.practice import PracticeConfig, run_practice  # noqa: F401
+    from core.learning.policy import PolicyConfig  # noqa: F401
+    from core.learning.sft import SFTConfig, train_sft  # noqa: F401
+    from core.method.stats import format_points, paired_gain, wilson_interval  # noqa: F401
 
     t0 = time.perf_counter()
     timer = PhaseTimer()
@@ -292,77 +417,20 @@ def main(argv=None) -> dict:
         return round(rep.success * rep.episodes), rep.episodes
 
     outcomes: dict[tuple[str, str], list[int]] = {}  # (checkpoint, task) -> success per test seed, in order
-    pairs: list[tuple[list[int], list[int]]] = []  # (BC 10 %, its SFT + SI) per training seed
-
-    per_seed: dict[str, list[tuple[int, int]]] = {}
-    si_curves, si_eps = [], []
-    split: dict[str, float] = dict.fromkeys((name for _key, name in PRACTICE_SPLIT), 0.0)
+    tally = _Tally()
     for seed in range(0 if args.only_novel else plan["seeds"]):
-        for frac in fractions:
-            n = int(frac * pool)
-            kq = "" if args.keypoint_query == "sentence" else f"-kp{args.keypoint_query}"
-            # The epochs in the name: the quick and the full plan share a root's demos, never a run
-            # (resuming the other plan's run would mix two learning-rate schedules; train_sft refuses).
-            kq += f"-e{plan['epochs'][frac]}"
-            run = root / f"sft-{int(frac * 100)}{kq}-s{seed}"
-            with timer(f"stage1_bc_{int(frac * 100)}"):
-                sft = train_sft(SFTConfig(data=str(data), out=str(run), max_episodes=n, epochs=plan["epochs"][frac],
-                                          eval_every=max(1, plan["epochs"][frac] // 3),
-                                          eval_episodes=plan["select_episodes"], seed=seed,
-                                          policy=PolicyConfig(keypoint_query=args.keypoint_query)), progress=False)
-            per_seed.setdefault(f"bc_{int(frac * 100)}", []).append(test_success(sft["best_policy"]))
-            print(f"seed {seed} BC {int(frac * 100)}% ({n} demos): {per_seed[f'bc_{int(frac * 100)}'][-1]}",
-                  flush=True)
-            if frac == 0.1:
-                with timer("practice"):
-                    si = run_practice(PracticeConfig(
-                        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"],
-                        out=str(root / f"si-10{kq}{args.running_tag}-s{seed}"),
-                        max_episodes=plan["practice_episodes"], **args.running,
-                        eval_every=plan["si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=seed,
-                        plateau_evals=1000, min_precision=0.0, min_recall=0.0, fleet_size=plan["fleet"],
-                        check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=True)
-                rows = [json.loads(x) for x in (Path(si["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
-                for name, minutes in practice_split(si["run_dir"]).items():
-                    split[name] += minutes
-                si_curves.append([r for r in rows if "eval_success" in r])
-                si_eps.append(si["episodes"])
-                per_seed.setdefault("si_10", []).append(test_success(si["best"]))
-                task_key = json.dumps(env_config, sort_keys=True)
-                pairs.append((outcomes[sft["best_policy"], task_key], outcomes[si["best"], task_key]))
-                chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
-                per_seed.setdefault("detector", []).append((chk["precision"], chk["recall"]))
-                print(f"seed {seed} SFT 10% + SI ({si['episodes']} practice episodes): {per_seed['si_10'][-1]}",
-                      flush=True)
+        block_arms_seed(seed, fractions, plan, args, data, env_config, timer, test_success, outcomes, tally)
 
-    arms: dict[str, Any] = {"si_curves": si_curves}
-    result: dict[str, Any] = {}
-    for key, vals in per_seed.items():
-        if key == "detector":
-            continue
-        k, n = sum(v[0] for v in vals), sum(v[1] for v in vals)
-        arms[key] = {"success": k / n, "ci": wilson_interval(k, n), "episodes": int(sum(si_eps) / max(1, len(si_eps)))}
-        result[key] = k / n
-        result[f"{key}_ci"] = wilson_interval(k, n)
-        result[f"{key}_per_seed"] = [v[0] / v[1] for v in vals]
-    if pairs:
-        # SI starts from BC 10 %'s checkpoint and both run the same test seeds: the gain is paired.
-        g = paired_gain([x for b, _ in pairs for x in b], [x for _, a in pairs for x in a])
-        result.update(si_gain_vs_bc_10=g["gain"], si_gain_vs_bc_10_ci=g["ci"], si_gain_vs_bc_10_p=g["p"])
-        print(f"SI vs BC 10 % on the same test seeds: {format_points(g['gain'])} pts, 95 % paired interval "
-              f"[{format_points(g['ci'][0])}, {format_points(g['ci'][1])}] ({g['gained']} seeds gained, "
-              f"{g['lost']} lost)",
-              flush=True)
-    for key in ("bc_10", "bc_20", "bc_80", "si_10"):
-        result.setdefault(key, None)  # an arm this plan left out (--quick: BC 10 % and SI only)
+    arms, result = summarise_block_arms(tally)
     if args.only_novel or (not args.skip_novel and (args.with_novel or not args.quick)):
         with timer("novel_arm"):
             result.update(novel_arm(plan, root, data, args, test_success, outcomes))
     if not args.only_novel:
         _plot(root / "self_improvement.png", arms, pool)
-    det = per_seed.get("detector", [])
+    det = tally.per_seed.get("detector", [])
     result.update({
-        "si_episodes": si_eps, "pool": pool, "seeds": plan["seeds"], "eval_episodes_per_point": plan["eval_episodes"],
+        "si_episodes": tally.si_eps, "pool": pool, "seeds": plan["seeds"],
+        "eval_episodes_per_point": plan["eval_episodes"],
         "detector_precision": [d[0] for d in det], "detector_recall": [d[1] for d in det],
         "plot": str(root / "self_improvement.png"), "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
         "practice_lr": plan["lr"], "fleet": plan["fleet"], "keypoint_query": args.keypoint_query,
@@ -370,7 +438,8 @@ def main(argv=None) -> dict:
         "bc_fractions": list(fractions),
         # Where the time went (wall minutes; test_evaluation is inside novel_arm too), and the
         # practice runs' own split from their metrics (all their iterations, resumed ones included).
-        "phase_minutes": timer.minutes(), "practice_split_minutes": {k: round(v, 2) for k, v in split.items()}})
+        "phase_minutes": timer.minutes(),
+        "practice_split_minutes": {k: round(v, 2) for k, v in tally.split.items()}})
     (root / ("result-novel.json" if args.only_novel else "result.json")).write_text(json.dumps(result, indent=2))
     print_result(result)
     return result
