@@ -24,7 +24,7 @@ import torch
 
 from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, load_checkpoint, read_checkpoint,
                              save_checkpoint)
-from core.learning.dataset import FrameTable, episodes_fingerprint, held_out_key, load_datasets
+from core.learning.dataset import Episode, FrameTable, episodes_fingerprint, held_out_key, load_datasets
 from core.learning.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.learning.policy import DojoPolicy, PolicyConfig
 
@@ -124,21 +124,44 @@ def validation_losses(model: DojoPolicy, table: FrameTable, batch_size: int = 25
     return {f"val_{k}": v / max(1, n) for k, v in sums.items()}
 
 
-def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
-              callback: Callable[[dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
-    """Train; returns a summary (paths of best checkpoints, final metrics).
+@dataclass
+class _SFTData:
+    """The episodes of one Stage-1 run, split by episode, and the model config they imply."""
 
-    ``callback(event)`` receives a dict after every epoch; returning False stops early
-    (how the UI's cancel reaches the trainer).
-    """
-    from tqdm import tqdm
+    meta: dict[str, Any]
+    train_eps: list[Episode]
+    val_eps: list[Episode]
+    pcfg: PolicyConfig
+    train_table: FrameTable
+    val_table: FrameTable
+    fingerprint: str
 
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
-    seed_everything(cfg.seed)
+
+@dataclass
+class _SFTRun:
+    """What one Stage-1 run carries from epoch to epoch."""
+
+    cfg: SFTConfig
+    out: Path
+    data: _SFTData
+    model: DojoPolicy
+    params: list[torch.nn.Parameter]
+    opt: torch.optim.Optimizer
+    sched: torch.optim.lr_scheduler.LambdaLR
+    steps_per_epoch: int
+    state: dict[str, Any]
+    calib: dict[str, Any] = field(default_factory=dict)
+
+    def ckpt_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
+        d = self.data
+        return {"stage": "sft", "backend": d.meta["backend"], "env_config": d.meta["env_config"],
+                "dataset": str(self.cfg.data), "data_fingerprint": d.fingerprint, "train_episodes": len(d.train_eps),
+                "val_seeds": [e.seed for e in d.val_eps], "val_keys": [held_out_key(e) for e in d.val_eps],
+                "train_state": dict(self.state), **self.calib, **extra}
+
+
+def _prepare_data(cfg: SFTConfig) -> _SFTData:
+    """Load the episodes, hold some out by episode, and fit the model config to their shapes."""
     meta, episodes = load_datasets(cfg.data, cfg.max_episodes)
     train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
     train_eps = [episodes[i] for i in train_ids]
@@ -151,36 +174,46 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
         pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
                                    action_dim=episodes[0].actions.shape[1])
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
+    return _SFTData(meta=meta, train_eps=train_eps, val_eps=val_eps, pcfg=pcfg, train_table=train_table,
+                    val_table=val_table, fingerprint=episodes_fingerprint(train_eps + val_eps))
+
+
+def _check_resumable(cfg: SFTConfig, out: Path, data: _SFTData) -> None:
+    """Refuse to resume ``out/last.pt`` on other data or other settings (before anything is rewritten)."""
     last = out / "last.pt"
-    fingerprint = episodes_fingerprint(train_eps + val_eps)
-    if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
-        was = read_checkpoint(last).get("meta", {})
-        names = lambda spec: [Path(x.strip()).name for x in str(spec).split(",") if x.strip()]  # noqa: E731
-        for key, now, same in (("dataset", str(cfg.data), lambda a, b: names(a) == names(b)),
-                               ("env_config", meta["env_config"], lambda a, b: a == b)):
-            if key in was and not same(was[key], now):
-                raise CheckpointError(
-                    f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
-                    f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
-        # The settings before the content (another seed splits the episodes otherwise: named as such).
-        check_run_settings(out / "run.json", "sft", dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
-                           SFT_MAY_CHANGE, f"Train with the settings it started with, or start over (sft --fresh, "
-                           f"or delete {out}), or choose another --out.")
-        if "data_fingerprint" in was and was["data_fingerprint"] != fingerprint:
+    was = read_checkpoint(last).get("meta", {})
+    names = lambda spec: [Path(x.strip()).name for x in str(spec).split(",") if x.strip()]  # noqa: E731
+    for key, now, same in (("dataset", str(cfg.data), lambda a, b: names(a) == names(b)),
+                           ("env_config", data.meta["env_config"], lambda a, b: a == b)):
+        if key in was and not same(was[key], now):
             raise CheckpointError(
-                f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "
-                f"content: regenerated or edited; fingerprint {was['data_fingerprint']}, now {fingerprint}); "
-                f"train with --fresh to start over, or choose another --out")
-    run_info = {"sft": dataclasses.asdict(dataclasses.replace(cfg, policy=pcfg)),
-                "backend": meta["backend"], "env_config": meta["env_config"],
-                "train_episodes": len(train_eps), "val_episodes": len(val_eps),
-                "train_frames": len(train_table)}
+                f"{last}: cannot resume, it was trained on a different {key} ({str(was[key])[:200]}; now "
+                f"{str(now)[:200]}); train with --fresh to start over, or choose another --out")
+    # The settings before the content (another seed splits the episodes otherwise: named as such).
+    check_run_settings(out / "run.json", "sft", dataclasses.asdict(dataclasses.replace(cfg, policy=data.pcfg)),
+                       SFT_MAY_CHANGE, f"Train with the settings it started with, or start over (sft --fresh, "
+                       f"or delete {out}), or choose another --out.")
+    if "data_fingerprint" in was and was["data_fingerprint"] != data.fingerprint:
+        raise CheckpointError(
+            f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "
+            f"content: regenerated or edited; fingerprint {was['data_fingerprint']}, now {data.fingerprint}); "
+            f"train with --fresh to start over, or choose another --out")
+
+
+def _write_run_info(cfg: SFTConfig, out: Path, data: _SFTData) -> None:
+    run_info = {"sft": dataclasses.asdict(dataclasses.replace(cfg, policy=data.pcfg)),
+                "backend": data.meta["backend"], "env_config": data.meta["env_config"],
+                "train_episodes": len(data.train_eps), "val_episodes": len(data.val_eps),
+                "train_frames": len(data.train_table)}
     atomic_write_bytes(out / "run.json", json.dumps(run_info, indent=2, default=str).encode())
 
-    model = DojoPolicy(pcfg).to(device)
+
+def _build_run(cfg: SFTConfig, out: Path, data: _SFTData, device: torch.device) -> _SFTRun:
+    """A fresh model (its initialisation draws from torch's seeded generator), AdamW and the schedule."""
+    model = DojoPolicy(data.pcfg).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_table) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(data.train_table) / cfg.batch_size)
     total_steps = steps_per_epoch * cfg.epochs
     warmup = min(200, max(1, total_steps // 20))
 
@@ -191,88 +224,139 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
 
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_factor)
     state = {"epoch": 0, "best_stg_score": float("inf"), "best_success": -1.0, "train_seconds": 0.0}
-    if resume and last.exists():
-        payload = read_checkpoint(last)
-        try:
-            model.load_state_dict(payload["state_dict"])
-        except RuntimeError as e:
-            raise CheckpointError(
-                f"{last}: cannot resume, it was written by a different model ({str(e).splitlines()[-1].strip()[:200]}); "
-                f"train with --fresh to start over, or choose another --out") from e
-        if "optimizer" in payload:
-            opt.load_state_dict(payload["optimizer"])
-        state.update(payload["meta"].get("train_state", {}))
-        with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is due
-            warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
-            for _ in range(state["epoch"] * steps_per_epoch):
-                sched.step()
-    log_path = out / "metrics.jsonl"
-    rng = np.random.default_rng(cfg.seed + 1000 * state["epoch"])
-    calib: dict[str, Any] = {}
+    return _SFTRun(cfg=cfg, out=out, data=data, model=model, params=params, opt=opt, sched=sched,
+                   steps_per_epoch=steps_per_epoch, state=state)
 
-    def ckpt_meta(extra: dict[str, Any]) -> dict[str, Any]:
-        return {"stage": "sft", "backend": meta["backend"], "env_config": meta["env_config"],
-                "dataset": str(cfg.data), "data_fingerprint": fingerprint, "train_episodes": len(train_eps),
-                "val_seeds": [e.seed for e in val_eps], "val_keys": [held_out_key(e) for e in val_eps],
-                "train_state": dict(state), **calib, **extra}
 
-    t_start = time.perf_counter() - state["train_seconds"]
-    summary: dict[str, Any] = {}
-    for epoch in range(state["epoch"], cfg.epochs):
-        model.train()
-        perm = rng.permutation(len(train_table))
-        sums: dict[str, float] = {}
-        bar = tqdm(range(steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}",
-                   disable=not progress, leave=False)
-        for step in bar:
-            idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
-            loss, m = model(train_table.batch(idx, pcfg.n_frames, pcfg.action_bins))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 1.0)
-            opt.step()
-            sched.step()
-            for k, v in m.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{m['loss']:.3f}", stg_mae=f"{m['stg_mae']:.2f}")
-        state["epoch"] = epoch + 1
-        state["train_seconds"] = time.perf_counter() - t_start
-        row = {"epoch": epoch + 1, **{f"train_{k}": v / steps_per_epoch for k, v in sums.items()},
-               **validation_losses(model, val_table), "seconds": state["train_seconds"],
-               "lr": sched.get_last_lr()[0]}
-        out_of_time = cfg.max_minutes is not None and state["train_seconds"] > cfg.max_minutes * 60
-        final = epoch + 1 == cfg.epochs or out_of_time
-        key = "val_stg_mae" if cfg.stg_select == "mae" else "val_stg_loss"
-        if row[key] < state.get("best_stg_score", float("inf")):
-            state["best_stg_score"] = row[key]
-            calib = calibrate_on_demos(model, val_eps)
-            save_checkpoint(out / "best_stg.pt", model, ckpt_meta({"selected_by": key, key: row[key],
+def _resume_from(run: _SFTRun, last: Path) -> None:
+    """Load weights, optimizer and train state from ``last`` and fast-forward the schedule."""
+    payload = read_checkpoint(last)
+    try:
+        run.model.load_state_dict(payload["state_dict"])
+    except RuntimeError as e:
+        raise CheckpointError(
+            f"{last}: cannot resume, it was written by a different model ({str(e).splitlines()[-1].strip()[:200]}); "
+            f"train with --fresh to start over, or choose another --out") from e
+    if "optimizer" in payload:
+        run.opt.load_state_dict(payload["optimizer"])
+    run.state.update(payload["meta"].get("train_state", {}))
+    with warnings.catch_warnings():  # fast-forwarding the schedule: no optimizer step is due
+        warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step", category=UserWarning)
+        for _ in range(run.state["epoch"] * run.steps_per_epoch):
+            run.sched.step()
+
+
+def _train_one_epoch(run: _SFTRun, epoch: int, rng: np.random.Generator, progress: bool) -> dict[str, float]:
+    """One shuffled pass over the training frames; returns the summed per-step metrics."""
+    from tqdm import tqdm
+
+    cfg, pcfg, model = run.cfg, run.data.pcfg, run.model
+    model.train()
+    perm = rng.permutation(len(run.data.train_table))
+    sums: dict[str, float] = {}
+    bar = tqdm(range(run.steps_per_epoch), desc=f"sft epoch {epoch + 1}/{cfg.epochs}",
+               disable=not progress, leave=False)
+    for step in bar:
+        idx = perm[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+        loss, m = model(run.data.train_table.batch(idx, pcfg.n_frames, pcfg.action_bins))
+        run.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(run.params, 1.0)
+        run.opt.step()
+        run.sched.step()
+        for k, v in m.items():
+            sums[k] = sums.get(k, 0.0) + v
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{m['loss']:.3f}", stg_mae=f"{m['stg_mae']:.2f}")
+    return sums
+
+
+def _end_of_epoch(run: _SFTRun, epoch: int, sums: dict[str, float], t_start: float) -> tuple[dict[str, Any], bool]:
+    """Validate, keep best_stg.pt (and recalibrate), evaluate for best_policy.pt when due, save last.pt.
+
+    Returns the epoch's metrics row and whether the time budget ran out.
+    """
+    cfg, state, model, out = run.cfg, run.state, run.model, run.out
+    state["epoch"] = epoch + 1
+    state["train_seconds"] = time.perf_counter() - t_start
+    row = {"epoch": epoch + 1, **{f"train_{k}": v / run.steps_per_epoch for k, v in sums.items()},
+           **validation_losses(model, run.data.val_table), "seconds": state["train_seconds"],
+           "lr": run.sched.get_last_lr()[0]}
+    out_of_time = cfg.max_minutes is not None and state["train_seconds"] > cfg.max_minutes * 60
+    final = epoch + 1 == cfg.epochs or out_of_time
+    key = "val_stg_mae" if cfg.stg_select == "mae" else "val_stg_loss"
+    if row[key] < state.get("best_stg_score", float("inf")):
+        state["best_stg_score"] = row[key]
+        run.calib = calibrate_on_demos(model, run.data.val_eps)
+        save_checkpoint(out / "best_stg.pt", model, run.ckpt_meta({"selected_by": key, key: row[key],
                                                                   "val_stg_loss": row["val_stg_loss"]}))
-            row["saved_best_stg"] = True
-        row.update({k: calib[k] for k in ("threshold_s", "stg_mae_steps") if k in calib})
-        if cfg.eval_every and cfg.eval_episodes and ((epoch + 1) % cfg.eval_every == 0 or final):
-            report, _ = evaluate_policy(model, meta["backend"], meta["env_config"], cfg.eval_episodes,
-                                        calib.get("threshold_s", 1.0), seed0=SELECT_SEED0)
-            row["select_success"] = report.success
-            if report.success > state["best_success"]:
-                state["best_success"] = report.success
-                save_checkpoint(out / "best_policy.pt", model,
-                                ckpt_meta({"selected_by": "select_success", "select_success": report.success}))
-                row["saved_best_policy"] = True
-        save_checkpoint(last, model, ckpt_meta({}), optimizer=opt)
-        with open(log_path, "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if progress:
-            shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
-            tqdm.write(json.dumps(shown))
+        row["saved_best_stg"] = True
+    row.update({k: run.calib[k] for k in ("threshold_s", "stg_mae_steps") if k in run.calib})
+    if cfg.eval_every and cfg.eval_episodes and ((epoch + 1) % cfg.eval_every == 0 or final):
+        meta = run.data.meta
+        report, _ = evaluate_policy(model, meta["backend"], meta["env_config"], cfg.eval_episodes,
+                                    run.calib.get("threshold_s", 1.0), seed0=SELECT_SEED0)
+        row["select_success"] = report.success
+        if report.success > state["best_success"]:
+            state["best_success"] = report.success
+            save_checkpoint(out / "best_policy.pt", model,
+                            run.ckpt_meta({"selected_by": "select_success", "select_success": report.success}))
+            row["saved_best_policy"] = True
+    save_checkpoint(out / "last.pt", model, run.ckpt_meta({}), optimizer=run.opt)
+    return row, out_of_time
+
+
+def _log_epoch(out: Path, row: dict[str, Any], progress: bool) -> None:
+    with open(out / "metrics.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    if progress:
+        from tqdm import tqdm
+
+        shown = {k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}
+        tqdm.write(json.dumps(shown))
+
+
+def _final_summary(run: _SFTRun, last_row: dict[str, Any]) -> dict[str, Any]:
+    """Make sure best_policy.pt exists (the last weights when never evaluated) and summarise the run."""
+    out = run.out
+    if not (out / "best_policy.pt").exists():
+        save_checkpoint(out / "best_policy.pt", run.model, run.ckpt_meta({"selected_by": "last"}))
+    return {"run_dir": str(out), "best_stg": str(out / "best_stg.pt"),
+            "best_policy": str(out / "best_policy.pt"), "train_seconds": run.state["train_seconds"],
+            "best_select_success": run.state["best_success"], "last": last_row, "calibration": run.calib}
+
+
+def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
+              callback: Callable[[dict[str, Any]], bool | None] | None = None) -> dict[str, Any]:
+    """Train; returns a summary (paths of best checkpoints, final metrics).
+
+    ``callback(event)`` receives a dict after every epoch; returning False stops early
+    (how the UI's cancel reaches the trainer).
+    """
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed)
+    data = _prepare_data(cfg)
+    last = out / "last.pt"
+    if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
+        _check_resumable(cfg, out, data)
+    _write_run_info(cfg, out, data)
+    run = _build_run(cfg, out, data, device)
+    if resume and last.exists():
+        _resume_from(run, last)
+    rng = np.random.default_rng(cfg.seed + 1000 * run.state["epoch"])
+    t_start = time.perf_counter() - run.state["train_seconds"]
+    summary: dict[str, Any] = {}
+    for epoch in range(run.state["epoch"], cfg.epochs):
+        sums = _train_one_epoch(run, epoch, rng, progress)
+        row, out_of_time = _end_of_epoch(run, epoch, sums, t_start)
+        _log_epoch(out, row, progress)
         summary = row
         if callback is not None and callback({"event": "epoch", **row}) is False:
             break
         if out_of_time:
             break
-    if not (out / "best_policy.pt").exists():
-        save_checkpoint(out / "best_policy.pt", model, ckpt_meta({"selected_by": "last"}))
-    return {"run_dir": str(out), "best_stg": str(out / "best_stg.pt"),
-            "best_policy": str(out / "best_policy.pt"), "train_seconds": state["train_seconds"],
-            "best_select_success": state["best_success"], "last": summary, "calibration": calib}
+    return _final_summary(run, summary)
