@@ -5,7 +5,8 @@
 Measured in one run, on the same cores:
 
 - ``bare_steps_per_s``: K simulator processes stepping random actions with rendering,
-  nothing else (the ceiling for this machine).
+  nothing else (the ceiling for this machine). Steps only are timed: building, first
+  resetting and closing the simulators are left out, as practice's fleet start-up is.
 - ``practice_steps_per_s``: what practice collects: the same K robots as a ProcessFleet,
   the policy sampling actions batched across the fleet, the frozen reward model giving
   d(o, g) for every frame, the detector ending episodes (``core.learning.practice``'s rollout).
@@ -42,17 +43,34 @@ import numpy as np
 from bench.common import print_result
 
 
+def _random_steps(env, rng: np.random.Generator, steps: int) -> None:
+    """``steps`` random actions; an episode that ends is reset (as a robot's is in practice)."""
+    for _ in range(steps):
+        _, _, term, trunc, _ = env.step(rng.uniform(-1, 1, env.action_dim).astype(np.float32))
+        if term or trunc:
+            env.reset(seed=int(rng.integers(1 << 30)))
+
+
 def _bare_worker(args: tuple[str, dict[str, Any], int, int]) -> int:
-    from bench.common import env_steps_per_second
+    """One simulator process: steps/s x 1000 over ``steps`` random steps. Building the
+    environment, its first reset, a warm-up (GL context, caches) and closing it are outside
+    the timed region, as practice's timing leaves out the fleet's start-up."""
+    from sim_backends.registry import make_env
 
     backend, env_config, steps, seed = args
     import torch
 
     torch.set_num_threads(1)
-    env_steps_per_second(backend, env_config, steps=50, seed=seed)  # warm-up: GL context, caches
-    t0 = time.perf_counter()
-    env_steps_per_second(backend, env_config, steps=steps, seed=seed)
-    return int(steps / (time.perf_counter() - t0) * 1000)
+    env = make_env(backend, env_config)
+    rng = np.random.default_rng(seed)
+    try:
+        env.reset(seed=seed)
+        _random_steps(env, rng, 50)  # warm-up
+        t0 = time.perf_counter()
+        _random_steps(env, rng, steps)
+        return int(steps / (time.perf_counter() - t0) * 1000)
+    finally:
+        env.close()
 
 
 def bare_steps_per_s(backend: str, env_config: dict[str, Any], k: int, steps: int) -> float:
@@ -101,7 +119,7 @@ def step_latency_ms(policy, reward, backend: str, env_config: dict[str, Any], ba
     return percentiles_ms(times)
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fleet", type=int, default=os.cpu_count() or 1, help="robots K (default: cores)")
     ap.add_argument("--policy", help="policy checkpoint (default: the default model, untrained)")
@@ -128,9 +146,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")
-    args = ap.parse_args(argv)
-    if args.compile_mode:  # read by compile_inference here and in the practice iteration below
-        os.environ["DOJO_COMPILE_MODE"] = args.compile_mode
+    return ap
+
+
+def settings(ap: argparse.ArgumentParser, args) -> tuple[list[int], list[int]]:
+    """The learner thread counts and the rollout group counts to time (refused before any work)."""
     cores = os.cpu_count() or 1
     try:
         thread_counts = sorted({int(t) for t in (args.threads or f"1,{cores}").split(",")})
@@ -144,21 +164,18 @@ def main(argv=None) -> dict:
         ap.error(f"--groups {args.groups!r}: expected whole numbers separated by commas, e.g. 1,2")
     if not group_counts or min(group_counts) < 1:
         ap.error(f"--groups {args.groups!r}: every setting must be >= 1")
+    return thread_counts, group_counts
 
+
+def load_models(args, dev) -> tuple[Any, Any, float, str, dict[str, Any]]:
+    """(policy, reward model, detector s, backend, env config): the checkpoints', or the
+    default model untrained on Block2Block."""
     import torch
 
-    from core.learning.checkpoint import load_checkpoint, save_checkpoint
-    from core.learning.fleets import ProcessFleet
-    from core.learning.policy import DojoPolicy, PolicyConfig, compile_enabled
-    from core.method.detector import DetectorSpec
-    from core.learning.rollout import rollout_batch, run_episodes
-    from core.learning.sft import resolve_device
-
-    dev = resolve_device(args.device)
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.policy import DojoPolicy, PolicyConfig
 
     backend, env_config = "tabletop", {"family": "block2block", "terminate_on_success": False}
-    k = max(1, args.fleet)
-    t_all = time.perf_counter()
     if args.policy:
         policy, meta = load_checkpoint(args.policy, dev)
         backend = meta.get("backend", backend)
@@ -169,11 +186,21 @@ def main(argv=None) -> dict:
         torch.manual_seed(0)
         policy = DojoPolicy(PolicyConfig()).to(dev)
         reward, s = copy.deepcopy(policy), 1.0  # practice's reward model is a separate frozen network
+    return policy, reward, s, backend, env_config
 
-    bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
-    print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
 
-    compiled = not args.no_compile and compile_enabled()
+def time_practice_rollouts(policy, reward, backend: str, env_config: dict[str, Any], k: int, s: float, args,
+                           thread_counts: list[int], group_counts: list[int], compiled: bool
+                           ) -> tuple[dict[tuple[int, int], list[float]], int]:
+    """Practice's rollouts on a ProcessFleet of K, for every (threads, groups) setting, the
+    fleet's start-up and a warm-up round outside the timed region: steps/s per setting and
+    round, and the episodes timed in each."""
+    import torch
+
+    from core.learning.fleets import ProcessFleet
+    from core.learning.rollout import rollout_batch, run_episodes
+    from core.method.detector import DetectorSpec
+
     fleet = ProcessFleet(backend, env_config, k)
     runs: dict[tuple[int, int], list[float]] = {}
     try:
@@ -202,40 +229,42 @@ def main(argv=None) -> dict:
                       f"{steps} steps in {secs:.1f} s: {steps / secs:.0f} steps/s", flush=True)
     finally:
         fleet.close()
-    by_setting = {key: float(np.median(v)) for key, v in runs.items()}
-    best_threads, best_groups = max(by_setting, key=by_setting.get)
-    practice = by_setting[(best_threads, best_groups)]
-    by_threads = {t: max(v for (tt, _g), v in by_setting.items() if tt == t) for t in thread_counts}
-    by_groups = {g: max(v for (_t, gg), v in by_setting.items() if gg == g) for g in group_counts}
-    pipelined = [v for g, v in by_groups.items() if g > 1]
-    speedup = max(pipelined) / by_groups[1] if pipelined and 1 in by_groups else None
-    torch.set_num_threads(best_threads)
+    return runs, len(recs)
 
-    with_updates = None
-    if not args.skip_updates:
-        from core.learning.practice import PracticeConfig, run_practice
 
-        with tempfile.TemporaryDirectory() as tmp:
-            pol_path = args.policy or os.path.join(tmp, "policy.pt")
-            rew_path = args.reward or pol_path
-            if not args.policy:
-                save_checkpoint(pol_path, policy, {"stage": "sft", "backend": backend,
-                                                   "env_config": {"family": "block2block"}, "threshold_s": s,
-                                                   "patience": 2})
-            res = run_practice(PracticeConfig(
-                policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
-                fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
-                max_episodes=1, seed=0, compile=compiled, device=str(dev), rollout_groups=best_groups),
-                progress=False)
-            rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
-            it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
-            secs_u = rows[-1]["seconds"]
-            with_updates = it_steps / secs_u
-            split = {k: rows[-1].get(f"time_{k}_s") for k in ("rollout", "update", "checkpoint")}
-        print(f"practice with updates: {with_updates:.0f} steps/s ({it_steps:.0f} steps + 16 updates "
-              f"in {secs_u:.1f} s: rollouts {split['rollout']} s, updates {split['update']} s, "
-              f"checkpoint {split['checkpoint']} s)", flush=True)
+def practice_with_updates(args, policy, backend: str, s: float, k: int, compiled: bool, dev, groups: int
+                          ) -> tuple[float, dict[str, Any]]:
+    """One practice iteration with its updates (run_practice, fleet start-up excluded):
+    steps/s and the iteration's split (rollout, update, checkpoint seconds)."""
+    from core.learning.checkpoint import save_checkpoint
+    from core.learning.practice import PracticeConfig, run_practice
 
+    with tempfile.TemporaryDirectory() as tmp:
+        pol_path = args.policy or os.path.join(tmp, "policy.pt")
+        rew_path = args.reward or pol_path
+        if not args.policy:
+            save_checkpoint(pol_path, policy, {"stage": "sft", "backend": backend,
+                                               "env_config": {"family": "block2block"}, "threshold_s": s,
+                                               "patience": 2})
+        res = run_practice(PracticeConfig(
+            policy_checkpoint=pol_path, reward_checkpoint=rew_path, out=os.path.join(tmp, "si"),
+            fleet_size=k, threshold_s=s, check_episodes=0, eval_episodes=0, eval_every=1000,
+            max_episodes=1, seed=0, compile=compiled, device=str(dev), rollout_groups=groups),
+            progress=False)
+        rows = [json.loads(x) for x in open(os.path.join(res["run_dir"], "metrics.jsonl"))]
+        it_steps = sum(r["episodes"] * r["mean_length"] for r in rows if "mean_length" in r)
+        secs_u = rows[-1]["seconds"]
+        with_updates = it_steps / secs_u
+        split = {key: rows[-1].get(f"time_{key}_s") for key in ("rollout", "update", "checkpoint")}
+    print(f"practice with updates: {with_updates:.0f} steps/s ({it_steps:.0f} steps + 16 updates "
+          f"in {secs_u:.1f} s: rollouts {split['rollout']} s, updates {split['update']} s, "
+          f"checkpoint {split['checkpoint']} s)", flush=True)
+    return with_updates, split
+
+
+def latencies(policy, reward, backend: str, env_config: dict[str, Any], k: int, s: float, compiled: bool
+              ) -> dict[str, dict[str, float]]:
+    """Per-step inference latency at batch 1 and K, eager (and compiled): {"eager1": ..., "compiledK": ...}."""
     lat: dict[str, dict[str, float]] = {}
     for mode in (["eager", "compiled"] if compiled else ["eager"]):
         for b in (1, k):
@@ -248,6 +277,46 @@ def main(argv=None) -> dict:
         print(f"latency policy+reward+detector, {mode}: batch 1 p50 {lat[f'{mode}1']['p50']:.1f} / p99 "
               f"{lat[f'{mode}1']['p99']:.1f} ms; batch {k} p50 {lat[f'{mode}{k}']['p50']:.1f} / p99 "
               f"{lat[f'{mode}{k}']['p99']:.1f} ms", flush=True)
+    return lat
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if args.compile_mode:  # read by compile_inference here and in the practice iteration below
+        os.environ["DOJO_COMPILE_MODE"] = args.compile_mode
+    thread_counts, group_counts = settings(ap, args)
+
+    import torch
+
+    from core.learning.policy import compile_enabled
+    from core.learning.sft import resolve_device
+
+    dev = resolve_device(args.device)
+    k = max(1, args.fleet)
+    t_all = time.perf_counter()
+    policy, reward, s, backend, env_config = load_models(args, dev)
+
+    bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
+    print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
+
+    compiled = not args.no_compile and compile_enabled()
+    runs, episodes_timed = time_practice_rollouts(policy, reward, backend, env_config, k, s, args, thread_counts,
+                                                  group_counts, compiled)
+    by_setting = {key: float(np.median(v)) for key, v in runs.items()}
+    best_threads, best_groups = max(by_setting, key=by_setting.get)
+    practice = by_setting[(best_threads, best_groups)]
+    by_threads = {t: max(v for (tt, _g), v in by_setting.items() if tt == t) for t in thread_counts}
+    by_groups = {g: max(v for (_t, gg), v in by_setting.items() if gg == g) for g in group_counts}
+    pipelined = [v for g, v in by_groups.items() if g > 1]
+    speedup = max(pipelined) / by_groups[1] if pipelined and 1 in by_groups else None
+    torch.set_num_threads(best_threads)
+
+    with_updates, split = None, None
+    if not args.skip_updates:
+        with_updates, split = practice_with_updates(args, policy, backend, s, k, compiled, dev, best_groups)
+
+    lat = latencies(policy, reward, backend, env_config, k, s, compiled)
     best = "compiled" if compiled else "eager"
     lat1, latk = lat[f"{best}1"], lat[f"{best}{k}"]
     result = {
@@ -265,7 +334,7 @@ def main(argv=None) -> dict:
         f"latency_eager_batch{k}_p99_ms": lat[f"eager{k}"]["p99"], "inference": best,
         "policy": args.policy or "default model, untrained", "device": str(dev),
         "compile_mode": policy._fast.mode if compiled and policy._fast is not None else None,
-        "practice_episodes_timed": len(recs), "cores": os.cpu_count(),
+        "practice_episodes_timed": episodes_timed, "cores": os.cpu_count(),
         "minutes": (time.perf_counter() - t_all) / 60,
     }
     print_result(result)
