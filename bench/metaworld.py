@@ -68,7 +68,7 @@ def _goal_markers(spec: str, tasks) -> dict[str, float]:
     return out
 
 
-def main(argv=None) -> dict:
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help=f"3 tasks ({', '.join(QUICK_TASKS)}), ≤ 15 min")
     ap.add_argument("--tasks", help="MT10, MT50 or comma-separated task names (default: MT10; quick: 3 tasks)")
@@ -121,8 +121,11 @@ def main(argv=None) -> dict:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--root", default="data/bench/metaworld")
-    args = ap.parse_args(argv)
-    args.running, args.running_tag = running_episode_settings(ap, args)
+    return ap
+
+
+def resolve_plan(args) -> dict[str, Any]:
+    """The plan (QUICK or FULL with the arguments' overrides); sets ``args.goal_observable``."""
     plan = dict(QUICK if args.quick else FULL)
     for k in ("tasks", "demos_per_task", "epochs", "eval_per_task", "practice_episodes", "refine_episodes",
               "refine_every", "refine_memory", "si_eval_every", "si_eval_per_task", "check_episodes"):
@@ -130,24 +133,15 @@ def main(argv=None) -> dict:
             plan[k] = getattr(args, k)
     args.goal_observable = plan["goal_observable"] = (plan["goal_observable"] if args.goal_observable is None
                                                       else args.goal_observable)
+    return plan
 
-    from core.learning.checkpoint import load_checkpoint
+
+def task_demos(tasks, markers: dict[str, float], mesh_cell: float | None, plan: dict[str, Any], args, root: Path,
+               timer: PhaseTimer) -> list[str]:
+    """One demonstration dataset per task (reused across runs): their directories."""
     from core.learning.demos import generate_demos
-    from core.learning.evaluate import evaluate_policy
-    from core.learning.practice import PracticeConfig, run_practice
-    from core.learning.sft import SFTConfig, train_sft
-    from core.method.stats import paired_gain
-    from sim_backends.metaworld_backend.tasks import resolve_tasks
 
-    t0 = time.perf_counter()
-    timer = PhaseTimer()
-    tasks = resolve_tasks(plan["tasks"])
-    markers = _goal_markers(args.goal_marker, tasks)
-    nt = len(tasks)
-    root = Path(args.root)
     dirs = []
-    t_demo = time.perf_counter()
-    mesh_cell = args.mesh_cell or None
     for task in tasks:
         d = root / (f"demos-{task}-{args.image_size}px{'-goal' if args.goal_observable else ''}"
                     + (f"-marker{markers[task]:g}" if task in markers else "")
@@ -162,7 +156,12 @@ def main(argv=None) -> dict:
                                  workers=args.workers, progress=False)
         print(f"demos {task}: {res['episodes']} (expert success {res['expert_success_rate']:.2f})", flush=True)
         dirs.append(str(d))
-    demo_minutes = (time.perf_counter() - t_demo) / 60
+    return dirs
+
+
+def run_tag(tasks, markers: dict[str, float], mesh_cell: float | None, plan: dict[str, Any], args) -> str:
+    """The Stage-1 run's directory name under ``<root>/runs``."""
+    nt = len(tasks)
     tag = f"{'-'.join(t.replace('-v3', '') for t in tasks) if nt <= 3 else f'{nt}tasks'}" \
           f"-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     if len(tag) > 120:
@@ -175,16 +174,102 @@ def main(argv=None) -> dict:
         tag += "-marker" + "-".join(f"{t.replace('-v3', '')}{r:g}" for t, r in sorted(markers.items()))
     if mesh_cell:
         tag += f"-mesh{mesh_cell:g}"
-    run = root / "runs" / tag
-    si_dir = run / ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
-                    + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
-                    + (f"-mem{plan['refine_memory']}" if plan["refine_every"] and plan["refine_memory"] else "")
-                    + ("-keeps" if plan["refine_every"] and args.refine_keep_s else "")
-                    + ("-oracle" if args.ground_truth_reward else "")
-                    + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "")
-                    + (f"-bc{args.bc_weight:g}" if args.bc_weight else "")
-                    + (f"-beta{args.calibration_beta:g}" if args.calibration_beta is not None else "")
-                    + args.running_tag)
+    return tag
+
+
+def si_dir_name(plan: dict[str, Any], args) -> str:
+    """This practice variant's directory name inside the run."""
+    return ((f"si-refine{plan['refine_episodes']}" if plan["refine_episodes"] else "si")
+            + (f"-every{plan['refine_every']}" if plan["refine_every"] else "")
+            + (f"-mem{plan['refine_memory']}" if plan["refine_every"] and plan["refine_memory"] else "")
+            + ("-keeps" if plan["refine_every"] and args.refine_keep_s else "")
+            + ("-oracle" if args.ground_truth_reward else "")
+            + (f"-lr{args.lr:g}" if args.lr != DEFAULT_LR else "")
+            + (f"-bc{args.bc_weight:g}" if args.bc_weight else "")
+            + (f"-beta{args.calibration_beta:g}" if args.calibration_beta is not None else "")
+            + args.running_tag)
+
+
+def practice(sft: dict[str, Any], si_dir: Path, plan: dict[str, Any], args, nt: int) -> dict[str, Any]:
+    """Practice on every task at once from the Stage-1 checkpoints."""
+    from core.learning.practice import PracticeConfig, run_practice
+
+    return run_practice(PracticeConfig(
+        policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(si_dir),
+        max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
+        eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
+        min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
+        refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
+        refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
+        rollout_threads=args.rollout_threads or None,
+        ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
+        **args.running,
+        **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
+
+
+def build_result(tasks, bc, after, outcomes: dict[str, list[int]], sft: dict[str, Any], si: dict[str, Any],
+                 si_dir: Path, plan: dict[str, Any], args, markers: dict[str, float], mesh_cell: float | None,
+                 demo_minutes: float, t0: float, timer: PhaseTimer) -> dict[str, Any]:
+    """The RESULT: per-task BC and SI, the paired gain, the detector, where the time went."""
+    from core.method.stats import paired_gain
+
+    chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
+    rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
+                "si_ci": after[t]["success_ci"], "episodes": after[t]["episodes"]} for t in bc}
+    mean = lambda k: sum(r[k] for r in rows.values()) / max(1, len(rows))  # noqa: E731
+    # Both evaluations run the same test seeds (the same number per task): the gain is paired.
+    g = paired_gain(outcomes[sft["best_policy"]], outcomes[si["best"]])
+    return {
+        "tasks": list(tasks), "per_task": rows, "bc_mean": mean("bc"), "si_mean": mean("si"),
+        "si_gain_points": 100 * (mean("si") - mean("bc")), "si_episodes": si["episodes"],
+        "si_gain_ci_points": [100 * g["ci"][0], 100 * g["ci"][1]], "si_gain_p": g["p"],
+        "si_best_iteration": si["best_iteration"], "demos_per_task": plan["demos_per_task"],
+        "detector_precision": chk["precision"], "detector_recall": chk["recall"],
+        "detector_threshold_s": chk["threshold_s"], "detector_counts": chk["counts"],
+        "labels_used": plan["refine_episodes"] + si.get("labels_used", 0),
+        "refine_every": plan["refine_every"], "refine_memory": plan["refine_memory"],
+        "refine_keep_s": args.refine_keep_s,
+        "detector_unrefined": {k: chk["before"][k] for k in ("precision", "recall", "threshold_s", "counts")}
+        if "before" in chk else None,
+        "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
+        "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
+        "goal_observable": args.goal_observable, "goal_markers": markers, "mesh_cell": mesh_cell,
+        "fleet": args.fleet, "rollout_threads": args.rollout_threads,
+        "phase_minutes": timer.minutes(),
+        "practice_split_minutes": {k: round(v, 2) for k, v in practice_split(si["run_dir"]).items()},
+        "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
+        **args.running,
+        "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),
+    }
+
+
+def main(argv=None) -> dict:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    args.running, args.running_tag = running_episode_settings(ap, args)
+    plan = resolve_plan(args)
+
+    # Everything the run uses is imported before any work, as before the helpers were split out.
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.demos import generate_demos  # noqa: F401
+    from core.learning.evaluate import evaluate_policy
+    from core.learning.practice import PracticeConfig, run_practice  # noqa: F401
+    from core.learning.sft import SFTConfig, train_sft
+    from core.method.stats import paired_gain  # noqa: F401
+    from sim_backends.metaworld_backend.tasks import resolve_tasks
+
+    t0 = time.perf_counter()
+    timer = PhaseTimer()
+    tasks = resolve_tasks(plan["tasks"])
+    markers = _goal_markers(args.goal_marker, tasks)
+    nt = len(tasks)
+    root = Path(args.root)
+    t_demo = time.perf_counter()
+    mesh_cell = args.mesh_cell or None
+    dirs = task_demos(tasks, markers, mesh_cell, plan, args, root, timer)
+    demo_minutes = (time.perf_counter() - t_demo) / 60
+    run = root / "runs" / run_tag(tasks, markers, mesh_cell, plan, args)
+    si_dir = run / si_dir_name(plan, args)
     with timer("stage1"):
         sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                                   eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
@@ -208,46 +293,10 @@ def main(argv=None) -> dict:
     bc = per_task(sft["best_policy"])
     print("BC per task: " + ", ".join(f"{t} {v['success']:.2f}" for t, v in bc.items()), flush=True)
     with timer("practice"):
-        si = run_practice(PracticeConfig(
-            policy_checkpoint=sft["best_policy"], reward_checkpoint=sft["best_stg"], out=str(si_dir),
-            max_episodes=plan["practice_episodes"], eval_every=plan["si_eval_every"],
-            eval_episodes=plan["si_eval_per_task"] * nt, check_episodes=plan["check_episodes"],
-            min_precision=0.0, min_recall=0.0, plateau_evals=1000, fleet_size=args.fleet, lr=args.lr,
-            refine_episodes=plan["refine_episodes"], refine_steps=plan["refine_steps"], refine_every=plan["refine_every"],
-            refine_memory=plan["refine_memory"], refine_recalibrate=not args.refine_keep_s,
-            rollout_threads=args.rollout_threads or None,
-            ground_truth_reward=args.ground_truth_reward, bc_weight=args.bc_weight, seed=args.seed,
-            **args.running,
-            **({} if args.calibration_beta is None else {"calibration_beta": args.calibration_beta})), progress=True)
+        si = practice(sft, si_dir, plan, args, nt)
     after = per_task(si["best"])
-    chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
-    rows = {t: {"bc": bc[t]["success"], "bc_ci": bc[t]["success_ci"], "si": after[t]["success"],
-                "si_ci": after[t]["success_ci"], "episodes": after[t]["episodes"]} for t in bc}
-    mean = lambda k: sum(r[k] for r in rows.values()) / max(1, len(rows))  # noqa: E731
-    # Both evaluations run the same test seeds (the same number per task): the gain is paired.
-    g = paired_gain(outcomes[sft["best_policy"]], outcomes[si["best"]])
-    result = {
-        "tasks": list(tasks), "per_task": rows, "bc_mean": mean("bc"), "si_mean": mean("si"),
-        "si_gain_points": 100 * (mean("si") - mean("bc")), "si_episodes": si["episodes"],
-        "si_gain_ci_points": [100 * g["ci"][0], 100 * g["ci"][1]], "si_gain_p": g["p"],
-        "si_best_iteration": si["best_iteration"], "demos_per_task": plan["demos_per_task"],
-        "detector_precision": chk["precision"], "detector_recall": chk["recall"],
-        "detector_threshold_s": chk["threshold_s"], "detector_counts": chk["counts"],
-        "labels_used": plan["refine_episodes"] + si.get("labels_used", 0),
-        "refine_every": plan["refine_every"], "refine_memory": plan["refine_memory"],
-        "refine_keep_s": args.refine_keep_s,
-        "detector_unrefined": {k: chk["before"][k] for k in ("precision", "recall", "threshold_s", "counts")}
-        if "before" in chk else None,
-        "stg_mae_steps": sft["calibration"].get("stg_mae_steps"), "train_minutes": sft["train_seconds"] / 60,
-        "demo_minutes": demo_minutes, "minutes": (time.perf_counter() - t0) / 60, "quick": args.quick,
-        "goal_observable": args.goal_observable, "goal_markers": markers, "mesh_cell": mesh_cell,
-        "fleet": args.fleet, "rollout_threads": args.rollout_threads,
-        "phase_minutes": timer.minutes(),
-        "practice_split_minutes": {k: round(v, 2) for k, v in practice_split(si["run_dir"]).items()},
-        "reward": "ground_truth (oracle ablation)" if args.ground_truth_reward else "steps_to_go",
-        **args.running,
-        "lr": args.lr, "bc_weight": args.bc_weight, "calibration_beta": args.calibration_beta, "run_dir": str(si_dir),
-    }
+    result = build_result(tasks, bc, after, outcomes, sft, si, si_dir, plan, args, markers, mesh_cell,
+                          demo_minutes, t0, timer)
     for where in (run, si_dir):  # the run's latest, and this practice variant's own
         (where / "result.json").write_text(json.dumps(result, indent=2, default=float))
     print_result(result)
