@@ -110,6 +110,25 @@ class Child:
             self.proc.wait()
 
 
+def make_children(args: argparse.Namespace, env: dict[str, str], db_url: str, data: Path, token: str) -> list[Child]:
+    """The worker (``python -m core.worker``, restarted if it dies; unless ``--no-worker``)
+    and the web app."""
+    children: list[Child] = []
+    if not args.no_worker:
+        if (ROOT / "core" / "worker" / "__main__.py").exists():
+            children.append(Child("worker", [sys.executable, "-m", "core.worker", "--db", db_url, "--data", str(data),
+                                             "--telemetry-port", str(args.telemetry_port), "--token", token,
+                                             "--host", args.host],
+                                  env, restart=True))
+        else:
+            log("core/worker/__main__.py is not there: jobs stay queued until a worker runs")
+    children.append(Child("web app", [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+                                      "--server.port", str(args.port), "--server.address", args.host,
+                                      "--server.headless", "true", "--browser.gatherUsageStats", "false"],
+                          env, restart=False))
+    return children
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--port", type=int, default=int(os.environ.get("DOJO_PORT", 8501)), help="web app port")
@@ -159,19 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"] if env["MUJOCO_GL"] in ("egl", "osmesa") else "egl")
     if "DATABASE_URL" not in os.environ:
         env["DOJO_DB"] = db_url
-    children: list[Child] = []
-    if not args.no_worker:
-        if (ROOT / "core" / "worker.py").exists():
-            children.append(Child("worker", [sys.executable, "-m", "core.worker", "--db", db_url, "--data", str(data),
-                                             "--telemetry-port", str(args.telemetry_port), "--token", token,
-                                             "--host", args.host],
-                                  env, restart=True))
-        else:
-            log("core/worker/runner.py is not there: jobs stay queued until a worker runs")
-    children.append(Child("web app", [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
-                                      "--server.port", str(args.port), "--server.address", args.host,
-                                      "--server.headless", "true", "--browser.gatherUsageStats", "false"],
-                          env, restart=False))
+    children = make_children(args, env, db_url, data, token)
 
     stopping = False
 
