@@ -41,7 +41,8 @@ def main(argv=None) -> dict:
     from core.learning.dataset import load_datasets
     from core.learning.evaluate import DEFAULT_TOLERANCE
     from core.learning.fleets import ProcessFleet
-    from core.learning.practice import CHECK_SEED0, REFINE_SEED0, score_check
+    from core.learning.practice.checks import score_check
+    from core.method.seeds import CHECK_SEED0, REFINE_SEED0
     from core.learning.refine import RefineConfig, episode_d, from_record, refine_reward
     from core.learning.rollout import DetectorSpec, run_episodes
     from sim_backends.multitask import resolve_task

@@ -10,7 +10,7 @@ computes it), then,
 from the same starting weights, takes ``--steps`` REINFORCE steps (AdamW, minibatches of 64,
 the image pathway frozen, as practice does) with different weights on log pi(a_t | o_t, g):
 
-- ``method``: R_t (METHOD.md: no baseline);
+- ``method``: R_t (docs/method.md, "Stage 2 practice (REINFORCE)": no baseline);
 - ``mean``: R_t minus the buffer's mean R_t (``practice --baseline mean``);
 - ``dbin``: R_t minus the mean R_t of the other tuples whose d(o_t, g) is in the same
   2-step bin (a state baseline from the reward model, no value network);

@@ -63,7 +63,7 @@ def main(argv=None) -> dict:
     # precision/recall measured on the other half, patience 2. The eval's demo-calibrated
     # figures (greedy rollouts that stop at ground truth) are reported beside as eval_*.
     from core.learning.fleets import LocalFleet
-    from core.learning.practice import detector_check
+    from core.learning.practice.checks import detector_check
     from core.method.detector import DetectorSpec
     from sim_backends.registry import make_env
 

@@ -290,7 +290,7 @@ def main(argv=None) -> dict:
     import torch
 
     from core.learning.policy import compile_enabled
-    from core.learning.sft import resolve_device
+    from core.learning.device import resolve_device
 
     dev = resolve_device(args.device)
     k = max(1, args.fleet)

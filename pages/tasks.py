@@ -84,7 +84,7 @@ with left:
                                  min_value=0, max_value=2000, value=0, step=50,
                                  help="the starting policy's own rollouts, labeled by the simulator's ground "
                                       "truth, re-train a copy of the steps-to-go model so near-misses stop "
-                                      "firing the detector (README: Refining the detector with labels)")
+                                      "firing the detector (docs/method.md: Refining the detector with labels)")
         every = st.number_input("Re-refine it every N iterations on the practice episodes (0 = off)",
                                 min_value=0, max_value=1000, value=0, step=5,
                                 help="as practice goes, the episodes of the last N iterations (labeled by the "

@@ -145,7 +145,7 @@ else:
                     "these judged episodes (a copy of the session's reward model; every third episode is held out to "
                     "score it and choose its s). Pick the result as the reward model when starting the next session "
                     "on Tasks & fleet. Measured on the demo: a better detector, but practice with it did not climb "
-                    "(README: the refine job).")
+                    "(docs/experiments/detector.md: the refine job).")
         may_job = can(user, "enqueue_job")
         with st.expander("Re-training options"):
             opts = {name: st.number_input(label, value=default, min_value=type(default)(0), key=f"refine_{name}",

@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -122,8 +122,11 @@ class MultiTaskEnv:
     """One environment per task, opened when an episode needs it; an episode runs on the
     task its seed picks."""
 
-    def __init__(self, config: MultiTaskConfig) -> None:
+    def __init__(self, config: MultiTaskConfig, make_env: Callable[[str, dict[str, Any]], Any]) -> None:
+        # ``make_env`` builds each task's environment (the registry's, passed in by it: the registry
+        # knows this backend, so this module does not import the registry back).
         self.config = config
+        self._make_env = make_env
         self.names = config.names
         self._configs = []
         for t in config.tasks:
@@ -157,8 +160,6 @@ class MultiTaskEnv:
         return _SHAPES[key]
 
     def _env(self, i: int) -> Any:
-        from sim_backends.registry import make_env
-
         if i in self._live:
             self._live.move_to_end(i)
             return self._live[i]
@@ -169,7 +170,7 @@ class MultiTaskEnv:
             old.close()
         backend, env_config = self._configs[i]
         try:
-            env = make_env(backend, env_config)
+            env = self._make_env(backend, env_config)
         except Exception as e:
             raise BackendError(f"multitask: cannot build task {self.names[i]!r} "
                                f"({backend}, {env_config}): {type(e).__name__}: {e}") from e
@@ -230,10 +231,9 @@ class MultiTaskEnv:
                 pass
 
 
-def run_multitask_expert_episode(env: MultiTaskEnv, seed: int, rng) -> dict[str, Any]:
-    """The chosen task's own scripted expert."""
-    from sim_backends.registry import expert_episode
-
+def run_multitask_expert_episode(env: MultiTaskEnv, seed: int, rng,
+                                 expert_episode: Callable[..., dict[str, Any]]) -> dict[str, Any]:
+    """The chosen task's own scripted expert (``expert_episode``: the registry's)."""
     i = env.task_of_seed(seed)
     return expert_episode(env.config.tasks[i]["backend"], env.select(i), seed, rng)
 

@@ -41,13 +41,13 @@ def _metaworld(config: dict[str, Any]):
 def _multitask(config: dict[str, Any]):
     from sim_backends.multitask import MultiTaskConfig, MultiTaskEnv
 
-    return MultiTaskEnv(MultiTaskConfig(**config))
+    return MultiTaskEnv(MultiTaskConfig(**config), make_env=make_env)
 
 
 def _multitask_expert(env, seed: int, rng):
     from sim_backends.multitask import run_multitask_expert_episode
 
-    return run_multitask_expert_episode(env, seed, rng)
+    return run_multitask_expert_episode(env, seed, rng, expert_episode)
 
 
 BACKENDS: dict[str, Callable[[dict[str, Any]], Any]] = {

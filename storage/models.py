@@ -24,6 +24,8 @@ from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, Foreign
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
+from core.method.jobs import JOB_KINDS  # noqa: E402,F401 - one list of job kinds, shared with the worker
+
 # --- allowed values ---------------------------------------------------------------------
 ROBOT_KINDS = ("sim", "remote")
 # online/offline: connectivity (set by the worker); paused/stopped: a supervisor's command
@@ -33,7 +35,6 @@ SESSION_STATUSES = ("running", "paused", "stopped", "finished")
 EPISODE_SOURCES = ("demo", "practice", "eval")
 EPISODE_STATUSES = ("running", "finished", "aborted")
 CHECKPOINT_STAGES = ("sft", "si")
-JOB_KINDS = ("demos", "sft", "practice", "eval", "refine")
 JOB_STATUSES = ("queued", "running", "done", "failed", "cancelled")
 ROLES = ("viewer", "reviewer", "supervisor", "admin")  # ordered: each includes the ones before
 

@@ -6,19 +6,21 @@ from typing import Any, Optional
 
 from sqlalchemy.orm import Session
 
+from core.method.jobs import REFINE_PARAMS
 from storage import repo
 from storage.models import PracticeSession
 
 
 REFINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
-    ("steps", "Gradient steps", 300, "more steps fit the labels closer (and cost time: ~0.3 s each on 2 cores)"),
-    ("fail_tail", "Frames of a failure to train (from its end; 0 = every frame)", 10,
-     "every frame made d a noisier progress reward on the demo (README: bench.relabel)"),
-    ("anchor", "Anchor weight on a failure's earlier frames (0 = off)", 1.0,
+    ("steps", "Gradient steps", REFINE_PARAMS["steps"]["default"],
+     "more steps fit the labels closer (and cost time: ~0.3 s each on 2 cores)"),
+    ("fail_tail", "Frames of a failure to train (from its end; 0 = every frame)", REFINE_PARAMS["fail_tail"]["default"],
+     "every frame made d a noisier progress reward on the demo (docs/experiments: bench.relabel)"),
+    ("anchor", "Anchor weight on a failure's earlier frames (0 = off)", REFINE_PARAMS["anchor"]["default"],
      "keeps d where it was on the frames not trained, so the progress reward stays intact"),
 )
 """The refine job's options the Training page offers (name, label, default, hint); the
-defaults are the worker's (core/worker/runner.py JOB_PARAMS["refine"], a test keeps them equal)."""
+defaults are the job's own (``core.method.jobs.REFINE_PARAMS``)."""
 
 
 class NoCheckpoint(ValueError):
@@ -26,7 +28,7 @@ class NoCheckpoint(ValueError):
 
 
 def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]:
-    """Practice job params (core/worker/runner.py JOB_PARAMS["practice"]): start from the task's
+    """Practice job params (core.worker.params, derived from PracticeConfig): start from the task's
     promoted checkpoint (its recorded Stage-1 reward model stays frozen), on a fleet of
     ``fleet_size`` simulator processes."""
     promoted = repo.get_promoted(s, task_id)
@@ -39,7 +41,7 @@ def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]
 def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None,
                    extra: Optional[dict[str, Any]] = None) -> PracticeSession:
     """A practice session and the job that runs it (both audited, supervisor or above).
-    ``extra``: more practice job params (core/worker/runner.py JOB_PARAMS, e.g. check_episodes)."""
+    ``extra``: more practice job params (``python -m core.worker --params``, e.g. check_episodes)."""
     repo.require_role(actor, "start_session")
     params = practice_params(s, task_id, fleet_size)
     for k, v in (extra or {}).items():

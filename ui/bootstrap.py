@@ -11,7 +11,7 @@
   the system (``created_by == "system"``: only the launcher enqueues as the system), so a
   restart of the launcher picks the chain up where it was. Call it periodically.
 
-Params follow ``core/worker/runner.py``'s ``JOB_PARAMS`` (the worker refuses unknown keys):
+Params follow the job params (``python -m core.worker --params``) (the worker refuses unknown keys):
 demos {n, out, backend, env_config, workers}; sft {demos_job, out, epochs, max_minutes} (the
 worker promotes the evaluated best policy); practice {checkpoint_id, fleet, eval_every,
 eval_episodes} (the reward model
@@ -58,11 +58,11 @@ class PrepConfig:
     (1e-4 fell on the bench's checkpoint); on the demo's checkpoint 5e-5 climbed faster over
     the first ~400 episodes, on the same 200 seeds: 40.0 / 44.0 / 41.0 % against 35.0 / 38.0 /
     48.0 % at ~200 / ~400 / ~600 episodes (paired gains +9.5 / +13.5 / +10.5 points, each
-    beyond its 95 % interval; README, the fresh run)."""
+    beyond its 95 % interval; docs/experiments, the fresh run)."""
     eval_episodes: int = 200
     """Greedy evaluation episodes (fixed selection seeds). 100 gave the demo's curve a dip
     (41 / 36 / 45 %) the next 100 seeds did not bear out; 200 cost ~21 s more per
-    evaluation on 2 cores and climbed at every point (35 / 38 / 48 %, README)."""
+    evaluation on 2 cores and climbed at every point (35 / 38 / 48 %, docs/experiments)."""
 
     @classmethod
     def from_env(cls) -> "PrepConfig":
@@ -117,7 +117,7 @@ def prep_paths(data_dir: Path) -> dict[str, str]:
 
 
 def job_params(kind: str, cfg: PrepConfig, paths: dict[str, str], previous: Optional[Job] = None) -> dict[str, Any]:
-    """Job params for each step (core/worker/runner.py JOB_PARAMS); ``previous`` is the finished
+    """Job params for each step (``python -m core.worker --params``); ``previous`` is the finished
     job of the step before."""
     if kind == "demos":
         return {"n": cfg.demos, "out": paths["demos"], "backend": "tabletop",

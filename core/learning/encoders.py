@@ -319,7 +319,7 @@ class GoalKeypoints(nn.Module):
     ``query="sentence"``: the queries are read from the mean of the instruction's tokens.
     ``query="tokens"``: each query first pools the tokens with its own learned attention, so
     the target's query can rest on the region words and an unfamiliar noun ("banana") moves
-    it less (the sentence mean moved it: README, the new-object experiment).
+    it less (the sentence mean moved it: docs/experiments, the new-object experiment).
     """
 
     QUERIES = ("sentence", "tokens")

@@ -18,7 +18,7 @@ from core.method.detector import DEFAULT_TOLERANCE, DetectorCounts, calibrate_th
 from core.learning.checkpoint import load_checkpoint
 from core.learning.dataset import Episode, FrameTable, held_out_episodes
 from core.learning.policy import DojoPolicy
-from core.learning.rollout import EpisodeRecord, run_episodes
+from core.learning.rollout import EpisodeRecord, RolloutHooks, run_episodes
 from core.method.stats import precision_recall_f1, wilson_interval
 from sim_backends.registry import make_env
 
@@ -116,7 +116,8 @@ def evaluate_policy(model: DojoPolicy, backend: str, env_config: dict[str, Any],
     seeds = list(range(seed0, seed0 + n_episodes))
     t0 = time.perf_counter()
     records = run_episodes(model, partial(make_env, backend, env_config), seeds, n_envs=n_envs,
-                           greedy=greedy, reward_model=reward_model, on_episode=progress)
+                           greedy=greedy, reward_model=reward_model,
+                           hooks=RolloutHooks(on_episode=progress))
     seconds = time.perf_counter() - t0
     n_ok = sum(r.success for r in records)
     counts, (p, r, f1) = score_records(records, threshold_s, patience, tolerance)
@@ -153,7 +154,7 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
     every seed, in seed order (for paired comparisons)."""
     from tqdm import tqdm
 
-    from core.learning.sft import resolve_device  # sft imports this module
+    from core.learning.device import resolve_device
     from sim_backends.multitask import resolve_task
 
     tolerance = DEFAULT_TOLERANCE if tolerance is None else tolerance

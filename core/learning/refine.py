@@ -4,7 +4,7 @@ that is wrong on failure states never seen in demonstrations).
 Stage 1 teaches steps-to-go from demonstrations only, and every demonstration ends in
 success: the head has never seen a state from which the goal was *not* reached, so a
 near-miss (the gripper hovering just short of the button, the block parked beside its
-target) can read d ~ 0 and fire the detector. METHOD.md keeps overrides and review labels
+target) can read d ~ 0 and fire the detector. docs/method.md ("Human verdicts") keeps overrides and review labels
 as data that "can later re-train or re-calibrate the steps-to-go head". This module does
 that with one loss for both kinds of labeled episode:
 
@@ -194,7 +194,7 @@ class RefineConfig:
     fail_tail: int | None = None
     """Train on the last K frames of a failed episode only (where a near-miss fires the
     detector); None = every frame. Bounding every frame of a failure also lifts d on the
-    mid-episode frames that successes share, which made the progress reward noisier (README)."""
+    mid-episode frames that successes share, which made the progress reward noisier (docs/experiments)."""
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
 

@@ -42,6 +42,8 @@ class EpisodeRecord:
 
     seed: int
     instruction: str
+    robot: int = -1
+    """The fleet slot that ran it (-1: not run on a fleet)."""
     d: list[float] = field(default_factory=list)
     gt: list[bool] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
@@ -101,209 +103,260 @@ def rollout_batch(fleet: Fleet, groups: int | None = None) -> int:
     return -(-int(fleet.size) // g)
 
 
+@dataclass
+class RolloutHooks:
+    """What a caller sees and steers while ``run_episodes`` runs (each optional).
+
+    ``on_episode(record)`` as each episode ends; returning False stops the rollout.
+    ``control(robot, record)`` before every step: END_STOPPED ends that robot's episode (a
+    supervisor's stop), END_DETECTOR / END_GROUND_TRUTH end it as a success (an override),
+    HOLD skips this robot for one loop (paused: the frame is not recorded, no action sent).
+    ``on_step(robot, record, observation)`` at every frame, after its d and detector count.
+    ``on_discard(robot, record)``: an episode under way dropped when the rollout stopped
+    (``discard_on_stop``). ``may_start(steps)`` before each new episode, with the steps taken
+    so far by the episodes under way (0 for one resetting); False leaves the robot idle until
+    a later round. It is asked once per round of the whole fleet, in robot order (the same
+    decisions for any group count), and never when nothing is under way (no stall)."""
+
+    on_episode: Callable[[EpisodeRecord], bool | None] | None = None
+    control: Callable[[int, EpisodeRecord], str | None] | None = None
+    on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None
+    on_discard: Callable[[int, EpisodeRecord], None] | None = None
+    may_start: Callable[[list[int]], bool] | None = None
+
+
 def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: Sequence[int], *,
                  n_envs: int = 8, greedy: bool = True, reward_model: DojoPolicy | None = None,
                  stop_on_ground_truth: bool = True, detector: DetectorSpec | None = None,
                  keep_frames: bool = False, generator: torch.Generator | None = None,
-                 on_episode: Callable[[EpisodeRecord], bool | None] | None = None,
-                 fleet: Fleet | None = None,
-                 control: Callable[[int, EpisodeRecord], str | None] | None = None,
-                 on_step: Callable[[int, EpisodeRecord, dict[str, Any]], None] | None = None,
-                 groups: int | None = None, discard_on_stop: bool = False,
-                 on_discard: Callable[[int, EpisodeRecord], None] | None = None,
-                 may_start: Callable[[list[int]], bool] | None = None,
-                 ) -> list[EpisodeRecord]:
+                 fleet: Fleet | None = None, groups: int | None = None, discard_on_stop: bool = False,
+                 hooks: RolloutHooks | None = None) -> list[EpisodeRecord]:
     """Roll out one episode per seed; returns records in seed order.
 
     Either ``make_env`` (a LocalFleet of ``n_envs`` is built and closed here) or a
-    ``fleet`` (owned by the caller, left open). ``on_episode`` is called as each episode
-    ends; returning False stops early. ``control(robot, record)`` is asked before every
-    step; returning END_STOPPED ends that robot's episode (a supervisor's stop), or
-    END_DETECTOR / END_GROUND_TRUTH to end it as a success (an override), or HOLD to skip
-    this robot for one loop (paused: the frame is not recorded and no action is sent).
-    ``groups``: see ``rollout_groups`` (1 = every robot in lock-step).
-
-    When ``on_episode`` stops the rollout, the episodes under way run to their end and are
-    returned too (default), or, with ``discard_on_stop``, are dropped at the end of that
-    round of the fleet (``on_discard(robot, record)`` is told, ``end_reason`` END_DISCARDED):
-    the rollout then ends without the robots idling while the last episodes finish.
-
-    ``may_start(steps)``, if given, is asked before each new episode with the steps taken so
-    far by the episodes under way (0 for one resetting); False leaves the robot idle until a
-    later round, when it is asked again. It is asked once per round of the whole fleet, in
-    robot order (the same decisions for any group count), and never when nothing is under
-    way (the rollout cannot stall).
+    ``fleet`` (owned by the caller, left open). d(o, g) comes from ``reward_model`` if given,
+    else from the policy's own head; ``detector`` ends an episode when it fires (the rule of
+    ``core.method.detector``), ``stop_on_ground_truth`` when the simulator reports success.
+    ``groups``: see ``rollout_groups`` (1 = every robot in lock-step). ``hooks``: see
+    ``RolloutHooks``. When ``on_episode`` stops the rollout, the episodes under way run to
+    their end and are returned too (default), or, with ``discard_on_stop``, are dropped at
+    the end of that round of the fleet (``on_discard`` is told, ``end_reason``
+    END_DISCARDED): the rollout then ends without the robots idling while the last finish.
     """
-    policy.eval()
-    if reward_model is not None:
-        reward_model.eval()
-    n_frames = policy.config.n_frames
-    queue = list(seeds)
     own = fleet is None
     if fleet is None:
-        fleet = LocalFleet(make_env, max(1, min(n_envs, len(queue))))
-    ops = SplitPhase(fleet)
-    slots = [_Slot(i) for i in range(min(fleet.size, max(1, len(queue))))]
-    n_groups = min(rollout_groups(fleet, groups), len(slots))
-    per = -(-len(slots) // n_groups)
-    group_slots = [slots[g * per:(g + 1) * per] for g in range(n_groups)]
-    done: dict[int, EpisodeRecord] = {}
-    order = {s: i for i, s in enumerate(seeds)}
-    stop = False
+        fleet = LocalFleet(make_env, max(1, min(n_envs, len(seeds))))
+    run = _Rollout(policy, fleet, seeds, greedy=greedy, reward_model=reward_model,
+                   stop_on_ground_truth=stop_on_ground_truth, detector=detector, keep_frames=keep_frames,
+                   generator=generator, groups=groups, hooks=hooks or RolloutHooks())
+    try:
+        run.run(discard_on_stop)
+    finally:
+        run.read_pending()
+        if own:
+            fleet.close()
+    return sorted(run.done.values(), key=lambda r: run.order[r.seed])
 
-    def finish(slot: _Slot) -> None:
-        nonlocal stop
-        done[slot.rec.seed] = slot.rec
-        if on_episode is not None and on_episode(slot.rec) is False:
-            stop = True
 
-    idle: list[_Slot] = []  # robots waiting for ``may_start`` (asked at the end of each round)
+class _Rollout:
+    def __init__(self, policy: DojoPolicy, fleet: Fleet, seeds: Sequence[int], *, greedy: bool,
+                 reward_model: DojoPolicy | None, stop_on_ground_truth: bool, detector: DetectorSpec | None,
+                 keep_frames: bool, generator: torch.Generator | None, groups: int | None, hooks: RolloutHooks):
+        policy.eval()
+        if reward_model is not None:
+            reward_model.eval()
+        self.policy, self.fleet, self.reward_model = policy, fleet, reward_model
+        self.greedy, self.stop_on_ground_truth, self.detector = greedy, stop_on_ground_truth, detector
+        self.keep_frames, self.generator, self.hooks = keep_frames, generator, hooks
+        self.n_frames = policy.config.n_frames
+        self.queue = list(seeds)
+        self.ops = SplitPhase(fleet)
+        self.slots = [_Slot(i) for i in range(min(fleet.size, max(1, len(self.queue))))]
+        n_groups = min(rollout_groups(fleet, groups), len(self.slots))
+        per = -(-len(self.slots) // n_groups)
+        self.group_slots = [self.slots[g * per:(g + 1) * per] for g in range(n_groups)]
+        self.done: dict[int, EpisodeRecord] = {}
+        self.order = {s: i for i, s in enumerate(seeds)}
+        self.stop = False
+        self.idle: list[_Slot] = []  # robots waiting for ``may_start`` (asked at the end of each round)
 
-    def start(slot: _Slot, cmds: dict[int, tuple[str, Any]]) -> None:
+    def run(self, discard_on_stop: bool) -> None:
+        first: dict[int, tuple[str, Any]] = {}
+        for s in self.slots:
+            self.start(s, first)
+        self.submit(first)
+        self.start_idle()
+        while any(s.rec is not None or s.pending is not None for s in self.slots):
+            for group in self.group_slots:
+                self.run_group(group)
+            if self.idle:
+                self.start_idle()
+            if self.stop and discard_on_stop:  # checked once per round: the same for any group count
+                self.discard_running()
+                break
+
+    def discard_running(self) -> None:
+        for s in self.slots:
+            if s.rec is not None:
+                s.rec.end_reason = END_DISCARDED
+                if self.hooks.on_discard is not None:
+                    self.hooks.on_discard(s.index, s.rec)
+                s.rec = None
+
+    def read_pending(self) -> None:
+        """Replies still out (an exception from ``control``, a discarding stop) are read, so the
+        next rollout on this fleet does not get them."""
+        out = [s.index for s in self.slots if s.pending is not None]
+        if out:
+            self.ops.discard(out)
+
+    def finish(self, slot: _Slot) -> None:
+        self.done[slot.rec.seed] = slot.rec
+        if self.hooks.on_episode is not None and self.hooks.on_episode(slot.rec) is False:
+            self.stop = True
+
+    def start(self, slot: _Slot, cmds: dict[int, tuple[str, Any]]) -> None:
         """The slot's next seed, if any: its reset goes out with the group's commands."""
         slot.rec = None
-        if may_start is not None:
-            idle.append(slot)
-        elif queue and not stop:
-            cmds[slot.index] = ("reset", int(queue.pop(0)))
+        if self.hooks.may_start is not None:
+            self.idle.append(slot)
+        elif self.queue and not self.stop:
+            cmds[slot.index] = ("reset", int(self.queue.pop(0)))
 
-    def start_idle() -> None:
+    def start_idle(self) -> None:
         """Start the idle robots ``may_start`` allows, in robot order (end of a round)."""
         cmds: dict[int, tuple[str, Any]] = {}
-        idle.sort(key=lambda sl: sl.index)
-        while idle and queue and not stop:
+        self.idle.sort(key=lambda sl: sl.index)
+        while self.idle and self.queue and not self.stop:
             steps = [len(sl.rec.actions) if sl.rec is not None else 0
-                     for sl in slots if sl.rec is not None or sl.pending is not None or sl.index in cmds]
-            if steps and not may_start(steps):
+                     for sl in self.slots if sl.rec is not None or sl.pending is not None or sl.index in cmds]
+            if steps and not self.hooks.may_start(steps):
                 break
-            cmds[idle.pop(0).index] = ("reset", int(queue.pop(0)))
-        submit(cmds)
+            cmds[self.idle.pop(0).index] = ("reset", int(self.queue.pop(0)))
+        self.submit(cmds)
 
-    def reset_done(slot: _Slot, seed: int, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
+    def reset_done(self, slot: _Slot, seed: int, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
         if isinstance(res, RobotFailure):
-            slot.rec = EpisodeRecord(seed=seed, instruction="", end_reason=END_ABORTED, error=res.message)
-            finish(slot)
-            start(slot, cmds)
+            slot.rec = EpisodeRecord(seed=seed, instruction="", robot=slot.index, end_reason=END_ABORTED,
+                                     error=res.message)
+            self.finish(slot)
+            self.start(slot, cmds)
             return
         obs, info = res
         slot.obs, slot.finishing = obs, False
-        slot.detector = DetectorRun(detector) if detector is not None else None
+        slot.detector = DetectorRun(self.detector) if self.detector is not None else None
         slot.prev_image, slot.prev_proprio = obs[OBS_IMAGE], obs[OBS_PROPRIO]
-        slot.rec = EpisodeRecord(seed=seed, instruction=obs[OBS_INSTRUCTION], task=str(info.get("task_name", "")))
+        slot.rec = EpisodeRecord(seed=seed, instruction=obs[OBS_INSTRUCTION], robot=slot.index,
+                                 task=str(info.get("task_name", "")))
         slot.rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
 
-    def step_done(slot: _Slot, action: np.ndarray, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
+    def step_done(self, slot: _Slot, action: np.ndarray, res: Any, cmds: dict[int, tuple[str, Any]]) -> None:
         rec = slot.rec
         if isinstance(res, RobotFailure):
             rec.end_reason, rec.error = END_ABORTED, res.message
-            finish(slot)
-            start(slot, cmds)
+            self.finish(slot)
+            self.start(slot, cmds)
             return
         obs, _r, terminated, truncated, info = res
         rec.actions.append(action)
         rec.gt.append(bool(info.get(INFO_SUCCESS, False)))
         slot.prev_image, slot.prev_proprio = slot.obs[OBS_IMAGE], slot.obs[OBS_PROPRIO]
         slot.obs = obs
-        if info.get(INFO_PHYSICS_ERROR):
-            rec.end_reason = END_PHYSICS_ERROR
-        elif info.get(INFO_OFF_TABLE):
-            rec.end_reason = END_OFF_TABLE
-        elif stop_on_ground_truth and rec.gt[-1]:
-            rec.end_reason = END_GROUND_TRUTH
-        elif truncated:
-            rec.end_reason = END_STEP_LIMIT
-        elif terminated and stop_on_ground_truth:
-            rec.end_reason = END_GROUND_TRUTH
-        elif terminated:
-            rec.end_reason = END_STEP_LIMIT  # the simulator ended it; nothing more to see
-        if rec.end_reason or len(rec.actions) >= fleet.max_steps:
+        rec.end_reason = _end_reason(info, rec.gt[-1], terminated, truncated, self.stop_on_ground_truth)
+        if rec.end_reason or len(rec.actions) >= self.fleet.max_steps:
             rec.end_reason = rec.end_reason or END_STEP_LIMIT
             slot.finishing = True
 
-    def submit(cmds: dict[int, tuple[str, Any]]) -> None:
+    def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
         for i, cmd in cmds.items():
-            slots[i].pending = cmd
+            self.slots[i].pending = cmd
         if cmds:
-            ops.submit(cmds)
+            self.ops.submit(cmds)
 
-    def run_group(group: list[_Slot]) -> None:
+    def infer(self, active: list[_Slot]) -> tuple[Any, Any]:
+        """Actions and d(o, g) for the active robots, in one batched call per model."""
+        n = self.n_frames
+        frames = np.stack([np.stack([s.obs[OBS_IMAGE], s.prev_image])[:n] for s in active])
+        prop = np.stack([np.stack([s.obs[OBS_PROPRIO], s.prev_proprio])[:n] for s in active])
+        batch = make_obs_batch(frames, prop, [s.rec.instruction for s in active])
+        actions, d = self.policy.act(batch, greedy=self.greedy, generator=self.generator)
+        if self.reward_model is not None:
+            with torch.no_grad():
+                d = self.reward_model.steps_to_go(batch).cpu().numpy()
+        return actions, d
+
+    def run_group(self, group: list[_Slot]) -> None:
         cmds: dict[int, tuple[str, Any]] = {}
         waiting = [s for s in group if s.pending is not None]
-        results = ops.collect([s.index for s in waiting]) if waiting else {}
+        results = self.ops.collect([s.index for s in waiting]) if waiting else {}
         for s in waiting:
             (cmd, arg), s.pending = s.pending, None
             if cmd == "reset":
-                reset_done(s, arg, results[s.index], cmds)
+                self.reset_done(s, arg, results[s.index], cmds)
             else:
-                step_done(s, arg, results[s.index], cmds)
+                self.step_done(s, arg, results[s.index], cmds)
         active = [s for s in group if s.rec is not None and s.index not in cmds]
         if active:
-            frames = np.stack([np.stack([s.obs[OBS_IMAGE], s.prev_image])[:n_frames] for s in active])
-            prop = np.stack([np.stack([s.obs[OBS_PROPRIO], s.prev_proprio])[:n_frames] for s in active])
-            batch = make_obs_batch(frames, prop, [s.rec.instruction for s in active])
-            actions, d = policy.act(batch, greedy=greedy, generator=generator)
-            if reward_model is not None:
-                with torch.no_grad():
-                    d = reward_model.steps_to_go(batch).cpu().numpy()
+            actions, d = self.infer(active)
         for i, s in enumerate(active):
-            rec = s.rec
-            rec.d.append(float(d[i]))
-            if keep_frames:
-                rec.frames.append(s.obs[OBS_IMAGE])
-                rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
-            if s.detector is not None:
-                rec.detector_counts.append(s.detector.update(float(d[i])))
-                if s.detector.fired and rec.detector_step is None:
-                    rec.detector_step = s.detector.fired_at
-                    if not s.finishing:
-                        rec.end_reason = END_DETECTOR
-                        s.finishing = True
-            if on_step is not None:
-                on_step(s.index, rec, s.obs)
-            if not s.finishing and control is not None:
-                verdict = control(s.index, rec)
-                if verdict == HOLD:  # paused: forget this frame, do not step; asked again next loop
-                    rec.d.pop()
-                    if keep_frames:
-                        rec.frames.pop()
-                        rec.proprio.pop()
-                    if s.detector is not None:
-                        s.detector.retract()
-                        rec.detector_counts.pop()
-                    continue
-                if verdict:
-                    rec.end_reason = verdict
-                    s.finishing = True
-            if s.finishing:
-                finish(s)
-                start(s, cmds)
-                continue
-            cmds[s.index] = ("step", actions[i])
-        submit(cmds)
+            if self.observe(s, float(d[i]), cmds):
+                cmds[s.index] = ("step", actions[i])
+        self.submit(cmds)
 
-    try:
-        first: dict[int, tuple[str, Any]] = {}
-        for s in slots:
-            start(s, first)
-        submit(first)
-        start_idle()
-        while any(s.rec is not None or s.pending is not None for s in slots):
-            for group in group_slots:
-                run_group(group)
-            if idle:
-                start_idle()
-            if stop and discard_on_stop:  # checked once per round: the same for any group count
-                for s in slots:
-                    if s.rec is not None:
-                        s.rec.end_reason = END_DISCARDED
-                        if on_discard is not None:
-                            on_discard(s.index, s.rec)
-                        s.rec = None
-                break
-    finally:
-        out = [s.index for s in slots if s.pending is not None]
-        if out:  # left by an exception (a stop raised by ``control``) or a discarding stop: read
-            ops.discard(out)  # the replies, so the next rollout on this fleet does not get them
-        if own:
-            fleet.close()
-    return sorted(done.values(), key=lambda r: order[r.seed])
+    def observe(self, s: _Slot, d: float, cmds: dict[int, tuple[str, Any]]) -> bool:
+        """Record frame and d, run the detector, ask ``control``; True when the robot steps on
+        (False: it holds this frame, or its episode ended and its next reset joins ``cmds``)."""
+        rec, hooks = s.rec, self.hooks
+        rec.d.append(d)
+        if self.keep_frames:
+            rec.frames.append(s.obs[OBS_IMAGE])
+            rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
+        if s.detector is not None:
+            rec.detector_counts.append(s.detector.update(d))
+            if s.detector.fired and rec.detector_step is None:
+                rec.detector_step = s.detector.fired_at
+                if not s.finishing:
+                    rec.end_reason = END_DETECTOR
+                    s.finishing = True
+        if hooks.on_step is not None:
+            hooks.on_step(s.index, rec, s.obs)
+        if not s.finishing and hooks.control is not None:
+            verdict = hooks.control(s.index, rec)
+            if verdict == HOLD:  # paused: forget this frame, do not step; asked again next loop
+                self._forget_frame(s)
+                return False
+            if verdict:
+                rec.end_reason = verdict
+                s.finishing = True
+        if s.finishing:
+            self.finish(s)
+            self.start(s, cmds)
+            return False
+        return True
+
+    def _forget_frame(self, s: _Slot) -> None:
+        rec = s.rec
+        rec.d.pop()
+        if self.keep_frames:
+            rec.frames.pop()
+            rec.proprio.pop()
+        if s.detector is not None:
+            s.detector.retract()
+            rec.detector_counts.pop()
+
+
+def _end_reason(info: dict[str, Any], success: bool, terminated: bool, truncated: bool,
+                stop_on_ground_truth: bool) -> str:
+    """Why the simulator's step ends the episode ("" if it does not)."""
+    if info.get(INFO_PHYSICS_ERROR):
+        return END_PHYSICS_ERROR
+    if info.get(INFO_OFF_TABLE):
+        return END_OFF_TABLE
+    if stop_on_ground_truth and success:
+        return END_GROUND_TRUTH
+    if truncated:
+        return END_STEP_LIMIT
+    if terminated:
+        # the simulator ended it: a success where ground truth ends episodes, else nothing more to see
+        return END_GROUND_TRUTH if stop_on_ground_truth else END_STEP_LIMIT
+    return ""

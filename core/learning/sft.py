@@ -24,6 +24,7 @@ import torch
 
 from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, load_checkpoint, read_checkpoint,
                              save_checkpoint)
+from core.learning.device import resolve_device  # noqa: F401 - callers import it from here too
 from core.learning.dataset import Episode, FrameTable, episodes_fingerprint, held_out_key, load_datasets
 from core.learning.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
 from core.learning.policy import DojoPolicy, PolicyConfig
@@ -87,14 +88,6 @@ class SFTConfig:
             raise ValueError(f"stg_select must be 'mae' or 'loss', got {self.stg_select!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
-
-
-def resolve_device(spec: str) -> torch.device:
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' requested but torch sees no CUDA GPU; use --device cpu")
-    return torch.device(spec)
 
 
 def seed_everything(seed: int) -> None:

@@ -1,5 +1,8 @@
-"""Stage-2 rewards and returns (METHOD.md): pure functions, no model or simulator."""
+"""Stage-2 rewards and returns (docs/method.md, "Rewards and returns"): pure functions, no
+model, simulator or torch."""
 from __future__ import annotations
+
+from typing import Sequence
 
 import numpy as np
 
@@ -36,13 +39,19 @@ def batch_baseline(returns, kind: str = "none") -> float:
     raise ValueError(f"unknown baseline {kind!r}: use 'none' or 'mean'")
 
 
-def reinforce_loss(log_probs, returns, c: float = 0.05):
-    """On-policy REINFORCE without a baseline (METHOD.md): mean of -c * R_t * log pi(a_t|o_t,g).
+def ground_truth_rewards(gt: Sequence[bool], length: int) -> np.ndarray:
+    """The oracle ablation's rewards (``ground_truth_reward``): +1 on the action that first
+    reached ground-truth success (frame t+1 holds it), 0 elsewhere; ``gt[t]`` is frame t's."""
+    r = np.zeros(length)
+    if length and any(gt[1:]):
+        r[min(length - 1, list(gt[1:]).index(True))] = 1.0
+    return r
 
-    ``log_probs`` is a torch tensor [B] (differentiable), ``returns`` [B] (constants)."""
-    import torch
 
-    r = torch.as_tensor(returns, dtype=log_probs.dtype, device=log_probs.device)
-    if r.shape != log_probs.shape:
-        raise ValueError(f"returns {tuple(r.shape)} and log_probs {tuple(log_probs.shape)} must match")
-    return -(c * r.detach() * log_probs).mean()
+def override_final_d(d: list[float], success: bool) -> None:
+    """A supervisor's verdict replaces the detector's for an episode's rewards: success sets the
+    final d to 0 (all remaining progress earned); failure removes any progress credited on the
+    final step (the final d is set back to the one before). In place; no-op under 2 frames."""
+    if len(d) < 2:
+        return
+    d[-1] = 0.0 if success else max(d[-1], d[-2])

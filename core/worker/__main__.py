@@ -1,5 +1,5 @@
 import sys
 
-from core.worker.runner import main
+from core.worker.main import main
 
 sys.exit(main())

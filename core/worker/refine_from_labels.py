@@ -1,7 +1,7 @@
 """Re-train the reward model's steps-to-go head on the episodes people judged (a reviewer's
 label on the Review page, else a supervisor's override on Live), read back from the database.
 
-METHOD.md keeps overrides and labels "as data (it can later re-train or re-calibrate the
+docs/method.md ("Human verdicts") keeps overrides and labels "as data (it can later re-train or re-calibrate the
 steps-to-go head, which the paper names as the fix for an unreliable detector on failure
 states)". The Training page re-calibrates s from them (storage.metrics.threshold_sweep);
 this module re-trains the head, which is what helps when no s separates the near-misses from
@@ -14,7 +14,7 @@ Labels: a judged success ends at its last frame (the person saw the goal there: 
 convention as a verdict in practice); a judged failure gives every frame the censored bound
 of core.learning.refine, on the last 10 frames of a failure only, with d kept where it was on the
 earlier ones (``fail_tail``, ``anchor``: re-training every frame of a failure made d a
-noisier progress reward, README). Every third judged episode (from 12 on) is held out: on its first half each
+noisier progress reward, docs/experiments). Every third judged episode (from 12 on) is held out: on its first half each
 model (old, refined) gets its best s, on the second half both are scored; the refined model's
 s (its d has a new scale) goes into the checkpoint's meta, so a practice job using it reads it.
 """
@@ -35,7 +35,7 @@ MIN_LABELS = 10
 """Judged, usable episodes below which the job refuses (and says how many more to label)."""
 
 
-class RelabelError(ValueError):
+class RefineFromLabelsError(ValueError):
     """The job cannot run as asked; the message names the problem and the fix."""
 
 
@@ -148,9 +148,9 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     and after, the re-calibrated ``threshold_s``) and ``<out>/relabel.json``. ``s_factory``
     opens a read session (``Database.read``). ``threshold_s``: the s the episodes were judged
     against (default: the reward model's own calibration), which sets the failure floor.
-    Raises RelabelError (no change on disk) with too few usable labels."""
+    Raises RefineFromLabelsError (no change on disk) with too few usable labels."""
     from core.learning.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-    from core.learning.practice import _reward_demos
+    from core.learning.practice.refinement import reward_demos
     from core.learning.refine import RefineConfig, refine_reward
 
     t0 = time.perf_counter()
@@ -161,13 +161,13 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
                                                 image_size=mc.image_size, proprio_dim=mc.proprio_dim)
     why = "; ".join(f"{n} skipped: {k}" for k, n in skipped.items())
     if len(labeled) < min_labels:
-        raise RelabelError(
+        raise RefineFromLabelsError(
             f"session {session_id}: {len(labeled)} judged episodes can be used ({why or 'none skipped'}); re-training "
             f"the steps-to-go head needs at least {min_labels}. Label more on the Review page (or override the "
             "detector on Live) for this session, then run it again")
     n_ok = sum(e.success for e in labeled)
     if n_ok == 0 or n_ok == len(labeled):
-        raise RelabelError(f"session {session_id}: all {len(labeled)} judged episodes are "
+        raise RefineFromLabelsError(f"session {session_id}: all {len(labeled)} judged episodes are "
                            f"{'successes' if n_ok else 'failures'}; the head needs both to learn where the goal is. "
                            "Label some of the other kind on the Review page")
     s_old = float(threshold_s if threshold_s is not None else rmeta.get("threshold_s") or 1.0)
@@ -182,7 +182,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     torch.manual_seed(seed)  # dropout: the same labels and seed give the same model
     stats = refine_reward(refined, fit, s_old, RefineConfig(steps=steps, lr=lr, seed=seed, fail_tail=fail_tail,
                                                                          anchor=anchor),
-                          demos=_reward_demos(rmeta, log), interrupt=interrupt)
+                          demos=reward_demos(rmeta, log), interrupt=interrupt)
     refined.eval().requires_grad_(False)
     after = score_detector(refined, held, s_old, patience, tolerance, beta, wide=True) if held else None
     new_s = float(after["threshold_s"]) if after is not None else None
@@ -209,5 +209,5 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     return summary
 
 
-__all__ = ["MIN_LABELS", "RelabelError", "judged_episodes", "load_episodes", "refine_from_labels", "score_detector",
+__all__ = ["MIN_LABELS", "RefineFromLabelsError", "judged_episodes", "load_episodes", "refine_from_labels", "score_detector",
            "session_detector"]

@@ -1,7 +1,7 @@
 """A scripted pushing expert that plays like a (somewhat clumsy) human demonstrator.
 
 Why not optimal: behavioral cloning on clean scripted demos scales far more steeply with
-data than on human demos (METHOD.md, Calibration), which would hide the point of
+data than on human demos (docs/method.md, "Prototype notes"), which would hide the point of
 self-improvement. So each episode draws a style (speed, noise, wobble, detours, pauses,
 approach margin, overshoot) from the rng, while staying >= 95% successful.
 

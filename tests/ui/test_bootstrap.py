@@ -36,7 +36,7 @@ def _finish(db, job_id, result):
 
 
 def test_preparation_chain_one_job_at_a_time(fresh, tmp_path):
-    from core.worker import check_params
+    from core.worker.params import check_params
 
     cfg = bootstrap.PrepConfig(demos=10, epochs=1, sft_minutes=1, fleet_size=2)
     with fresh.write() as s:
@@ -69,7 +69,7 @@ def test_preparation_chain_one_job_at_a_time(fresh, tmp_path):
 
 
 def test_ui_practice_params_are_the_workers(seeded):
-    from core.worker import check_params
+    from core.worker.params import check_params
 
     db = init_db(seeded.url)
     with db.read() as s:
@@ -87,7 +87,7 @@ def test_no_promoted_checkpoint_refuses_with_the_fix(fresh):
 
 
 def test_extra_practice_params_merge_and_validate(seeded):
-    from core.worker import check_params
+    from core.worker.params import check_params
 
     assert actions.parse_extra("") == {}
     with pytest.raises(ValueError, match="JSON object"):

@@ -10,20 +10,22 @@ import torch
 from core.method import rewards as R
 from core.cli import main
 from core.learning.fleets import LocalFleet, ProcessFleet, RobotFailure
-from core.learning.practice import PracticeConfig, PracticeRefused, _episode_tuples, gain_vs_start, run_practice
+from core.learning.practice import PracticeConfig, PracticeObserver, PracticeRefused, run_practice
+from core.learning.practice.evaluation import gain_vs_start
+from core.learning.practice.update import episode_rewards, reinforce_loss
 from core.learning.rollout import EpisodeRecord
 from sim_backends.registry import make_env
 
 
 def test_reinforce_loss_is_minus_c_times_return_times_logp():
     logp = torch.tensor([-1.0, -2.0], requires_grad=True)
-    loss = R.reinforce_loss(logp, [3.0, -1.0], c=0.05)
+    loss = reinforce_loss(logp, [3.0, -1.0], c=0.05)
     assert loss.item() == pytest.approx(-(0.05 * 3.0 * -1.0 + 0.05 * -1.0 * -2.0) / 2)
     loss.backward()
     # raising log pi of a positive-return action lowers the loss, of a negative one raises it
     assert logp.grad[0] < 0 < logp.grad[1]
     with pytest.raises(ValueError):
-        R.reinforce_loss(logp, [1.0, 2.0, 3.0])
+        reinforce_loss(logp, [1.0, 2.0, 3.0])
 
 
 def test_mean_baseline_is_the_iterations_mean_return_and_none_is_zero():
@@ -43,12 +45,13 @@ def test_mean_baseline_is_the_iterations_mean_return_and_none_is_zero():
 def test_episode_returns_come_from_steps_to_go_progress_not_ground_truth():
     rec = EpisodeRecord(seed=0, instruction="x", d=[5.0, 4.0, 4.5, 1.0], gt=[False, False, False, False],
                         actions=[np.zeros(2)] * 3)
-    returns, total = _episode_tuples(rec, 0.9, ground_truth_reward=False)
+    rewards = episode_rewards(rec, ground_truth_reward=False)
+    returns = R.discounted_returns(rewards, 0.9)
     r = np.array([1.0, -0.5, 3.5])
-    assert total == pytest.approx(4.0)  # d_0 - d_T
+    assert rewards.sum() == pytest.approx(4.0)  # d_0 - d_T
     assert returns == pytest.approx([r[0] + 0.9 * r[1] + 0.81 * r[2], r[1] + 0.9 * r[2], r[2]])
     rec.gt = [False, False, True, True]
-    oracle, _ = _episode_tuples(rec, 0.9, ground_truth_reward=True)
+    oracle = R.discounted_returns(episode_rewards(rec, ground_truth_reward=True), 0.9)
     assert oracle == pytest.approx([0.9, 1.0, 0.0])
 
 
@@ -189,14 +192,12 @@ def test_local_fleet_reports_a_failing_robot_instead_of_raising():
 
 
 def test_a_supervisor_override_changes_the_episode_returns():
-    from core.learning.practice import apply_override
-
     rec = EpisodeRecord(seed=0, instruction="x", d=[6.0, 5.0, 4.0], gt=[False] * 3, actions=[np.zeros(2)] * 2)
-    apply_override(rec, True)
-    assert rec.d[-1] == 0.0 and _episode_tuples(rec, 0.9, False)[1] == pytest.approx(6.0)
+    R.override_final_d(rec.d, True)
+    assert rec.d[-1] == 0.0 and episode_rewards(rec, False).sum() == pytest.approx(6.0)
     rec = EpisodeRecord(seed=0, instruction="x", d=[6.0, 5.0, 1.0], gt=[False] * 3, actions=[np.zeros(2)] * 2)
-    apply_override(rec, False)  # the detector fired wrongly: no credit for the last step's "progress"
-    assert _episode_tuples(rec, 0.9, False)[1] == pytest.approx(1.0)
+    R.override_final_d(rec.d, False)  # the detector fired wrongly: no credit for the last step's "progress"
+    assert episode_rewards(rec, False).sum() == pytest.approx(1.0)
 
 
 def test_rollouts_after_an_update_sample_without_dropout(stage1, tmp_path, monkeypatch):
@@ -313,6 +314,7 @@ def test_practice_stops_when_success_falls_below_the_start_beyond_noise(stage1, 
     """Two evaluations in a row below the start's on the same seeds (paired interval < 0) stop
     practice with the figures and advice; the stop holds on a re-run, stop_after_drops 0 lifts it."""
     import core.learning.practice as P
+    from core.method.stats import wilson_interval
 
     calls = []
 
@@ -320,9 +322,9 @@ def test_practice_stops_when_success_falls_below_the_start_beyond_noise(stage1, 
         k = 16 if not calls else 2
         calls.append(k)
         outcomes = [1] * k + [0] * (20 - k)
-        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20, "outcomes": outcomes}
+        return {"success": k / 20, "success_ci": wilson_interval(k, 20), "episodes": 20, "outcomes": outcomes}
 
-    monkeypatch.setattr(P, "evaluate_success", scripted)
+    monkeypatch.setattr(P.loop, "evaluate_success", scripted)
     out = tmp_path / "si"
     res = run_practice(_cfg(stage1, out, max_episodes=50, eval_every=1, plateau_evals=100), progress=False)
     assert res["iterations"] == 2 and len(calls) == 3  # the start, then two drops
@@ -343,15 +345,16 @@ def test_practice_stops_when_success_falls_below_the_start_beyond_noise(stage1, 
 
 def test_one_drop_or_a_change_within_noise_does_not_stop_practice(stage1, tmp_path, monkeypatch):
     import core.learning.practice as P
+    from core.method.stats import wilson_interval
 
     script = iter([16, 2, 15, 2, 14, 15, 16])  # start, drop, recovery, drop, within noise...
 
     def scripted(policy, fleet, n, interrupt=None, on_step=None, groups=None):
         k = next(script)
-        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
+        return {"success": k / 20, "success_ci": wilson_interval(k, 20), "episodes": 20,
                 "outcomes": [1] * k + [0] * (20 - k)}
 
-    monkeypatch.setattr(P, "evaluate_success", scripted)
+    monkeypatch.setattr(P.loop, "evaluate_success", scripted)
     res = run_practice(_cfg(stage1, tmp_path / "si", max_episodes=12, eval_every=1, plateau_evals=100),
                        progress=False)
     assert res["stop_reason"] is None and res["episodes"] >= 12
@@ -366,7 +369,7 @@ def _rec(gt, seed=1, frames=True):
 
 
 def test_a_practice_episode_is_labeled_by_a_verdict_first_then_by_ground_truth():
-    from core.learning.practice import practice_label
+    from core.learning.practice.refinement import practice_label
 
     lab = practice_label(_rec([False, False, True, True]), None, knows_success=True)
     assert lab.success and lab.goal_index == 2 and lab.frames.shape == (4, 8, 8, 3)
@@ -391,7 +394,7 @@ def _stg_weights(path):
 def test_practice_re_refines_the_reward_model_on_its_labeled_episodes_and_resumes_with_it(stage1, tmp_path):
     from core.learning.checkpoint import read_checkpoint
 
-    out = tmp_path / "rerefine"
+    out = tmp_path / "refine-during"
     res = run_practice(_cfg(stage1, out, refine_every=1, refine_min_labels=1, refine_steps=2, eval_every=0,
                             max_episodes=4), progress=False)
     refined = out / "reward_refined.pt"
@@ -442,11 +445,12 @@ def test_on_real_robots_only_episodes_with_a_supervisor_verdict_refine_the_rewar
     rows = [json.loads(x) for x in (tmp_path / "none" / "metrics.jsonl").read_text().splitlines()]
     assert not any("refine_labels" in r for r in rows)
     f = fleet()
-    def verdict(rec):  # a supervisor marked every other episode a failure
-        return False if rec.seed % 2 == 0 else None
+    class Verdicts(PracticeObserver):  # a supervisor marked every other episode a failure
+        def outcome_override(self, rec):
+            return False if rec.seed % 2 == 0 else None
 
     try:
-        res = run_practice(_cfg(stage1, tmp_path / "some", **kw), progress=False, fleet=f, outcome_override=verdict)
+        res = run_practice(_cfg(stage1, tmp_path / "some", **kw), progress=False, fleet=f, observer=Verdicts())
     finally:
         f.close()
     rows = [json.loads(x) for x in (tmp_path / "some" / "metrics.jsonl").read_text().splitlines()]
@@ -519,7 +523,7 @@ def _demo_bc_loss(ckpt, table, rows) -> float:
 def test_the_demonstration_anchor_keeps_a_large_update_close_to_the_demonstrations(stage1, tmp_path):
     from core.learning.checkpoint import read_checkpoint
     from core.learning.dataset import held_out_episodes, load_datasets
-    from core.learning.practice import anchor_demos
+    from core.learning.practice.update import anchor_demos
 
     meta = read_checkpoint(stage1 / "best_policy.pt")["meta"]
     table, acted = anchor_demos(meta)
@@ -577,7 +581,8 @@ def test_planned_starts_collect_about_one_iterations_tuples_and_drop_nothing(sta
 def test_rollout_threads_apply_inside_the_block_only():
     import torch
 
-    from core.learning.practice import PRACTICE_MAY_CHANGE, torch_threads
+    from core.learning.practice import PRACTICE_MAY_CHANGE
+    from core.learning.practice.update import torch_threads
 
     before = torch.get_num_threads()
     with torch_threads(1):

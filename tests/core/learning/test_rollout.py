@@ -8,7 +8,7 @@ import torch
 from core.learning.fleets import LocalFleet, ProcessFleet, RobotFailure, SplitPhase
 from core.learning.policy import DojoPolicy
 from core.method.detector import DetectorSpec
-from core.learning.rollout import (END_ABORTED, END_STOPPED, rollout_batch, rollout_groups,
+from core.learning.rollout import (END_ABORTED, END_STOPPED, RolloutHooks, rollout_batch, rollout_groups,
                           run_episodes)
 from sim_backends.registry import make_env
 from tests.core.learning.helpers import tiny_config
@@ -32,10 +32,11 @@ def fleet():
     f.close()
 
 
-def _roll(policy, reward, fleet, seeds, groups, **kw):
+def _roll(policy, reward, fleet, seeds, groups, discard_on_stop=False, **hooks):
     return run_episodes(policy, None, seeds, fleet=fleet, greedy=False, reward_model=reward,
                         stop_on_ground_truth=False, detector=DetectorSpec(4.0, 2),
-                        generator=torch.Generator().manual_seed(3), groups=groups, **kw)
+                        generator=torch.Generator().manual_seed(3), groups=groups, discard_on_stop=discard_on_stop,
+                        hooks=RolloutHooks(**hooks))
 
 
 def _key(recs):

@@ -43,7 +43,7 @@ def test_wilson_narrows_with_more_trials():
     w100 = wilson_interval(50, 100)
     w300 = wilson_interval(150, 300)
     assert (w300[1] - w300[0]) < (w100[1] - w100[0])
-    # METHOD.md: 300 seeds at ~50% give about +-5.6 points half width (~0.056)
+    # docs/method.md, "Statistics and seed ranges": 300 seeds at ~50% give about +-5.6 points half width (~0.056)
     assert (w300[1] - w300[0]) / 2 == pytest.approx(0.0562, abs=2e-3)
 
 

@@ -22,7 +22,7 @@ class Stage1:
 
 @pytest.fixture(scope="session")
 def stage1(tmp_path_factory) -> Stage1:
-    from core.worker import Worker
+    from core.worker.runner import Worker
 
     root = tmp_path_factory.mktemp("worker-stage1")
     db = init_db(root / "stage1.sqlite")

@@ -12,7 +12,7 @@ import torch
 
 from core.learning.checkpoint import read_checkpoint, save_checkpoint
 from core.learning.policy import DojoPolicy
-from core.worker.refine_from_labels import RelabelError, judged_episodes, refine_from_labels
+from core.worker.refine_from_labels import RefineFromLabelsError, judged_episodes, refine_from_labels
 from storage import init_db, repo
 from tests.core.learning.helpers import INSTRUCTIONS, tiny_config
 
@@ -75,9 +75,9 @@ def test_refining_needs_enough_labels_of_both_kinds_and_writes_nothing_otherwise
     for i in range(4):
         _write(db, task_id, sid, f"a{i}", success=True, actor=rev)
     out = tmp_path / "out"
-    with pytest.raises(RelabelError, match="4 judged episodes can be used.*at least 10.*Review page"):
+    with pytest.raises(RefineFromLabelsError, match="4 judged episodes can be used.*at least 10.*Review page"):
         refine_from_labels(db.read, task_id=task_id, session_id=sid, reward_checkpoint=str(path), out=out)
-    with pytest.raises(RelabelError, match="all 4 judged episodes are successes"):
+    with pytest.raises(RefineFromLabelsError, match="all 4 judged episodes are successes"):
         refine_from_labels(db.read, task_id=task_id, session_id=sid, reward_checkpoint=str(path), out=out,
                            min_labels=3)
     assert not out.exists()

@@ -165,7 +165,7 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
     /robot, one of them drops its connection mid-episode and comes back."""
     from sqlalchemy import select
 
-    from core.worker import Worker
+    from core.worker.runner import Worker
     from sim_backends.registry import make_env
     from storage import init_db, repo
     from storage.models import Episode, Robot

@@ -7,8 +7,8 @@ import torch
 
 from core.learning.fleets import ProcessFleet
 from core.learning.policy import DojoPolicy
-from core.learning.rollout import END_ABORTED, rollout_groups, run_episodes
-from core.worker import SupervisedFleet
+from core.learning.rollout import END_ABORTED, RolloutHooks, rollout_groups, run_episodes
+from core.worker.supervised_fleet import SupervisedFleet
 from tests.core.learning.helpers import tiny_config
 
 ENV = {"family": "block2block", "image_size": 32, "max_steps": 10, "terminate_on_success": False}
@@ -35,7 +35,7 @@ def test_the_supervised_fleet_pipelines_like_its_simulators_and_parks_a_dead_rob
                 inner.procs[2].kill()
                 inner.procs[2].join(5)
 
-        recs = run_episodes(policy, None, list(range(20, 24)), fleet=fleet, control=control,
+        recs = run_episodes(policy, None, list(range(20, 24)), fleet=fleet, hooks=RolloutHooks(control=control),
                             generator=torch.Generator().manual_seed(1), **kw)
         assert [i for i, _ in failures] == [2] and "died" in failures[0][1]
         dead = [r for r in recs if r.end_reason == END_ABORTED]

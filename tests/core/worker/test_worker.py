@@ -11,7 +11,9 @@ import time
 import pytest
 from sqlalchemy import select
 
-from core.worker import JobParamsError, Worker, check_params, job_params_spec
+from core.method.jobs import JobParamsError
+from core.worker.params import check_params, job_params_spec
+from core.worker.runner import Worker
 from storage import init_db, repo
 from storage.models import Episode, Robot
 from tests.core.worker.conftest import TINY_ENV, practice_params
@@ -350,7 +352,8 @@ def _count(db, status):
 
 def test_an_override_given_while_the_episode_is_in_the_buffer_changes_its_returns(tmp_path, stage1):
     """run_practice asks outcome_override at the episode's end and again before the update."""
-    from core.learning.practice import PracticeConfig, run_practice
+    from core.learning.practice import PracticeConfig, PracticeObserver, run_practice
+    from core.learning.practice.events import EpisodeEnded
 
     p = practice_params(stage1, eval_every=0, max_episodes=2)
     cfg = PracticeConfig(policy_checkpoint=p["policy_checkpoint"], reward_checkpoint=p["reward_checkpoint"],
@@ -360,12 +363,16 @@ def test_an_override_given_while_the_episode_is_in_the_buffer_changes_its_return
     asked: dict[int, int] = {}
     ended = []
 
-    def override(rec):  # nothing at the episode's end; a success verdict arrives before the update
-        asked[id(rec)] = asked.get(id(rec), 0) + 1
-        return None if asked[id(rec)] == 1 else True
+    class LateVerdict(PracticeObserver):  # nothing at the episode's end; success arrives before the update
+        def outcome_override(self, rec):
+            asked[id(rec)] = asked.get(id(rec), 0) + 1
+            return None if asked[id(rec)] == 1 else True
 
-    run_practice(cfg, progress=False, outcome_override=override,
-                 on_episode_end=lambda rec, returns, it: ended.append((rec, returns.copy())))
+        def on_event(self, ev):
+            if isinstance(ev, EpisodeEnded):
+                ended.append((ev.record, ev.returns.copy()))
+
+    run_practice(cfg, progress=False, observer=LateVerdict())
     assert ended and all(asked[id(rec)] == 2 for rec, _ in ended)
     for rec, _ in ended:
         assert rec.d[-1] == 0.0  # the late verdict was applied: all remaining progress earned
@@ -399,16 +406,17 @@ def test_a_practice_job_stopped_by_a_drop_says_why_and_records_the_paired_gains(
     """The job ends "done" with the drop's explanation as its message; the iterations' checkpoints
     carry the paired gain since the start (what the Training page shows)."""
     import core.learning.practice as P
+    from core.method.stats import wilson_interval
 
     calls = []
 
     def scripted(policy, fleet, n, interrupt=None, on_step=None, groups=None):  # start 16 of 20 seeds, then 2 of 20
         k = 16 if not calls else 2
         calls.append(k)
-        return {"success": k / 20, "success_ci": P.wilson_interval(k, 20), "episodes": 20,
+        return {"success": k / 20, "success_ci": wilson_interval(k, 20), "episodes": 20,
                 "outcomes": [1] * k + [0] * (20 - k)}
 
-    monkeypatch.setattr(P, "evaluate_success", scripted)
+    monkeypatch.setattr(P.loop, "evaluate_success", scripted)
     db = init_db(tmp_path / "dojo.sqlite")
     with db.write() as s:
         job_id = repo.enqueue_job(s, "practice", practice_params(stage1, max_episodes=100, plateau_evals=100)).id

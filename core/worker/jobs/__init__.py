@@ -1,0 +1,1 @@
+"""One module per job kind; each has ``run(worker, ctx) -> result dict``."""

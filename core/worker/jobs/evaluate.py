@@ -1,0 +1,37 @@
+"""The ``eval`` job: evaluate a checkpoint on the test seeds, store its success and
+optionally promote it."""
+from __future__ import annotations
+
+from typing import Any
+
+from core.worker.checkpoints import promote_if_not_worse, reward_for, resolve_start
+from core.worker.job import JobContext
+from core.worker.params import check_params
+from storage import repo
+
+KEPT = ("success", "success_ci", "detector_precision", "detector_recall", "threshold_s", "mean_length", "episodes")
+
+
+def run(w: Any, ctx: JobContext) -> dict[str, Any]:
+    from core.learning.evaluate import evaluate_checkpoint
+
+    p = check_params("eval", ctx.params)
+    path, cid, metrics = resolve_start(w.db, p, ctx.task_id)
+    reward = reward_for(path, metrics, p["reward_checkpoint"])
+    ctx.message = f"evaluating {path} on {p['episodes']} episodes"
+    res = evaluate_checkpoint(path, p["episodes"], reward_checkpoint=reward, threshold=p["threshold"],
+                              patience=p["patience"], seed0=p["seed0"], n_envs=p["n_envs"], device=p["device"],
+                              progress=False)
+    promoted, refused = False, None
+    if cid is not None:
+        with w.db.write() as s:
+            ck = repo.set_evaluation(s, cid, float(res["success"]), int(res["episodes"]),
+                                     metrics={"eval": {k: res[k] for k in KEPT if k in res}, "eval_seeds": "test"})
+            repo.log_metrics(s, {"eval_success": float(res["success"])}, float(ck.iteration or 0),
+                             checkpoint_id=cid, task_id=ck.task_id, job_id=ctx.job_id)
+            if p["promote"]:
+                refused = promote_if_not_worse(s, ck, p["promote_tolerance"])
+            promoted = ck.promoted
+    ctx.message = (f"success {res['success']:.3f} on {res['episodes']} episodes"
+                   + (" (promoted)" if promoted else "") + (f"; {refused}" if refused else ""))
+    return {**res, "checkpoint_id": cid, "promoted": promoted}
