@@ -127,7 +127,7 @@ def session_detector(s, session_id: int) -> tuple[Optional[float], Optional[int]
 def score_detector(model, held: list[LabeledEpisode], threshold_s: float, patience: int, tolerance: int,
                    beta: float, wide: bool) -> dict[str, Any]:
     """s calibrated on the first half of ``held`` (F-beta), precision/recall on the second."""
-    from core.learning.practice import score_check
+    from core.learning.practice.checks import score_check
     from core.learning.refine import episode_d
     from core.method.detector import DetectorSpec
 
