@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -595,3 +596,47 @@ def test_rollout_threads_apply_inside_the_block_only():
     with torch_threads(None):
         assert torch.get_num_threads() == before
     assert "rollout_threads" in PRACTICE_MAY_CHANGE  # a speed setting: a resume may change it
+
+
+def test_practice_tells_one_observer_what_happens_and_a_resume_replays_completed_iterations(stage1, tmp_path):
+    """The events carry what a recorder stores: each episode's rewards and returns (from the
+    d it observed, the progress reward), the detector rule it ran with, ground truth; each
+    iteration's checkpoint and metrics row. A resumed run announces its completed iterations
+    again (replayed), so a recorder that missed one catches up."""
+    from core.learning.practice.events import (DetectorReady, EpisodeEnded, IterationEnded, StartEvaluated,
+                                               StepTaken)
+
+    class Recorder(PracticeObserver):
+        def __init__(self):
+            self.events = []
+
+        def on_event(self, ev):
+            if not isinstance(ev, StepTaken) or ev.evaluating:
+                self.events.append(ev)
+
+    out, first = tmp_path / "si", Recorder()
+    run_practice(_cfg(stage1, out, check_episodes=0), progress=False, observer=first)
+    kinds = [type(e).__name__ for e in first.events]
+    assert kinds.index("DetectorReady") < kinds.index("EpisodeEnded")
+    ready = next(e for e in first.events if isinstance(e, DetectorReady))
+    assert ready.spec.threshold_s == 1.0 and ready.spec.patience == 2 and ready.check is None
+    assert any(isinstance(e, StartEvaluated) for e in first.events)
+    episodes = [e for e in first.events if isinstance(e, EpisodeEnded)]
+    for e in episodes:
+        assert e.detector == ready.spec and e.ground_truth == e.record.success
+        assert len(e.d_observed) == e.record.length + 1 and len(e.rewards) == e.record.length
+        np.testing.assert_allclose(e.rewards, R.progress_rewards(e.d_observed))
+        np.testing.assert_allclose(e.returns, R.discounted_returns(e.rewards, 0.9))
+        assert len(e.record.detector_counts) == len(e.d_observed)  # the rule's count at every frame
+    iterations = [e for e in first.events if isinstance(e, IterationEnded)]
+    assert [e.iteration for e in iterations] == list(range(1, len(iterations) + 1)) and not any(
+        e.replayed for e in iterations)
+    assert all(Path(e.checkpoint).exists() and e.metrics["iteration"] == e.iteration for e in iterations)
+
+    again = Recorder()
+    run_practice(_cfg(stage1, out, check_episodes=0, max_episodes=4), progress=False, observer=again)
+    replayed = [e for e in again.events if isinstance(e, IterationEnded) and e.replayed]
+    assert [e.iteration for e in replayed] == [e.iteration for e in iterations]
+    assert [e.metrics for e in replayed] == [json.loads(json.dumps(e.metrics)) for e in iterations]  # as written
+    first_new = next(i for i, e in enumerate(again.events) if isinstance(e, IterationEnded) and not e.replayed)
+    assert again.events[first_new].iteration == len(iterations) + 1

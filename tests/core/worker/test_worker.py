@@ -97,6 +97,29 @@ def test_bad_jobs_fail_with_a_fix_and_the_worker_goes_on(tmp_path, stage1):
     assert j3.result["checkpoint_id"] == ck.id and j3.result["promoted"] is True
 
 
+def test_an_eval_job_that_cannot_calibrate_fails_once_with_the_fix_and_the_worker_stays_up(tmp_path, stage1):
+    """A checkpoint with no detector threshold and no held-out demonstrations: evaluation is
+    refused with what to pass. It used to raise SystemExit, which ended the worker process; the
+    job was then retried on every restart and failed 20 times later as "worker restarted"."""
+    from core.learning.checkpoint import load_checkpoint, save_checkpoint
+
+    model, meta = load_checkpoint(stage1.policy)
+    bare = tmp_path / "bare.pt"
+    save_checkpoint(bare, model, {k: v for k, v in meta.items()
+                                  if k not in ("threshold_s", "held_out_seeds", "dataset", "held_out")})
+    db = init_db(tmp_path / "dojo.sqlite")
+    with db.write() as s:
+        refused = repo.enqueue_job(s, "eval", {"checkpoint": str(bare), "reward_checkpoint": str(bare),
+                                               "episodes": 2, "n_envs": 2}).id
+        after = repo.enqueue_job(s, "eval", {"checkpoint": str(tmp_path / "nope.pt")}).id
+    assert Worker(db, name="w", data_dir=tmp_path).run(exit_when_idle=True) == 2  # it went on to the next job
+    with db.read() as s:
+        j1, j2 = repo.get_job(s, refused), repo.get_job(s, after)
+    assert j1.status == "failed" and j1.attempts == 1, j1.error
+    assert j1.error.startswith("EvaluationRefused:") and "threshold" in j1.error and "Fix:" in j1.error
+    assert j2.status == "failed"
+
+
 def test_practice_job_records_episodes_checkpoints_and_metrics(tmp_path, stage1):
     from PIL import Image
 
