@@ -162,17 +162,17 @@ def evaluate_checkpoint(checkpoint: str, episodes: int, *, reward_checkpoint: st
     dev = resolve_device(device)
     policy, meta = load_checkpoint(checkpoint, dev)
     reward_path = reward_checkpoint or checkpoint
-    reward, rmeta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
+    reward, reward_meta = (policy, meta) if reward_path == checkpoint else load_checkpoint(reward_path, dev)
     out: dict[str, Any] = {"checkpoint": checkpoint, "reward_checkpoint": reward_path}
-    held = held_out_episodes(rmeta, data)
+    held = held_out_episodes(reward_meta, data)
     if held:
         calib = calibrate_on_demos(reward, held, patience=patience, tolerance=tolerance)
         out["calibration"] = calib
         out["stg_mae_steps"] = calib["stg_mae_steps"]
     if threshold is None:
-        threshold = out.get("calibration", {}).get("threshold_s", rmeta.get("threshold_s"))
+        threshold = out.get("calibration", {}).get("threshold_s", reward_meta.get("threshold_s"))
     if threshold is None:
-        searched = data or rmeta.get("dataset")
+        searched = data or reward_meta.get("dataset")
         raise EvaluationRefused(
             f"no detector threshold for {reward_path}: the checkpoint stores none and no held-out "
             f"demonstrations were found ({f'none in {searched}' if searched else 'it names no dataset'}); "

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.learning import action_bins as A
-from core.method import steps_to_go as S
+from core.method import steps_to_go
 from core.learning.stg_targets import soft_stg_targets
 from core.learning.encoders import GoalKeypoints, TextEncoder, TextGrounding, build_image_encoder
 
@@ -121,7 +121,7 @@ class PolicyConfig:
 
     @property
     def n_stg_bins(self) -> int:
-        return S.num_bins(self.stg_cap, self.stg_bin_width)
+        return steps_to_go.num_bins(self.stg_cap, self.stg_bin_width)
 
     def to_json(self) -> str:
         return json.dumps(dataclasses.asdict(self), sort_keys=True)
@@ -190,7 +190,7 @@ class DojoPolicy(nn.Module):
         self.type_embed = nn.Parameter(torch.zeros(4, width))  # query, image, proprio, text
         self.action_head = nn.Linear(width, cfg.action_dim * cfg.action_bins)
         self.stg_head = nn.Linear(width, cfg.n_stg_bins)
-        self.register_buffer("stg_centers", torch.from_numpy(S.bin_centers(cfg.stg_cap, cfg.stg_bin_width)),
+        self.register_buffer("stg_centers", torch.from_numpy(steps_to_go.bin_centers(cfg.stg_cap, cfg.stg_bin_width)),
                              persistent=False)
 
     def train(self, mode: bool = True):
@@ -327,7 +327,7 @@ class DojoPolicy(nn.Module):
                                      cfg.stg_label_sigma)
         stg = -(targets * F.log_softmax(stg_logits, -1)).sum(-1).mean()
         with torch.no_grad():
-            d = S.expected_steps_to_go(stg_logits, self.stg_centers)
+            d = steps_to_go.expected_steps_to_go(stg_logits, self.stg_centers)
             mae = (d - batch[STG].to(dev).clamp(max=cfg.stg_cap).float()).abs().mean()
             acc = (act_logits.argmax(-1) == batch[ACTION_BINS].to(dev)).float()[amask].mean() \
                 if amask.any() else torch.tensor(0.0)
@@ -355,7 +355,7 @@ class DojoPolicy(nn.Module):
             probs = torch.softmax(act_logits.float(), -1).reshape(-1, self.config.action_bins)
             bins = torch.multinomial(probs.cpu(), 1, generator=generator).view(act_logits.shape[:2])
         actions = A.bins_to_action(bins.cpu(), self.config.action_bins).numpy()
-        d = S.expected_steps_to_go(stg_logits, self.stg_centers).cpu().numpy()
+        d = steps_to_go.expected_steps_to_go(stg_logits, self.stg_centers).cpu().numpy()
         return actions.astype(np.float32), d.astype(np.float32)
 
     def action_log_prob(self, batch: dict[str, Any]) -> torch.Tensor:
@@ -372,7 +372,7 @@ class DojoPolicy(nn.Module):
     def steps_to_go(self, batch: dict[str, Any]) -> torch.Tensor:
         """d(o, g) [B] (differentiable; callers wrap in no_grad for the frozen reward model)."""
         _, stg_logits = self.predict(batch)
-        return S.expected_steps_to_go(stg_logits, self.stg_centers)
+        return steps_to_go.expected_steps_to_go(stg_logits, self.stg_centers)
 
 
 TEXT_BUCKET = 8

@@ -36,7 +36,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.method import steps_to_go as S
+from core.method import steps_to_go
 from core.learning.stg_targets import soft_stg_targets
 from core.learning.dataset import Episode, FrameTable
 from core.learning.policy import STG, DojoPolicy
@@ -96,7 +96,7 @@ def censored_stg_nll(stg_logits: torch.Tensor, lower: torch.Tensor, cap: int, bi
     """-log P(steps-to-go >= lower) per row [B]: the mass on bins from bin(lower) up
     (a bound above the cap means the last bin)."""
     logp = F.log_softmax(stg_logits.float(), -1)
-    first = S.stg_to_bin(lower.clamp(min=0), cap, bin_width).to(logp.device)
+    first = steps_to_go.stg_to_bin(lower.clamp(min=0), cap, bin_width).to(logp.device)
     k = torch.arange(logp.shape[-1], device=logp.device)
     masked = logp.masked_fill(k.unsqueeze(0) < first.unsqueeze(1), float("-inf"))
     return -torch.logsumexp(masked, -1)

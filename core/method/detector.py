@@ -153,20 +153,20 @@ def calibrate_threshold(episodes: Sequence[tuple[Sequence[float], Sequence[bool]
         raise ValueError(f"tie must be 'smallest' or 'middle', got {tie!r}")
     if candidates is None:
         candidates = DEFAULT_CANDIDATES
-    scored = []  # (s, score, counts) in increasing s
-    for s in sorted(float(c) for c in candidates):
+    scored = []  # (threshold, score, counts) in increasing threshold
+    for threshold in sorted(float(c) for c in candidates):
         counts = DetectorCounts()
         for d_seq, gt in episodes:
-            counts = counts + score_episode(d_seq, gt, s, patience, tolerance)
+            counts = counts + score_episode(d_seq, gt, threshold, patience, tolerance)
         p, r, _ = precision_recall_f1(counts)
-        scored.append((s, f_beta(p, r, beta), counts))
+        scored.append((threshold, f_beta(p, r, beta), counts))
     top = max(score for _, score, _ in scored)
     first = next(i for i, (_, score, _) in enumerate(scored) if score >= top - 1e-12)
     last = first
     while tie == "middle" and last + 1 < len(scored) and scored[last + 1][1] >= top - 1e-12:
         last += 1
-    s, _, counts = scored[(first + last) // 2]
-    return s, counts
+    threshold, _, counts = scored[(first + last) // 2]
+    return threshold, counts
 
 
 def replay_detector(d_seq: Sequence[Optional[float]], fired: bool, threshold_s: float,

@@ -154,7 +154,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     from core.learning.refine import RefineConfig, refine_reward
 
     t0 = time.perf_counter()
-    model, rmeta = load_checkpoint(reward_checkpoint, "cpu")
+    model, reward_meta = load_checkpoint(reward_checkpoint, "cpu")
     mc = model.config
     with s_factory() as s:
         labeled, ids, skipped = judged_episodes(s, task_id=task_id, session_id=session_id,
@@ -170,7 +170,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
         raise RefineFromLabelsError(f"session {session_id}: all {len(labeled)} judged episodes are "
                            f"{'successes' if n_ok else 'failures'}; the head needs both to learn where the goal is. "
                            "Label some of the other kind on the Review page")
-    s_old = float(threshold_s if threshold_s is not None else rmeta.get("threshold_s") or 1.0)
+    s_old = float(threshold_s if threshold_s is not None else reward_meta.get("threshold_s") or 1.0)
     held = labeled[::3] if len(labeled) >= 12 else []
     fit = [e for i, e in enumerate(labeled) if i % 3] if held else labeled
     # Both models get their best s on the same first half of the held-out episodes and are
@@ -182,7 +182,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     torch.manual_seed(seed)  # dropout: the same labels and seed give the same model
     stats = refine_reward(refined, fit, s_old, RefineConfig(steps=steps, lr=lr, seed=seed, fail_tail=fail_tail,
                                                                          anchor=anchor),
-                          demos=reward_demos(rmeta, log), interrupt=interrupt)
+                          demos=reward_demos(reward_meta, log), interrupt=interrupt)
     refined.eval().requires_grad_(False)
     after = score_detector(refined, held, s_old, patience, tolerance, beta, wide=True) if held else None
     new_s = float(after["threshold_s"]) if after is not None else None
@@ -195,7 +195,7 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
                "fail_tail": fail_tail, "anchor": anchor,
                "check_before": before, "check_after": after, "refine": stats,
                "seconds": round(time.perf_counter() - t0, 1)}
-    meta = {**rmeta, "stage": "reward_refined", "refined_from": str(reward_checkpoint), "relabel": summary}
+    meta = {**reward_meta, "stage": "reward_refined", "refined_from": str(reward_checkpoint), "relabel": summary}
     if new_s is not None:
         meta.update(threshold_s=new_s, patience=patience)
     else:  # no held-out episodes: the old s is on the old scale; practice re-calibrates

@@ -21,17 +21,17 @@ from core.method.seeds import CHECK_SEED0
 from core.method.stats import precision_recall_f1
 
 
-def demo_threshold(reward_path: str, rmeta: dict[str, Any], patience: int, reward: DojoPolicy | None = None) -> float:
+def demo_threshold(reward_path: str, reward_meta: dict[str, Any], patience: int, reward: DojoPolicy | None = None) -> float:
     """s from the reward model's demonstrations: its recorded calibration if made with this
     patience, else calibrated now on its held-out demonstrations. Practice and the worker's
     practice job both take s from here when none is given."""
-    if rmeta.get("threshold_s") is not None and int(rmeta.get("patience", 1)) == patience:
-        return float(rmeta["threshold_s"])
+    if reward_meta.get("threshold_s") is not None and int(reward_meta.get("patience", 1)) == patience:
+        return float(reward_meta["threshold_s"])
     from core.learning.checkpoint import load_checkpoint
     from core.learning.dataset import held_out_episodes
     from core.learning.evaluate import calibrate_on_demos
 
-    held = held_out_episodes(rmeta)
+    held = held_out_episodes(reward_meta)
     if not held:
         raise PracticeRefused(f"{reward_path} carries no detector threshold and no held-out demonstrations to "
                               "calibrate one; pass threshold_s (--threshold, or the job's threshold_s param) or set "

@@ -80,11 +80,11 @@ class _Practice:
         self.files.start(practice_settings(cfg), PRACTICE_MAY_CHANGE)
         torch.manual_seed(cfg.seed)
         self.dev = resolve_device(cfg.device)
-        self.reward, self.rmeta = load_checkpoint(cfg.reward_checkpoint, self.dev)
+        self.reward, self.reward_meta = load_checkpoint(cfg.reward_checkpoint, self.dev)
         self.reward.eval().requires_grad_(False)
         self.reward_path = cfg.reward_checkpoint
-        self.backend, self.env_config = resolve_task(self.rmeta.get("backend", "tabletop"),
-                                                     self.rmeta.get("env_config", {}), cfg.backend, cfg.env_config)
+        self.backend, self.env_config = resolve_task(self.reward_meta.get("backend", "tabletop"),
+                                                     self.reward_meta.get("env_config", {}), cfg.backend, cfg.env_config)
         self.env_config["terminate_on_success"] = bool(cfg.ground_truth_reward)
         self.state = self.files.load_state()
         self.start_ckpt = (self.files.iteration(self.state["iteration"]) if self.state["iteration"]
@@ -92,14 +92,14 @@ class _Practice:
         self._load_policy()
         patience = cfg.patience
         threshold = cfg.threshold_s if cfg.threshold_s is not None else \
-            demo_threshold(cfg.reward_checkpoint, self.rmeta, patience, self.reward)
+            demo_threshold(cfg.reward_checkpoint, self.reward_meta, patience, self.reward)
         self.spec = DetectorSpec(float(threshold), patience)
         self.fleet: Fleet | None = None
         self.refinement: PeriodicRefinement | None = None
 
     def _load_policy(self) -> None:
         cfg = self.cfg
-        self.policy, self.pmeta = load_checkpoint(self.start_ckpt, self.dev)
+        self.policy, self.policy_meta = load_checkpoint(self.start_ckpt, self.dev)
         if cfg.freeze_vision:
             for m in self.policy.vision_modules():
                 m.requires_grad_(False)
@@ -109,7 +109,7 @@ class _Practice:
         elif cfg.trainable != "policy":
             raise ValueError(f"trainable must be 'policy' or 'action_head', got {cfg.trainable!r}")
         self.params = [p for p in self.policy.parameters() if p.requires_grad]
-        self.anchor = anchor_demos(self.pmeta) if cfg.bc_weight > 0 else None  # refused here, before any rollout
+        self.anchor = anchor_demos(self.policy_meta) if cfg.bc_weight > 0 else None  # refused here, before any rollout
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         if self.state["iteration"]:
             payload = read_checkpoint(self.start_ckpt)
@@ -163,11 +163,11 @@ class _Practice:
         unrefined, memory = None, []
         if cfg.refine_episodes or (cfg.refine_every and self.files.refined_path.exists()):
             unrefined = self.reward
-            self.reward, memory = refine_before_practice(cfg, self.files.out, self.policy, self.reward, self.rmeta,
+            self.reward, memory = refine_before_practice(cfg, self.files.out, self.policy, self.reward, self.reward_meta,
                                                          self.fleet, self.spec, self.log, self.observer.interrupt)
             self.reward_path = str(self.files.refined_path)
         if cfg.refine_every:
-            self.refinement = PeriodicRefinement(cfg, self.files.out, self.rmeta, memory, self.log)
+            self.refinement = PeriodicRefinement(cfg, self.files.out, self.reward_meta, memory, self.log)
 
         def run_check() -> dict[str, Any]:
             with torch_threads(cfg.rollout_threads):
@@ -202,7 +202,7 @@ class _Practice:
         state = self.state
         state["best_success"], state["best_iteration"] = ev["success"], 0
         state["eval_outcomes0"] = ev["outcomes"]
-        save_checkpoint(self.files.best_path, self.policy, {**self.pmeta, "stage": "si", "iteration": 0,
+        save_checkpoint(self.files.best_path, self.policy, {**self.policy_meta, "stage": "si", "iteration": 0,
                                                             "eval_success": ev["success"]})
         self.files.append_metrics({"iteration": 0, "episodes_total": 0, "eval_success": ev["success"],
                                    "eval_success_ci": ev["success_ci"], "eval_outcomes": ev["outcomes"]})
@@ -265,7 +265,7 @@ class _Practice:
                    **gain_vs_start(state.get("eval_outcomes0"), ev["outcomes"]), eval_outcomes=ev["outcomes"])
         if ev["success"] > state["best_success"]:
             state["best_success"], state["best_iteration"], state["evals_since_best"] = ev["success"], it, 0
-            save_checkpoint(self.files.best_path, self.policy, {**self.pmeta, "stage": "si", "iteration": it,
+            save_checkpoint(self.files.best_path, self.policy, {**self.policy_meta, "stage": "si", "iteration": it,
                                                                 "eval_success": ev["success"]})
         else:
             state["evals_since_best"] += 1
@@ -280,7 +280,7 @@ class _Practice:
         state["seconds"] = time.perf_counter() - self.t0
         row["seconds"] = state["seconds"]
         parent = self.start_ckpt if it == 1 else self.files.iteration(it - 1)
-        meta = {**self.pmeta, "stage": "si", "iteration": it, "parent": str(parent),
+        meta = {**self.policy_meta, "stage": "si", "iteration": it, "parent": str(parent),
                 "reward_checkpoint": self.reward_path, "practice": dataclasses.asdict(cfg), "stats": row}
         t_save = time.perf_counter()
         save_checkpoint(self.files.iteration(it), self.policy, meta, optimizer=self.opt)

@@ -25,7 +25,7 @@ from core.method.seeds import REFINE_SEED0
 
 
 def refine_before_practice(cfg: PracticeConfig, out: Path, policy: DojoPolicy, reward: DojoPolicy,
-                    rmeta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None],
+                    reward_meta: dict[str, Any], fleet: Fleet, spec: DetectorSpec, log: Callable[..., None],
                     interrupt: Callable[[], None] | None = None) -> tuple[DojoPolicy, list]:
     """The reward model refined on ``cfg.refine_episodes`` rollouts of the starting policy
     labeled by the simulator's ground truth (``reward_refined.pt``; reused on resume), and
@@ -54,9 +54,9 @@ def refine_before_practice(cfg: PracticeConfig, out: Path, policy: DojoPolicy, r
     refined.disable_compiled_inference()
     stats = refine_reward(refined, labeled, spec.threshold_s,
                           RefineConfig(steps=cfg.refine_steps, train_vision=cfg.refine_train_vision, seed=cfg.seed),
-                          demos=reward_demos(rmeta, log))
+                          demos=reward_demos(reward_meta, log))
     stats["seconds"] = time.perf_counter() - t0
-    save_checkpoint(path, refined, {**rmeta, "stage": "reward_refined", "refined_from": cfg.reward_checkpoint,
+    save_checkpoint(path, refined, {**reward_meta, "stage": "reward_refined", "refined_from": cfg.reward_checkpoint,
                                     "refine": stats})
     atomic_write_bytes(out / "refine.json", json.dumps(stats, indent=2).encode())
     log(f"reward model refined on {stats['labeled_episodes']} labeled rollouts ({stats['labeled_success']} "
@@ -69,15 +69,15 @@ def refine_before_practice(cfg: PracticeConfig, out: Path, policy: DojoPolicy, r
     return refined, labeled
 
 
-def reward_demos(rmeta: dict[str, Any], log: Callable[..., None]) -> list:
+def reward_demos(reward_meta: dict[str, Any], log: Callable[..., None]) -> list:
     """The reward model's Stage-1 demonstrations (mixed into every refinement step so the
     head keeps what it knew); none if they cannot be read (said in the log)."""
     try:
         from core.learning.dataset import load_datasets
 
-        return load_datasets(rmeta["dataset"])[1] if rmeta.get("dataset") else []
+        return load_datasets(reward_meta["dataset"])[1] if reward_meta.get("dataset") else []
     except (OSError, ValueError) as e:
-        log(f"refinement without demonstrations (cannot read {rmeta.get('dataset')}: {e})")
+        log(f"refinement without demonstrations (cannot read {reward_meta.get('dataset')}: {e})")
         return []
 
 
@@ -96,7 +96,7 @@ def practice_label(rec: EpisodeRecord, verdict: bool | None, knows_success: bool
 
 
 def refine_on_practice_episodes(reward: DojoPolicy, labeled: list, spec: DetectorSpec, cfg: PracticeConfig, out: Path,
-             rmeta: dict[str, Any], demos: list, iteration: int, batch: int,
+             reward_meta: dict[str, Any], demos: list, iteration: int, batch: int,
              interrupt: Callable[[], None] | None = None, memory: Sequence = ()) -> dict[str, Any]:
     """Refine ``reward`` in place on ``labeled`` practice episodes (``refine_every``) and
     ``memory`` (earlier labeled episodes, ``refine_memory``), save it as
@@ -124,7 +124,7 @@ def refine_on_practice_episodes(reward: DojoPolicy, labeled: list, spec: Detecto
     stats["seconds"] = time.perf_counter() - t0
     stats["iteration"] = iteration
     stats["memory_episodes"] = len(memory)
-    save_checkpoint(out / "reward_refined.pt", reward, {**rmeta, "stage": "reward_refined",
+    save_checkpoint(out / "reward_refined.pt", reward, {**reward_meta, "stage": "reward_refined",
                                                         "refined_from": cfg.reward_checkpoint,
                                                         "refined_at_iteration": iteration, "refine": stats})
     append_jsonl(out / "refine_log.jsonl", stats)
@@ -140,9 +140,9 @@ class PeriodicRefinement:
     third. Labeled frames live in memory only: a resumed run's next refinement starts without
     the episodes gathered before it stopped."""
 
-    def __init__(self, cfg: PracticeConfig, out: Path, rmeta: dict[str, Any], memory: list,
+    def __init__(self, cfg: PracticeConfig, out: Path, reward_meta: dict[str, Any], memory: list,
                  log: Callable[..., None]):
-        self.cfg, self.out, self.rmeta, self.log = cfg, out, rmeta, log
+        self.cfg, self.out, self.reward_meta, self.log = cfg, out, reward_meta, log
         self.memory = memory[-cfg.refine_memory:] if cfg.refine_memory > 0 else []
         self.window: list = []  # labeled practice episodes since the last refinement
         self.demos: list | None = None
@@ -163,8 +163,8 @@ class PeriodicRefinement:
             self.log(f"iteration {it}: refinement skipped: {len(window)} labeled episodes "
                      f"(refine_min_labels {cfg.refine_min_labels})")
             return False, None
-        self.demos = reward_demos(self.rmeta, self.log) if self.demos is None else self.demos
-        rs = refine_on_practice_episodes(reward, window, spec, cfg, self.out, self.rmeta, self.demos, it, batch,
+        self.demos = reward_demos(self.reward_meta, self.log) if self.demos is None else self.demos
+        rs = refine_on_practice_episodes(reward, window, spec, cfg, self.out, self.reward_meta, self.demos, it, batch,
                                          interrupt, memory=self.memory)
         if cfg.refine_memory > 0:
             self.memory = (self.memory + window)[-cfg.refine_memory:]

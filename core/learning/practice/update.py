@@ -69,19 +69,19 @@ def reinforce_loss(log_probs: torch.Tensor, returns, c: float = 0.05) -> torch.T
     return -(c * r.detach() * log_probs).mean()
 
 
-def anchor_demos(pmeta: dict[str, Any]):
+def anchor_demos(policy_meta: dict[str, Any]):
     """The policy's Stage-1 training demonstrations as a FrameTable and the rows that carry
     an action (``bc_weight``); held-out episodes are left out. Raises PracticeRefused when
     they cannot be read, naming the dataset and the fix."""
     from core.learning.dataset import FrameTable, held_out_episodes, held_out_key, load_datasets
 
-    data = pmeta.get("dataset")
+    data = policy_meta.get("dataset")
     if not data:
         raise PracticeRefused("bc_weight needs the policy's demonstrations, but its checkpoint names no dataset; "
                               "set bc_weight 0 or start from a Stage-1 checkpoint trained by Dojo")
     try:
         _, eps = load_datasets(data)
-        held = {tuple(held_out_key(e)) for e in held_out_episodes(pmeta)}
+        held = {tuple(held_out_key(e)) for e in held_out_episodes(policy_meta)}
     except (OSError, ValueError) as e:
         raise PracticeRefused(f"bc_weight needs the policy's demonstrations, and {data} cannot be read ({e}); "
                               "restore that dataset or set bc_weight 0") from e

@@ -28,7 +28,7 @@ STOP_REASONS = {"session stopped": "session stopped by a supervisor", "cancelled
 class _Start:
     policy_path: str
     reward_path: str
-    rmeta: dict[str, Any]
+    reward_meta: dict[str, Any]
     policy_config: dict[str, Any]
     backend: str
     env_config: dict[str, Any]
@@ -45,10 +45,10 @@ def _models(w: Any, ctx: JobContext, p: dict[str, Any]) -> tuple[_Start, dict[st
     reward_path = reward_for(policy_path, start_metrics, p["reward_checkpoint"])
     if reward_path is None:
         raise JobParamsError("no reward checkpoint: pass reward_checkpoint (a Stage-1 best_stg.pt)")
-    rmeta = read_checkpoint(reward_path)["meta"]
-    backend = p["backend"] or rmeta.get("backend", "tabletop")
-    env_config = dict(p["env_config"] if p["env_config"] is not None else rmeta.get("env_config", {}))
-    st = _Start(policy_path, reward_path, rmeta, read_checkpoint(policy_path)["config"], backend, env_config)
+    reward_meta = read_checkpoint(reward_path)["meta"]
+    backend = p["backend"] or reward_meta.get("backend", "tabletop")
+    env_config = dict(p["env_config"] if p["env_config"] is not None else reward_meta.get("env_config", {}))
+    st = _Start(policy_path, reward_path, reward_meta, read_checkpoint(policy_path)["config"], backend, env_config)
     return st, {"start_id": start_id}
 
 
@@ -78,7 +78,7 @@ def _task_and_session(w: Any, ctx: JobContext, st: _Start, start_id: int | None)
     ctx.session_id, ctx.task_id = session_id, task_id
 
 
-def detector_settings(p: dict[str, Any], given: dict[str, Any], task: Task, rmeta: dict[str, Any],
+def detector_settings(p: dict[str, Any], given: dict[str, Any], task: Task, reward_meta: dict[str, Any],
                       reward_path: str, fleet_kind: str) -> tuple[float | None, int]:
     """The practice config's (threshold_s, patience): the job's params > the task's setting >
     the reward model's own. None lets practice calibrate s (on demonstrations, then on its
@@ -94,15 +94,15 @@ def detector_settings(p: dict[str, Any], given: dict[str, Any], task: Task, rmet
     # A refined reward model (refine_episodes) reads d on its own scale: a task's s chosen for
     # the old one no longer applies, so the check re-calibrates it.
     auto = threshold is None or bool(p.get("refine_episodes"))
-    refined_from_labels = rmeta.get("stage") == "reward_refined"
+    refined_from_labels = reward_meta.get("stage") == "reward_refined"
     if refined_from_labels:  # re-trained from people's labels (a refine job): its own held-out s
-        auto = rmeta.get("threshold_s") is None
+        auto = reward_meta.get("threshold_s") is None
         if not auto:
-            threshold, patience = float(rmeta["threshold_s"]), int(rmeta.get("patience", patience))
+            threshold, patience = float(reward_meta["threshold_s"]), int(reward_meta.get("patience", patience))
     if auto and fleet_kind != "remote" and p.get("check_episodes", 1):
         return None, int(patience)
     if threshold is None or (refined_from_labels and auto and fleet_kind == "remote"):  # the demos' s
-        threshold = demo_threshold(reward_path, rmeta, int(patience))
+        threshold = demo_threshold(reward_path, reward_meta, int(patience))
     return float(threshold), int(patience)
 
 
@@ -115,7 +115,7 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     fleet_p = dict(p["fleet"] or {})
     kind = fleet_p.pop("kind", "process")
     size = int(fleet_p.pop("size", 0) or os.cpu_count() or 1)
-    threshold, patience = detector_settings(p, ctx.params, st.task, st.rmeta, st.reward_path, kind)
+    threshold, patience = detector_settings(p, ctx.params, st.task, st.reward_meta, st.reward_path, kind)
     out = p["out"] or str(w.data_dir / "runs" / f"practice-job{ctx.job_id}")
     skip = {"fleet", "frame_every", "jpeg_quality", "promote", "promote_tolerance", "checkpoint_id"}
     kw = {k: v for k, v in p.items() if k not in skip and v is not None}

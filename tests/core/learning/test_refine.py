@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.method import steps_to_go as S
+from core.method import detector as D
 from core.learning.policy import DojoPolicy
 from core.learning.refine import (LabeledEpisode, RefineConfig, censored_stg_nll, default_fail_floor, episode_d,
                          from_record, labeled_stg_loss, refine_reward, rollout_targets)
@@ -94,10 +94,10 @@ def test_refining_pushes_failure_frames_above_the_threshold_and_keeps_the_goal_b
     assert stats["after"]["d_fail_min_mean"] > stats["before"]["d_fail_min_mean"]
     assert stats["labeled_success"] == 3 and stats["labeled_failure"] == 3 and stats["fail_floor"] == 3
     # the detector now separates them: a true positive on every success, no false positive
-    counts = S.DetectorCounts()
+    counts = D.DetectorCounts()
     for d, e in zip(ds, eps):
         gt = [False] * (len(d) - 1) + [e.success]
-        counts = counts + S.score_episode(d, gt, s)
+        counts = counts + D.score_episode(d, gt, s)
     assert counts.fp == 0 and counts.tp == 3
 
 
