@@ -23,7 +23,7 @@ from storage import init_db, repo
 from storage.models import Checkpoint, Episode, Step
 from tests.core.worker.conftest import practice_params
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _snapshot(db, job_id):
