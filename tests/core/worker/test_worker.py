@@ -66,8 +66,9 @@ def test_params_are_checked_against_the_published_schema():
     assert spec["env_config"]["type"] == "dict" and spec["freeze_vision"]["type"] == "bool"
 
 
-def test_the_training_pages_refine_options_default_to_the_workers():
-    """The UI cannot import the worker (no torch there): its copy of the defaults must match."""
+def test_the_training_pages_refine_options_are_the_refine_jobs_params():
+    """The page offers the refine job's own params (core.method.jobs.REFINE_PARAMS), by name and
+    default, and the worker accepts what it enqueues."""
     from ui.actions import REFINE_OPTIONS
 
     spec = job_params_spec("refine")
