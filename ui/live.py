@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Optional
 
 from ui.config import Telemetry
@@ -184,7 +185,16 @@ def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold
     """The HTML for one robot's live card (matched to telemetry by name or robots.id)."""
     cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
            "token": telemetry.token, "threshold": threshold}
-    return (_TEMPLATE.replace("__H__", str(CARD_HEIGHT - 8))
-            .replace("__NAME__", html.escape(robot_name))
-            # </ inside the JSON would end the <script> early.
-            .replace("__CFG__", json.dumps(cfg).replace("</", "<\\/")))
+    # One pass over the template: a value is never scanned for placeholders again (a robot named
+    # "__CFG__<img onerror=...>" once had the config substituted inside its escaped name, as live HTML).
+    values = {"__H__": str(CARD_HEIGHT - 8), "__NAME__": html.escape(robot_name), "__CFG__": _script_json(cfg)}
+    return _PLACEHOLDER.sub(lambda m: values[m.group(0)], _TEMPLATE)
+
+
+_PLACEHOLDER = re.compile(r"__(?:H|NAME|CFG)__")
+
+
+def _script_json(value: dict) -> str:
+    """JSON safe inside a <script> element: no <, > or & survives literally, so no text a robot
+    sends can end the script or open a tag."""
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")

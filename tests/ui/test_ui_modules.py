@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
+import html as htmllib
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from sqlalchemy import select
 
 from storage import init_db, repo
@@ -130,9 +133,24 @@ def test_judged_checkpoints_are_those_with_labels_or_overrides(seeded):
 def test_live_card_carries_config_safely():
     html = card_html(robot_id=3, robot_name="robot-</script>", threshold=1.5,
                      telemetry=Telemetry(port=9999, host="", token="t0k"))
-    cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0].replace("<\\/", "</"))
+    cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0])
     assert cfg == {"name": "robot-</script>", "id": "3", "port": 9999, "host": "", "token": "t0k", "threshold": 1.5}
     assert html.count("</script>") == 1  # the robot name cannot end the script early
+
+
+@pytest.mark.parametrize("name", ["__CFG__<img src=x onerror=alert(1)>", "__NAME__<b>x</b>", "__H__<svg onload=1>",
+                                  "a&b<!--", '"><script>alert(1)</script>'])
+def test_a_hostile_robot_name_never_becomes_live_html(name):
+    """Placeholders are substituted in one pass: a name holding one is shown as text, and the
+    card's markup is the template's own whatever the name (issue 31, item 1)."""
+    html = card_html(robot_id=3, robot_name=name, threshold=1.5, telemetry=Telemetry(port=9999, host="", token="t"))
+    benign = card_html(robot_id=3, robot_name="robot", threshold=1.5, telemetry=Telemetry(port=9999, host="", token="t"))
+    tags = re.compile(r"<[a-zA-Z/!][^>]*>")
+    assert len(tags.findall(html)) == len(tags.findall(benign))  # no tag from the name
+    shown = html.split('class="name">')[1].split("</div>")[0]
+    assert shown == htmllib.escape(name)
+    cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0])
+    assert cfg["name"] == name
 
 
 def test_latest_paired_gain_picks_the_newest_paired_evaluation_and_judges_it():
