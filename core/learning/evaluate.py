@@ -22,7 +22,7 @@ from core.learning.rollout import EpisodeRecord, RolloutHooks, run_episodes
 from core.method.stats import precision_recall_f1, wilson_interval
 from sim_backends.registry import make_env
 
-from core.method.seeds import EVAL_SEED0, SELECT_SEED0  # noqa: F401 - callers take them from here too
+from core.method.seeds import EVAL_SEED0
 
 
 class EvaluationRefused(ValueError):

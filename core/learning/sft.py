@@ -22,11 +22,12 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, load_checkpoint, read_checkpoint,
+from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, read_checkpoint,
                              save_checkpoint)
-from core.learning.device import resolve_device  # noqa: F401 - callers import it from here too
+from core.learning.device import resolve_device
 from core.learning.dataset import Episode, FrameTable, episodes_fingerprint, held_out_key, load_datasets
-from core.learning.evaluate import SELECT_SEED0, calibrate_on_demos, evaluate_policy
+from core.learning.evaluate import calibrate_on_demos, evaluate_policy
+from core.method.seeds import SELECT_SEED0
 from core.learning.policy import DojoPolicy, PolicyConfig
 
 

@@ -53,7 +53,7 @@ class PracticeRecorder(PracticeObserver):
         self._robot_names: dict[int, str] = {}
         self._message_before_eval: str | None = None
         self.iteration, self.episodes_total = 1, 0
-        self.iter_steps, self.buffer_full, self.recorded = 0, False, 0
+        self.buffer_full, self.recorded = False, 0  # buffer_full: told by EpisodeEnded, reset per iteration
         self._ep_of: dict[int, tuple[Any, int]] = {}  # id(record) -> (record, episodes.id), this iteration
         self.control_state = _ControlState(self)
 
@@ -230,9 +230,7 @@ class PracticeRecorder(PracticeObserver):
             override, eid = res.episode.override_success, res.episode.id
         self.recorded += int(res.written)
         self._ep_of[id(rec)] = (rec, eid)
-        self.iter_steps += T
-        if self.iter_steps >= self.cfg.tuples_per_iteration:
-            self.buffer_full = True
+        self.buffer_full = self.buffer_full or ev.buffer_full
         if self.w.telemetry is not None and i is not None:
             self.w.telemetry.publish_event(self.robot_key(i), {
                 "episode_uid": uid, "episode_id": eid, "end_reason": rec.end_reason, "length": T,
@@ -311,7 +309,7 @@ class PracticeRecorder(PracticeObserver):
         self.iteration, self.episodes_total = ev.iteration + 1, ev.episodes_total
         if ev.replayed:
             return
-        self.iter_steps, self.buffer_full = 0, False
+        self.buffer_full = False
         self._ep_of.clear()
         self.ctx.progress = min(1.0, self.episodes_total / max(1, self.cfg.max_episodes))
         self.ctx.message = iteration_message(ev.metrics, self.episodes_total, self.cfg.max_episodes)

@@ -2,7 +2,7 @@
 import pytest
 
 from bench import metaworld_screen as screen
-from core.learning.evaluate import EVAL_SEED0, SELECT_SEED0
+from core.method.seeds import EVAL_SEED0, SELECT_SEED0
 
 
 def test_screen_reports_every_task_and_the_band_filter(tmp_path, capsys):

@@ -70,6 +70,9 @@ class EpisodeEnded:
     detector: DetectorSpec
     override: bool | None
     ground_truth: bool | None
+    buffer_full: bool = False
+    """With this episode the iteration's buffer holds its tuples: the learner starts no new
+    episode and waits only for the ones under way."""
 
     @property
     def total_return(self) -> float:

@@ -31,7 +31,7 @@ import torch
 
 from core.learning.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from core.learning.fleets import Fleet, LocalFleet, ProcessFleet
-from core.learning.policy import DojoPolicy, compile_enabled
+from core.learning.policy import compile_enabled
 from core.learning.practice.checks import check_refusal, checked_detector, demo_threshold, detector_check
 from core.learning.practice.config import PRACTICE_MAY_CHANGE, PracticeConfig, PracticeRefused, practice_settings
 from core.learning.practice.evaluation import drop_message, evaluate_success, gain_vs_start
@@ -368,8 +368,9 @@ class _Collected:
         if verdict is not None:
             rewards_math.override_final_d(rec.d, verdict)
         r, returns = self._returns(rec)
+        full = len(self.buffer) + rec.length >= run.cfg.tuples_per_iteration
         run.emit(EpisodeEnded(rec, self.it, r, returns, observed, run.spec, verdict,
-                              bool(rec.success) if self.knows_success else None))
+                              bool(rec.success) if self.knows_success else None, buffer_full=full))
         self.buffer.extend(episode_tuples(rec, returns))
         self.recs.append(rec)
         self.ep_returns.append(float(r.sum()))
