@@ -350,3 +350,32 @@ class AuditEntry(Base):
     details: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
 
     __table_args__ = (Index("ix_audit_log_target", "target_type", "target_id"),)
+
+
+class RobotToken(Base):
+    """A credential a robot presents on ``/robot`` (docs/security.md). Only its SHA-256 is
+    stored: the token itself is shown once, when a supervisor creates it. ``robot_name`` set:
+    only a robot of that name may register with it (per robot); unset: any name (per fleet)."""
+
+    __tablename__ = "robot_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    label: Mapped[str] = mapped_column(String(100))
+    token_sha256: Mapped[str] = mapped_column(String(64), unique=True)
+    prefix: Mapped[str] = mapped_column(String(16))  # the first characters, to tell tokens apart in lists
+    robot_name: Mapped[Optional[str]] = mapped_column(String(64))
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[Optional[dt.datetime]] = mapped_column()
+    revoked_by: Mapped[Optional[str]] = mapped_column(String(100))
+    last_used_at: Mapped[Optional[dt.datetime]] = mapped_column()
+
+
+class LoginThrottle(Base):
+    """Failed log-ins per key ("user:<name>" or "client:<address>"): the growing delay and the
+    temporary lock-out of storage/auth.py read and write it."""
+
+    __tablename__ = "login_throttle"
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failure_at: Mapped[Optional[dt.datetime]] = mapped_column()
+    not_before: Mapped[Optional[dt.datetime]] = mapped_column()  # no attempt is judged before this time

@@ -10,6 +10,8 @@ from storage.auth import (PERMISSIONS, AuthError, PermissionDenied, audit, audit
 from storage.checkpoints import (PromotionRefused, add_checkpoint, get_checkpoint, get_promoted,  # noqa: F401
                                  latest_checkpoint, lineage, list_checkpoints, promote, rollback,
                                  set_evaluation)
+from storage.credentials import (CredentialError, create_robot_token, list_robot_tokens,  # noqa: F401
+                                 revoke_robot_token)
 from storage.episodes import (EpisodeError, FinishResult, abort_episode, abort_running_episodes,  # noqa: F401
                               episode_curve, episode_outcomes, episode_override, episode_steps,
                               finish_episode, frame_times, get_episode, get_episode_by_uid, get_frame,
