@@ -14,6 +14,7 @@ import pandas  # noqa: F401
 import plotly.graph_objects  # noqa: F401
 import streamlit as st
 
+from storage.auth import LoginThrottled
 from ui.app_state import current_user, login, sidebar_user
 
 st.set_page_config(page_title="Dojo", page_icon=":material/smart_toy:", layout="wide")
@@ -26,10 +27,16 @@ def login_page() -> None:
         username = st.text_input("Username")
         password = st.text_input("Password", type="password")
         if st.form_submit_button("Log in", type="primary"):
-            if login(username.strip(), password) is None:
-                st.error("Wrong username or password, or the account is disabled.")
+            try:
+                user = login(username.strip(), password)
+            except LoginThrottled as e:
+                st.error(str(e))  # how long to wait; the same whether the name exists
             else:
-                st.rerun()
+                if user is None:
+                    # One message for an unknown name, a wrong password and a disabled account.
+                    st.error("Wrong username or password, or the account is disabled.")
+                else:
+                    st.rerun()
     st.caption("The first admin's password is DOJO_ADMIN_PASSWORD, or the one ./scripts/run.sh printed "
                "on its first start.")
 

@@ -14,6 +14,7 @@ from typing import Callable, Optional, TypeVar
 import streamlit as st
 
 from storage import Database, init_db, repo
+from storage.auth import LoginThrottled
 from storage.models import User
 
 USER_KEY = "dojo_user_id"
@@ -42,9 +43,33 @@ def current_user() -> Optional[User]:
     return user
 
 
+# When Streamlit cannot tell the address (localhost, some proxies), all such log-ins share one
+# per-client throttle key.
+LOCAL_CLIENT = "local"
+
+
+def client_address() -> str:
+    """The browser's address as Streamlit saw it (a proxy's, behind one), or LOCAL_CLIENT."""
+    try:
+        ip = st.context.ip_address
+    except Exception:  # no script run context (called outside a page)
+        return LOCAL_CLIENT
+    # Only a non-empty string is an address (AppTest hands back a mock object).
+    return ip if isinstance(ip, str) and ip else LOCAL_CLIENT
+
+
 def login(username: str, password: str) -> Optional[User]:
+    """The user, or None for a wrong name or password (the caller says so, the same way for
+    both). Raises LoginThrottled when this name or address must wait; its message says how long."""
+    throttled: Optional[LoginThrottled] = None
     with get_db().write() as s:
-        user = repo.authenticate(s, username, password)
+        try:
+            user = repo.authenticate(s, username, password, client=client_address())
+        except LoginThrottled as e:
+            # Caught inside the transaction so that its audit row is committed.
+            throttled, user = e, None
+    if throttled is not None:
+        raise throttled
     if user is not None:
         st.session_state[USER_KEY] = user.id
     return user
