@@ -2,12 +2,15 @@
 
 Import: a ``.zip`` or ``.tar`` (optionally gzipped) holding one dataset in the format of
 ``core/learning/dataset.py`` (``dataset.json`` + ``episodes/ep_*.npz`` [+ ``rejected.jsonl``]), at
-the archive's root or inside one top-level folder. Every member is checked before anything
-is written (``validate_archive``): a bad archive raises ``ArchiveError`` listing each
-problem with the file it is in, and nothing is imported. A good one is extracted to a
-temporary folder, its episodes are written to the database (source ``demo``) in ONE
-transaction, and the folder is renamed into ``data/datasets/<name>`` last; if any step
-fails the folder is removed and the transaction rolled back.
+the archive's root or inside one top-level folder. The upload is hostile input: it is
+unpacked member by member to a temporary folder under limits (``ui/archive.py``: streamed in
+1 MiB chunks, sizes and the unpacked/compressed ratio counted as they are produced, paths,
+links and device files refused), then every file is checked from disk one episode at a time
+(``validate_archive``), so memory holds about one episode, never the archive. A bad archive
+raises ``ArchiveError`` listing each problem with the file it is in, the folder is removed
+and nothing is imported. A good one has its episodes written to the database (source
+``demo``) in ONE transaction, and the folder is renamed into ``data/datasets/<name>`` last;
+if any step fails the folder is removed and the transaction rolled back.
 
 Export: episodes to a LeRobot-style dataset (the v2.1 layout: ``meta/info.json``,
 ``meta/episodes.jsonl``, ``meta/tasks.jsonl``, ``data/chunk-000/episode_NNNNNN.parquet``)
@@ -17,16 +20,17 @@ a struct of ``bytes`` and ``path``) instead of mp4 video, so no video encoder is
 """
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
 import shutil
-import tarfile
+import tempfile
 import uuid
 import zipfile
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
-from typing import Any, Iterator, Optional
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 from sqlalchemy import select
@@ -34,34 +38,27 @@ from sqlalchemy.orm import Session
 
 from storage import repo
 from storage.models import Episode, Frame, Step, Task
+from ui import archive as limits  # its limits are read at call time (the tests lower them)
+from ui.archive import ArchiveError, Source, extract, npz_unpacked_size, size
 
 FORMAT = "dojo-demos"  # the same constants as core/learning/dataset.py, which imports torch
 VERSION = 1
 REQUIRED_KEYS = ("frames", "proprio", "actions", "instruction", "seed", "success")
 OPTIONAL_KEYS = ("keypoints", "goal_step")
-MAX_TOTAL_BYTES = 4 << 30  # uncompressed; a larger archive is refused before extraction
-MAX_PROBLEMS = 20
+# dataset.json and each line of rejected.jsonl are parsed whole: a few hundred bytes each in
+# practice, and json.loads of a huge file takes many times its size in memory.
+MAX_JSON_BYTES = 1 << 20
 _EP_RE = re.compile(r"^episodes/ep_[0-9]+\.npz$")
-
-
-class ArchiveError(ValueError):
-    """A bad archive; ``problems`` lists each issue, naming the file."""
-
-    def __init__(self, problems: list[str]):
-        self.problems = problems
-        shown = problems[:MAX_PROBLEMS]
-        more = f"\n... and {len(problems) - len(shown)} more" if len(problems) > len(shown) else ""
-        super().__init__("the archive was not imported (nothing was written):\n- " + "\n- ".join(shown) + more)
 
 
 @dataclass
 class DemoEpisode:
-    file: str
+    """One checked episode file; its arrays stay on disk until the import reads them."""
+    file: str  # path in the dataset, e.g. episodes/ep_000000007.npz
     instruction: str
     seed: int
     success: bool
-    frames: np.ndarray  # uint8 [T+1, H, W, 3]
-    actions: np.ndarray  # float32 [T, A]
+    n_frames: int  # T+1
     goal_step: Optional[int] = None  # frame where the goal is first reached (default: the last)
 
 
@@ -69,84 +66,23 @@ class DemoEpisode:
 class ValidArchive:
     meta: dict[str, Any]
     episodes: list[DemoEpisode]
-    members: dict[str, bytes] = field(repr=False)  # path in the dataset -> content
+    files: list[str]  # paths in the dataset
+    root: Optional[Path] = None  # the unpacked dataset (None once validate_archive removed it)
 
     @property
     def n_frames(self) -> int:
-        return sum(len(e.frames) for e in self.episodes)
+        return sum(e.n_frames for e in self.episodes)
 
 
-# --- reading archives -------------------------------------------------------------------------
+# --- checking an unpacked dataset -------------------------------------------------------------
 
-def _members(data: bytes, filename: str) -> Iterator[tuple[str, bytes]]:
-    """(name, bytes) of each regular file; raises ArchiveError for unreadable or unsafe archives."""
-    total = 0
-    if zipfile.is_zipfile(io.BytesIO(data)):
-        try:
-            with zipfile.ZipFile(io.BytesIO(data)) as zf:
-                infos = [i for i in zf.infolist() if not i.is_dir()]
-                total = sum(i.file_size for i in infos)
-                if total > MAX_TOTAL_BYTES:
-                    raise ArchiveError([f"{filename}: unpacks to {total / 2**30:.1f} GiB, over the "
-                                        f"{MAX_TOTAL_BYTES / 2**30:.0f} GiB limit; split the dataset"])
-                for info in infos:
-                    yield info.filename, zf.read(info)
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError) as e:
-            raise ArchiveError([f"{filename}: not a readable zip archive ({e})"]) from None
-        return
+def _check_meta(path: Path) -> tuple[dict[str, Any], list[str]]:
+    n = path.stat().st_size
+    if n > MAX_JSON_BYTES:
+        return {}, [f"dataset.json: {size(n)}, over the {size(MAX_JSON_BYTES)} limit; it only describes the "
+                    "dataset (format, version, backend, env_config)"]
     try:
-        tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:*")
-    except (tarfile.TarError, OSError, EOFError) as e:
-        raise ArchiveError([f"{filename}: neither a zip nor a tar archive ({e}); upload a .zip, .tar or "
-                            ".tar.gz of a dataset folder (dataset.json + episodes/ep_*.npz)"]) from None
-    with tf:
-        try:
-            infos = tf.getmembers()
-        except (tarfile.TarError, OSError, EOFError) as e:
-            raise ArchiveError([f"{filename}: the tar archive is truncated or corrupt ({e})"]) from None
-        bad = [i.name for i in infos if i.issym() or i.islnk() or i.isdev()]
-        if bad:
-            raise ArchiveError([f"{name}: links and device files are not allowed in a dataset archive"
-                                for name in bad])
-        total = sum(i.size for i in infos if i.isfile())
-        if total > MAX_TOTAL_BYTES:
-            raise ArchiveError([f"{filename}: unpacks to {total / 2**30:.1f} GiB, over the "
-                                f"{MAX_TOTAL_BYTES / 2**30:.0f} GiB limit; split the dataset"])
-        for info in infos:
-            if info.isfile():
-                f = tf.extractfile(info)
-                try:
-                    yield info.name, f.read() if f is not None else b""
-                except (tarfile.TarError, OSError, EOFError) as e:
-                    raise ArchiveError([f"{info.name}: cannot be read from the archive ({e})"]) from None
-
-
-def _normalise(names: list[str]) -> tuple[dict[str, str], list[str]]:
-    """Map each member to its path inside the dataset (stripping one common top folder)."""
-    problems = []
-    clean = []
-    for n in names:
-        p = PurePosixPath(n.replace("\\", "/"))
-        if p.is_absolute() or ".." in p.parts:
-            problems.append(f"{n}: absolute or '..' paths are not allowed in a dataset archive")
-            continue
-        parts = [x for x in p.parts if x not in ("", ".")]
-        if parts and not any(x.startswith("__MACOSX") or x == ".DS_Store" for x in parts):
-            clean.append((n, parts))
-    prefix: Optional[str] = None
-    if clean and all(len(parts) > 1 for _, parts in clean) and len({parts[0] for _, parts in clean}) == 1 \
-            and not any(parts == ["dataset.json"] for _, parts in clean):
-        prefix = clean[0][1][0]
-    out = {}
-    for n, parts in clean:
-        rel = "/".join(parts[1:] if prefix else parts)
-        out[rel] = n
-    return out, problems
-
-
-def _check_meta(raw: bytes) -> tuple[dict[str, Any], list[str]]:
-    try:
-        meta = json.loads(raw)
+        meta = json.loads(path.read_bytes())
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         return {}, [f"dataset.json: not valid JSON ({e})"]
     if not isinstance(meta, dict):
@@ -163,10 +99,34 @@ def _check_meta(raw: bytes) -> tuple[dict[str, Any], list[str]]:
     return meta, problems
 
 
-def _check_episode(name: str, raw: bytes) -> tuple[Optional[DemoEpisode], list[str]]:
+def _check_rejected(path: Path) -> list[str]:
+    with open(path, "rb") as f:
+        for i, line in enumerate(iter(lambda: f.readline(MAX_JSON_BYTES + 1), b""), 1):
+            if len(line) > MAX_JSON_BYTES:
+                return [f"rejected.jsonl line {i}: longer than {size(MAX_JSON_BYTES)}; each line is one small "
+                        "JSON record"]
+            if line.strip():
+                try:
+                    json.loads(line)
+                except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                    return [f"rejected.jsonl line {i}: not JSON ({e})"]
+    return []
+
+
+def _load(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def _check_episode(name: str, path: Path) -> tuple[Optional[DemoEpisode], list[str]]:
+    """Check one episode file; only its metadata is kept, so memory holds one episode at a time."""
     try:
-        with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
+        unpacked, largest = npz_unpacked_size(path)
+        if unpacked > limits.MAX_MEMBER_BYTES:
+            return None, [f"{name}: its arrays unpack to {size(unpacked)} (largest: {largest}), over the "
+                          f"{size(limits.MAX_MEMBER_BYTES)} limit for one episode; split long episodes or lower the "
+                          "image size"]
+        arrays = _load(path)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported, never raised
         return None, [f"{name}: not a readable numpy .npz file ({type(e).__name__}: {e})"]
     missing = [k for k in REQUIRED_KEYS if k not in arrays]
@@ -213,52 +173,60 @@ def _check_episode(name: str, raw: bytes) -> tuple[Optional[DemoEpisode], list[s
     if problems:
         return None, problems
     return DemoEpisode(file=name, instruction=str(instr), seed=int(seed), success=bool(success),
-                       frames=frames, actions=actions.astype(np.float32), goal_step=goal_step), []
+                       n_frames=len(frames), goal_step=goal_step), []
 
 
-def validate_archive(data: bytes, filename: str = "archive") -> ValidArchive:
-    """Read and check every member; ArchiveError (listing each problem) if anything is wrong."""
-    if not data:
-        raise ArchiveError([f"{filename}: the file is empty"])
-    names_bytes = dict(_members(data, filename))
-    mapping, problems = _normalise(list(names_bytes))
-    members = {rel: names_bytes[orig] for rel, orig in mapping.items()}
-    if "dataset.json" not in members:
-        problems.append("dataset.json is missing (expected at the archive's root or in its one top folder); "
-                        "a dataset is dataset.json + episodes/ep_<seed>.npz, see core/learning/dataset.py")
-        meta = {}
-    else:
-        meta, p = _check_meta(members["dataset.json"])
-        problems += p
-    episodes = []
-    ep_names = sorted(n for n in members if _EP_RE.match(n))
-    for rel in sorted(members):
-        if rel in ("dataset.json", "rejected.jsonl") or _EP_RE.match(rel):
-            continue
-        problems.append(f"{rel}: not part of the dataset format (allowed: dataset.json, rejected.jsonl, "
-                        "episodes/ep_<seed>.npz)")
-    if "rejected.jsonl" in members:
-        for i, line in enumerate(members["rejected.jsonl"].decode("utf-8", "replace").splitlines(), 1):
-            if line.strip():
-                try:
-                    json.loads(line)
-                except json.JSONDecodeError as e:
-                    problems.append(f"rejected.jsonl line {i}: not JSON ({e})")
-                    break
-    if not ep_names:
-        problems.append("episodes/: no episode files (episodes/ep_<seed>.npz)")
-    seeds: dict[int, str] = {}
-    for rel in ep_names:
-        ep, p = _check_episode(rel, members[rel])
-        problems += p
-        if ep is not None:
-            if ep.seed in seeds:
-                problems.append(f"{rel}: seed {ep.seed} repeats {seeds[ep.seed]}")
-            seeds[ep.seed] = rel
-            episodes.append(ep)
-    if problems:
-        raise ArchiveError(problems)
-    return ValidArchive(meta=meta, episodes=episodes, members=members)
+def _unpack_and_check(source: Source, filename: str, dest: Path) -> ValidArchive:
+    """Unpack into ``dest`` (which must not exist) and check every file; on any problem
+    ``dest`` is removed and ArchiveError lists them all."""
+    ex = extract(source, filename, dest)
+    try:
+        problems = list(ex.problems)
+        members = set(ex.files)
+        if "dataset.json" not in members:
+            problems.append("dataset.json is missing (expected at the archive's root or in its one top folder); "
+                            "a dataset is dataset.json + episodes/ep_<seed>.npz, see core/learning/dataset.py")
+            meta: dict[str, Any] = {}
+        else:
+            meta, p = _check_meta(ex.root / "dataset.json")
+            problems += p
+        for rel in sorted(members):
+            if rel in ("dataset.json", "rejected.jsonl") or _EP_RE.match(rel):
+                continue
+            problems.append(f"{rel}: not part of the dataset format (allowed: dataset.json, rejected.jsonl, "
+                            "episodes/ep_<seed>.npz)")
+        if "rejected.jsonl" in members:
+            problems += _check_rejected(ex.root / "rejected.jsonl")
+        ep_names = sorted(n for n in members if _EP_RE.match(n))
+        if not ep_names:
+            problems.append("episodes/: no episode files (episodes/ep_<seed>.npz)")
+        episodes = []
+        seeds: dict[int, str] = {}
+        for rel in ep_names:
+            ep, p = _check_episode(rel, ex.root / rel)
+            problems += p
+            if ep is not None:
+                if ep.seed in seeds:
+                    problems.append(f"{rel}: seed {ep.seed} repeats {seeds[ep.seed]}")
+                seeds[ep.seed] = rel
+                episodes.append(ep)
+        if problems:
+            raise ArchiveError(problems)
+    except BaseException:
+        shutil.rmtree(dest, ignore_errors=True)
+        raise
+    return ValidArchive(meta=meta, episodes=episodes, files=sorted(members), root=ex.root)
+
+
+def validate_archive(source: Source, filename: str = "archive", *, tmp_dir: Optional[Path] = None) -> ValidArchive:
+    """Unpack (to a temporary folder under ``tmp_dir``, the system's by default) and check
+    every member; ArchiveError (listing each problem) if anything is wrong. ``source``: the
+    archive's bytes, its path, or a binary file (an upload). The folder is removed after."""
+    work = Path(tempfile.mkdtemp(prefix="dojo-validate-", dir=tmp_dir))
+    try:
+        return dataclasses.replace(_unpack_and_check(source, filename, work / "dataset"), root=None)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 # --- importing --------------------------------------------------------------------------------
@@ -285,51 +253,56 @@ class ImportResult:
     episode_ids: list[int]
 
 
-def import_archive(db, data: bytes, filename: str, task_id: int, *, actor, datasets_dir: Path) -> ImportResult:
-    """Validate, then write files and episodes all-or-nothing (see the module docstring)."""
-    archive = validate_archive(data, filename)
+def import_archive(db, source: Source, filename: str, task_id: int, *, actor, datasets_dir: Path) -> ImportResult:
+    """Unpack and check, then write episodes and files all-or-nothing (see the module
+    docstring). ``source``: the archive's bytes, its path, or a binary file (Streamlit's
+    UploadedFile, passed as it is so its bytes are not copied again)."""
     with db.read() as s:
         task = s.get(Task, task_id)
         if task is None:
             raise ArchiveError([f"task {task_id} does not exist"])
         task_backend, task_name = task.backend, task.name
-    repo.require_role(actor, "enqueue_job")  # importing training data is a supervisor's action
-    if archive.meta.get("backend") != task_backend:
-        raise ArchiveError([f"dataset.json: backend {archive.meta.get('backend')!r} does not match task "
-                            f"{task_name!r} (backend {task_backend!r}); pick a task of that backend"])
+    # Before the upload is touched: importing training data is a supervisor's action, and
+    # unpacking costs the server disk and CPU.
+    repo.require_role(actor, "enqueue_job")
     datasets_dir.mkdir(parents=True, exist_ok=True)
-    base = _safe_name(filename)
-    final = datasets_dir / base
-    n = 1
-    while final.exists():
-        n += 1
-        final = datasets_dir / f"{base}-{n}"
+    # Unpacked next to its final place, so the last step is a rename on the same disk.
     tmp = datasets_dir / f".import-{uuid.uuid4().hex[:8]}"
     try:
-        for rel, content in archive.members.items():
-            dest = tmp / rel
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(content)
+        archive = _unpack_and_check(source, filename, tmp)
+        assert archive.root is not None
+        if archive.meta.get("backend") != task_backend:
+            raise ArchiveError([f"dataset.json: backend {archive.meta.get('backend')!r} does not match task "
+                                f"{task_name!r} (backend {task_backend!r}); pick a task of that backend"])
+        base = _safe_name(filename)
+        final = datasets_dir / base
+        n = 1
+        while final.exists():
+            n += 1
+            final = datasets_dir / f"{base}-{n}"
         batch = uuid.uuid4().hex[:8]
         ids = []
         with db.write() as s:
-            for ep in archive.episodes:
-                T = len(ep.actions)
+            for ep in archive.episodes:  # one episode's arrays in memory at a time
+                arrays = _load(archive.root / ep.file)
+                T = len(arrays["actions"])
                 goal = T if ep.goal_step is None else ep.goal_step
                 steps = repo.steps_from_arrays(d=[float(max(0, goal - t)) for t in range(T + 1)],
-                                               actions=list(ep.actions) + [None])
+                                               actions=list(arrays["actions"].astype(np.float32)) + [None])
                 res = repo.finish_episode(
                     s, uid=f"import-{final.name}-{batch}-seed{ep.seed}", task_id=task_id, steps=steps,
-                    frames=[jpeg(f) for f in ep.frames], gt_success=ep.success, length=T,
+                    frames=[jpeg(f) for f in arrays["frames"]], gt_success=ep.success, length=T,
                     source="demo", instruction=ep.instruction, seed=ep.seed,
                     meta={"dataset": str(final), "file": ep.file})
                 ids.append(res.episode.id)
+                del arrays
             repo.audit(s, actor, "import_dataset", ("dataset", final.name),
                        {"file": filename, "episodes": len(ids), "task_id": task_id, "path": str(final)})
-        tmp.rename(final)
+        archive.root.rename(final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    shutil.rmtree(tmp, ignore_errors=True)  # what is left when the dataset was the archive's top folder
     return ImportResult(path=final, episodes=len(ids), frames=archive.n_frames, episode_ids=ids)
 
 
