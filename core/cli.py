@@ -239,7 +239,8 @@ def _adder(cls):
 
 
 def _demos_options(p: argparse.ArgumentParser, show_all: bool) -> None:
-    p.add_argument("--out", required=True, help="dataset directory (created; re-run to resume)")
+    p.add_argument("--out", required=True, help="dataset directory (made in <out>.partial-<pid>, renamed when "
+                   "done; re-run to resume)")
     p.add_argument("--n", type=int, required=True, help="successful episodes wanted")
     p.add_argument("--backend", default="tabletop", help="tabletop, metaworld, gym or multitask")
     p.add_argument("--family", default="block2block", choices=["block2block", "block2location"],
@@ -492,7 +493,7 @@ def main(argv: list[str] | None = None) -> int:
             args.reward_checkpoint = str(sibling)
     try:
         result = args.func(args)
-    except (ValueError, RuntimeError, FileNotFoundError) as e:
+    except (ValueError, RuntimeError, OSError) as e:  # OSError: a path that cannot be read or written
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))

@@ -98,6 +98,10 @@ def write_meta(root: Path, meta: dict[str, Any]) -> None:
 
 def read_meta(root: Path) -> dict[str, Any]:
     path = Path(root) / "dataset.json"
+    if not Path(root).is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist (or is not a folder), so there is no {path}; "
+                           f"pass the --out of a demos run, or generate one with `python -m core.cli demos "
+                           f"--out {root} --n 100`")
     if not path.exists():
         raise DatasetError(f"{root} is not a Dojo dataset: {path} is missing; generate one with "
                            f"`python -m core.cli demos --out {root} --n 100`")
@@ -187,7 +191,8 @@ def load_episodes(root: Path, limit: int | None = None) -> tuple[dict[str, Any],
     meta = read_meta(root)
     files = list_episode_files(root)
     if not files:
-        raise DatasetError(f"{root} holds no episodes (episodes/ep_*.npz); generate some first")
+        raise DatasetError(f"{root} holds no episodes (episodes/ep_*.npz); generate some with `python -m core.cli "
+                           f"demos --out {root} --n 100` and the options it was made with (its dataset.json)")
     if limit is not None:
         files = files[:limit]
     return meta, [read_episode(f) for f in files]

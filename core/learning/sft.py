@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import random
 import time
 import warnings
@@ -25,7 +26,8 @@ import torch
 from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, read_checkpoint,
                              save_checkpoint)
 from core.learning.device import resolve_device
-from core.learning.dataset import Episode, FrameTable, episodes_fingerprint, held_out_key, load_datasets
+from core.learning.dataset import (DatasetError, Episode, FrameTable, episodes_fingerprint, held_out_key,
+                                  load_datasets)
 from core.learning.evaluate import calibrate_on_demos, evaluate_policy
 from core.method.seeds import SELECT_SEED0
 from core.learning.policy import DojoPolicy, PolicyConfig
@@ -89,6 +91,19 @@ class SFTConfig:
             raise ValueError(f"stg_select must be 'mae' or 'loss', got {self.stg_select!r}")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError(f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}")
+        # The rest fail late otherwise (max_episodes=0 as "no episodes" after loading, a
+        # non-positive lr or budget as a run that learns nothing): refused before any work.
+        if self.max_episodes is not None and self.max_episodes < 1:
+            raise ValueError(f"max_episodes (--max-episodes) must be at least 1 (per dataset), got "
+                             f"{self.max_episodes}; leave it out to use every episode")
+        if not self.lr > 0:
+            raise ValueError(f"lr (--lr) must be > 0, got {self.lr}")
+        if self.eval_every < 0 or self.eval_episodes < 0 or self.threads < 0:
+            raise ValueError(f"eval_every, eval_episodes and threads must be >= 0 (0 = never / torch's default), "
+                             f"got {self.eval_every}, {self.eval_episodes}, {self.threads}")
+        if self.max_minutes is not None and not self.max_minutes > 0:
+            raise ValueError(f"max_minutes (--max-minutes) must be > 0, got {self.max_minutes}; leave it out for "
+                             "no limit")
 
 
 def seed_everything(seed: int) -> None:
@@ -145,6 +160,12 @@ class _SFTRun:
     steps_per_epoch: int
     state: dict[str, Any]
     calib: dict[str, Any] = field(default_factory=dict)
+    saved: int = 0
+    """Checkpoints this call has written (a failure before the first leaves the run folder as it was)."""
+
+    def save(self, name: str, meta: dict[str, Any], optimizer: torch.optim.Optimizer | None = None) -> None:
+        save_checkpoint(self.out / name, self.model, meta, optimizer=optimizer)
+        self.saved += 1
 
     def ckpt_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
         d = self.data
@@ -157,6 +178,12 @@ class _SFTRun:
 def _prepare_data(cfg: SFTConfig) -> _SFTData:
     """Load the episodes, hold some out by episode, and fit the model config to their shapes."""
     meta, episodes = load_datasets(cfg.data, cfg.max_episodes)
+    if len(episodes) < 2:  # one alone would leave the validation split empty (more datasets give >= 2)
+        fix = ("raise --max-episodes" if cfg.max_episodes == 1 else
+               f"generate more with `python -m core.cli demos --out {cfg.data} --n 10` and the options it was "
+               "made with (its dataset.json)")
+        raise DatasetError(f"{cfg.data} holds only 1 episode to train on; Stage 1 needs at least 2 (one is held "
+                           f"out for validation): {fix}")
     train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
     train_eps = [episodes[i] for i in train_ids]
     val_eps = [episodes[i] for i in val_ids]
@@ -270,7 +297,7 @@ def _end_of_epoch(run: _SFTRun, epoch: int, sums: dict[str, float], t_start: flo
 
     Returns the epoch's metrics row and whether the time budget ran out.
     """
-    cfg, state, model, out = run.cfg, run.state, run.model, run.out
+    cfg, state, model = run.cfg, run.state, run.model
     state["epoch"] = epoch + 1
     state["train_seconds"] = time.perf_counter() - t_start
     row = {"epoch": epoch + 1, **{f"train_{k}": v / run.steps_per_epoch for k, v in sums.items()},
@@ -282,8 +309,8 @@ def _end_of_epoch(run: _SFTRun, epoch: int, sums: dict[str, float], t_start: flo
     if row[key] < state.get("best_stg_score", float("inf")):
         state["best_stg_score"] = row[key]
         run.calib = calibrate_on_demos(model, run.data.val_eps)
-        save_checkpoint(out / "best_stg.pt", model, run.ckpt_meta({"selected_by": key, key: row[key],
-                                                                  "val_stg_loss": row["val_stg_loss"]}))
+        run.save("best_stg.pt", run.ckpt_meta({"selected_by": key, key: row[key],
+                                               "val_stg_loss": row["val_stg_loss"]}))
         row["saved_best_stg"] = True
     row.update({k: run.calib[k] for k in ("threshold_s", "stg_mae_steps") if k in run.calib})
     if cfg.eval_every and cfg.eval_episodes and ((epoch + 1) % cfg.eval_every == 0 or final):
@@ -293,10 +320,10 @@ def _end_of_epoch(run: _SFTRun, epoch: int, sums: dict[str, float], t_start: flo
         row["select_success"] = report.success
         if report.success > state["best_success"]:
             state["best_success"] = report.success
-            save_checkpoint(out / "best_policy.pt", model,
-                            run.ckpt_meta({"selected_by": "select_success", "select_success": report.success}))
+            run.save("best_policy.pt",
+                     run.ckpt_meta({"selected_by": "select_success", "select_success": report.success}))
             row["saved_best_policy"] = True
-    save_checkpoint(out / "last.pt", model, run.ckpt_meta({}), optimizer=run.opt)
+    run.save("last.pt", run.ckpt_meta({}), optimizer=run.opt)
     return row, out_of_time
 
 
@@ -314,10 +341,39 @@ def _final_summary(run: _SFTRun, last_row: dict[str, Any]) -> dict[str, Any]:
     """Make sure best_policy.pt exists (the last weights when never evaluated) and summarise the run."""
     out = run.out
     if not (out / "best_policy.pt").exists():
-        save_checkpoint(out / "best_policy.pt", run.model, run.ckpt_meta({"selected_by": "last"}))
+        run.save("best_policy.pt", run.ckpt_meta({"selected_by": "last"}))
     return {"run_dir": str(out), "best_stg": str(out / "best_stg.pt"),
             "best_policy": str(out / "best_policy.pt"), "train_seconds": run.state["train_seconds"],
             "best_select_success": run.state["best_success"], "last": last_row, "calibration": run.calib}
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a run folder, before the data is even read."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a run folder; choose another --out")
+    where = out if out.exists() else next(p for p in out.parents if p.exists())
+    if not where.is_dir() or not os.access(where, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot write the run folder {out}: {where} is not a folder this user may write in; "
+                         "choose another --out")
+
+
+def _undo_start(run: _SFTRun, made: list[Path], run_json: bytes | None) -> None:
+    """After a failure before this call saved any checkpoint: put run.json back as it was
+    (removed if it was not there) and remove the folders this call made if they are empty,
+    so a run folder is left as it was found. Once a checkpoint is saved everything stays:
+    the same command resumes from last.pt, and best_stg.pt is already a usable reward model."""
+    if run.saved:
+        return
+    info = run.out / "run.json"
+    if run_json is None:
+        info.unlink(missing_ok=True)
+    else:
+        atomic_write_bytes(info, run_json)
+    for p in made:
+        try:
+            p.rmdir()
+        except OSError:
+            break  # not empty: something else was put there, not ours to remove
 
 
 def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
@@ -328,29 +384,43 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
     (how the UI's cancel reaches the trainer).
     """
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    _check_out(out)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = resolve_device(cfg.device)
+    try:
+        device = resolve_device(cfg.device)
+    except RuntimeError as e:  # torch lists every device type it knows; say the ones Dojo trains on
+        raise ValueError(f"--device {cfg.device!r} is not usable here ({e}); use auto, cpu or cuda") from e
     seed_everything(cfg.seed)
-    data = _prepare_data(cfg)
+    data = _prepare_data(cfg)  # reads and validates every episode file
     last = out / "last.pt"
-    if resume and last.exists():  # refuse before run.json or any checkpoint is rewritten
+    resuming = resume and last.exists()
+    if resuming:
         _check_resumable(cfg, out, data)
-    _write_run_info(cfg, out, data)
     run = _build_run(cfg, out, data, device)
-    if resume and last.exists():
+    if resuming:
         _resume_from(run, last)
-    rng = np.random.default_rng(cfg.seed + 1000 * run.state["epoch"])
-    t_start = time.perf_counter() - run.state["train_seconds"]
-    summary: dict[str, Any] = {}
-    for epoch in range(run.state["epoch"], cfg.epochs):
-        sums = _train_one_epoch(run, epoch, rng, progress)
-        row, out_of_time = _end_of_epoch(run, epoch, sums, t_start)
-        _log_epoch(out, row, progress)
-        summary = row
-        if callback is not None and callback({"event": "epoch", **row}) is False:
-            break
-        if out_of_time:
-            break
-    return _final_summary(run, summary)
+    # Everything that can be checked was: only now is the run folder made and run.json written.
+    # Training writes checkpoints as it goes, so there is no folder to rename at the end; a
+    # failure before the first checkpoint undoes this start (_undo_start).
+    made = [p for p in (out, *out.parents) if not p.exists()]
+    run_json = (out / "run.json").read_bytes() if (out / "run.json").exists() else None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_run_info(cfg, out, data)
+        rng = np.random.default_rng(cfg.seed + 1000 * run.state["epoch"])
+        t_start = time.perf_counter() - run.state["train_seconds"]
+        summary: dict[str, Any] = {}
+        for epoch in range(run.state["epoch"], cfg.epochs):
+            sums = _train_one_epoch(run, epoch, rng, progress)
+            row, out_of_time = _end_of_epoch(run, epoch, sums, t_start)
+            _log_epoch(out, row, progress)
+            summary = row
+            if callback is not None and callback({"event": "epoch", **row}) is False:
+                break
+            if out_of_time:
+                break
+        return _final_summary(run, summary)
+    except BaseException:
+        _undo_start(run, made, run_json)
+        raise
