@@ -9,6 +9,7 @@ from storage.models import utcnow
 from ui import dataio, queries
 from ui.app_state import act, can, get_db, require_login
 from ui.config import data_dir
+from ui.text import md
 
 user = require_login()
 db = get_db()
@@ -32,18 +33,21 @@ else:
         st.caption(f"Importing needs role supervisor; you are {user.role}.")
     if upload is not None and st.button("Import", type="primary", disabled=not may_import):
         try:
-            res = dataio.import_archive(db, upload.getvalue(), upload.name, task_id, actor=user,
-                                        datasets_dir=data_dir() / "datasets")
+            # The upload itself (file-like), not upload.getvalue(): no second copy of its bytes;
+            # it is unpacked to disk in chunks under limits (ui/archive.py).
+            with st.spinner("Unpacking and checking every file..."):
+                res = dataio.import_archive(db, upload, upload.name, task_id, actor=user,
+                                            datasets_dir=data_dir() / "datasets")
         except dataio.ArchiveError as e:
-            st.error(str(e))
+            st.error(md(e, multiline=True))  # one problem a line, quoting the archive's own file names
         except repo.PermissionDenied as e:
-            st.error(str(e))
+            st.error(md(e))
         else:
             st.session_state["imported"] = (str(res.path), task_id)
-            st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {res.path}.")
+            st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {md(res.path)}.")
     if "imported" in st.session_state and may_import:
         path, tid = st.session_state["imported"]
-        if st.button(f"Train Stage 1 on {path}", help="enqueue an sft job on this dataset (progress on Tasks & fleet)"):
+        if st.button(f"Train Stage 1 on {md(path)}", help="enqueue an sft job on this dataset (progress on Tasks & fleet)"):
             job = act(user, "enqueue_job", repo.enqueue_job, "sft", {"data": path}, task_id=tid,
                       success="Stage-1 training queued")
             if job is not None:
@@ -64,7 +68,7 @@ if st.button("Build export"):
         with st.spinner("Writing parquet..."):
             blob, summary = dataio.export_lerobot(db, task_id=ex_task, source=source, limit=int(limit))
     except ValueError as e:
-        st.error(str(e))
+        st.error(md(e))
     else:
         name = f"dojo-export-{utcnow():%Y%m%d-%H%M%S}.zip"
         out = data_dir() / "exports" / name
@@ -75,5 +79,5 @@ if st.button("Build export"):
         st.session_state["export"] = (name, blob, summary, str(out))
 if "export" in st.session_state:
     name, blob, summary, path = st.session_state["export"]
-    st.success(f"{summary['episodes']} episodes, {summary['frames']} frames → {path}")
-    st.download_button("Download " + name, blob, file_name=name, mime="application/zip")
+    st.success(f"{summary['episodes']} episodes, {summary['frames']} frames → {md(path)}")
+    st.download_button("Download " + md(name), blob, file_name=name, mime="application/zip")

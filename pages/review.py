@@ -7,6 +7,7 @@ import streamlit as st
 
 from storage import repo
 from ui.app_state import act, can, get_db, require_login
+from ui.text import md
 
 user = require_login()
 db = get_db()
@@ -53,7 +54,7 @@ def review_one(episode_id: int) -> None:
         curve = repo.episode_curve(s, episode_id)
         times = repo.frame_times(s, episode_id)
     s_val = ep.detector_threshold if ep.detector_threshold is not None else thresholds.get(ep.task_id)
-    st.markdown(f"**Episode {ep.id}** · “{ep.instruction or ''}” · robot {ep.robot_id} · checkpoint "
+    st.markdown(f"**Episode {ep.id}** · “{md(ep.instruction)}” · robot {ep.robot_id} · checkpoint "
                 f"{ep.checkpoint_id} · {ep.length} steps · detector "
                 f"{'fired at step ' + str(ep.detector_step) if ep.detector_success else 'did not fire'}"
                 f" · ground truth {ep.gt_success}")
@@ -86,10 +87,10 @@ def review_one(episode_id: int) -> None:
                           xaxis_title="step", yaxis_title="d(o,g)", showlegend=False)
         st.plotly_chart(fig, width="stretch", key=f"curve{episode_id}")
     if ep.label_success is not None:
-        st.info(f"Labelled {'success' if ep.label_success else 'failure'} by {ep.label_by} at "
+        st.info(f"Labelled {'success' if ep.label_success else 'failure'} by {md(ep.label_by)} at "
                 f"{ep.label_at:%Y-%m-%d %H:%M:%S} UTC")
     if ep.override_success is not None:
-        st.caption(f"Override: {'success' if ep.override_success else 'failure'} by {ep.override_by} at "
+        st.caption(f"Override: {'success' if ep.override_success else 'failure'} by {md(ep.override_by)} at "
                    f"{ep.override_at:%Y-%m-%d %H:%M:%S} UTC")
     may = can(user, "label")
     b1, b2, b3 = st.columns([1, 1, 4])

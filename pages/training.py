@@ -10,6 +10,7 @@ from core.method.stats import format_points
 from ui import charts, queries
 from ui.actions import REFINE_OPTIONS
 from ui.app_state import act, can, get_db, require_login
+from ui.text import md
 
 user = require_login()
 db = get_db()
@@ -65,7 +66,7 @@ if paired is not None:
              f"exact McNemar p = {paired['p']:.3g}). Pairing cancels the spread of seed difficulty both share, so "
              "it can tell a rise from noise where the two success intervals on the chart still overlap.")
 if stopped is not None:
-    st.warning(f"Practice job {stopped['job_id']} stopped itself: {stopped['reason']}")
+    st.warning(f"Practice job {stopped['job_id']} stopped itself: {md(stopped['reason'])}")
 
 c1, c2 = st.columns(2)
 c1.plotly_chart(charts.success_vs_episodes(curve, evaluated=points), width="stretch", key="succ_eps")
@@ -125,16 +126,16 @@ else:
     st.plotly_chart(charts.threshold_sweep(sweep["rows"], in_use, best["threshold"] if best else None),
                     width="stretch", key="sweep")
     if best is None:
-        st.info(sweep["reason"])
+        st.info(md(sweep["reason"]))
     else:
         st.markdown(f"**Suggested s = {best['threshold']:g}** (patience {sweep['patience']}): precision "
                     f"{fmt(best['precision'])}, recall {fmt(best['recall'])}, F{sweep['beta']:g} "
                     f"{best['f_beta']:.2f} on {sweep['judged'] - int(best['censored'])} decided episodes.")
         may_edit = can(user, "edit_task")
-        if st.button(f"Use s = {best['threshold']:g} for {task.name}", disabled=not may_edit,
+        if st.button(f"Use s = {best['threshold']:g} for {md(task.name)}", disabled=not may_edit,
                      help="sets the task's detector threshold; the next practice session uses it"):
             if act(user, "edit_task", repo.apply_threshold_from_labels, task_id, sweep, best["threshold"],
-                   success=f"s = {best['threshold']:g} set for {task.name}") is not None:
+                   success=f"s = {best['threshold']:g} set for {md(task.name)}") is not None:
                 st.rerun()
         if not may_edit:
             st.caption(f"Changing a task's threshold needs role supervisor; you are {user.role}.")
@@ -158,9 +159,9 @@ else:
         with db.read() as s:
             jobs = queries.refine_jobs(s, task_id, session_id=sid, limit=5)
         for r in jobs:
-            line = (queries.describe_refine(r) if r["status"] == "done" else
-                    f"job {r['job_id']}: {r['status']}" + (f": {r['error']}" if r["error"] else
-                                                           f": {r['message']}" if r["message"] else ""))
+            line = (queries.describe_refine(r) if r["status"] == "done" else  # ids and figures
+                    f"job {r['job_id']}: {md(r['status'])}" + (f": {md(r['error'])}" if r["error"] else
+                                                               f": {md(r['message'])}" if r["message"] else ""))
             st.caption(line)
 
 st.subheader("Checkpoints")

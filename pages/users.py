@@ -7,6 +7,7 @@ import streamlit as st
 from storage import repo
 from storage.models import ROLES
 from ui.app_state import act, can, get_db, require_login
+from ui.text import md
 
 user = require_login()
 db = get_db()
@@ -27,7 +28,7 @@ with st.expander("Change my password"):
                         repo.set_password(s, user.id, pw1, actor=user)
                     st.success("Password changed.")
                 except repo.AuthError as e:
-                    st.error(str(e))
+                    st.error(md(e))
 
 if not can(user, "manage_users"):
     st.info(f"Managing users and reading the audit log needs role admin; you are {user.role}.")
@@ -47,7 +48,7 @@ with c1, st.form("add_user", clear_on_submit=True):
     pw = st.text_input("Password (8+ characters)", type="password", key="new_password")
     role = st.selectbox("Role", ROLES, index=0, key="new_role")
     if st.form_submit_button("Add user"):
-        if act(user, "manage_users", repo.create_user, name, pw, role, success=f"user {name} added") is not None:
+        if act(user, "manage_users", repo.create_user, name, pw, role, success=f"user {md(name)} added") is not None:
             st.rerun()
 with c2, st.form("edit_user"):
     st.markdown("**Change a user**")
@@ -80,6 +81,8 @@ limit = f3.number_input("Rows", 10, 1000, 100)
 with db.read() as s:
     log = repo.audit_log(s, limit=int(limit), action=action, username=who)
 # A plain table (not a canvas grid): readable, searchable with the browser's find, printable.
-st.table([{"when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "user": e.username, "action": e.action,
-           "target": f"{e.target_type or ''} {e.target_id or ''}".strip(),
-           "details": "" if not e.details else str(e.details)[:200]} for e in log])
+# st.table renders its cells as markdown: every value is escaped (user names, targets and details
+# quote what people and robots typed).
+st.table([{"when (UTC)": f"{e.at:%Y-%m-%d %H:%M:%S}", "user": md(e.username), "action": md(e.action),
+           "target": md(f"{e.target_type or ''} {e.target_id or ''}".strip()),
+           "details": "" if not e.details else md(str(e.details)[:200])} for e in log])

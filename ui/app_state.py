@@ -16,6 +16,7 @@ import streamlit as st
 from storage import Database, init_db, repo
 from storage.auth import LoginThrottled
 from storage.models import User
+from ui.text import md
 
 USER_KEY = "dojo_user_id"
 T = TypeVar("T")
@@ -101,7 +102,7 @@ def act(user: User, action: str, fn: Callable[..., T], *args, success: str | Non
     ``action`` for ``user``. Errors (permission, invalid transition, ...) are shown, not raised.
     Returns fn's result, or None when refused or failed."""
     if not repo.can(user, action):
-        st.error(f"{user.username} (role {user.role}) may not {action.replace('_', ' ')}: it needs role "
+        st.error(f"{md(user.username)} (role {user.role}) may not {action.replace('_', ' ')}: it needs role "
                  f"{repo.PERMISSIONS[action]} or higher. An admin can change roles on the Users page.")
         return None
     try:
@@ -109,16 +110,16 @@ def act(user: User, action: str, fn: Callable[..., T], *args, success: str | Non
             out = fn(s, *args, actor=user, **kwargs)
     except (repo.PermissionDenied, repo.InvalidTransition, LookupError, repo.NotFound, repo.EpisodeError, repo.JobError,
             repo.PromotionRefused, repo.AuthError, ValueError) as e:
-        st.error(str(e))
+        st.error(md(e))  # errors quote user input (names, labels): shown as typed, never as markdown
         return None
     if success:
-        st.toast(success)
+        st.toast(success)  # callers escape the user text in it (ui.text.md)
     return out
 
 
 def sidebar_user(user: User) -> None:
     with st.sidebar:
-        st.caption(f"Logged in as **{user.username}** ({user.role})")
+        st.caption(f"Logged in as **{md(user.username)}** ({user.role})")
         if st.button("Log out", key="dojo_logout"):
             logout()
             st.rerun()
