@@ -117,11 +117,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     envs = [make_env("tabletop", {"family": "block2block", "image_size": args.image_size}) for _ in range(args.robots)]
     for i, e in enumerate(envs):
         e.reset(seed=i)
-    hub = TelemetryHub()
-    srv = WebsocketServer({"/telemetry": hub.handler}, "bench-token", port=0)
+    from core.worker.access import ViewerAccess
+    from storage.credentials import mint_viewer_ticket
+
+    secret = "bench-worker-secret-" + "x" * 32
+    hub = TelemetryHub(ViewerAccess(secret))
+    srv = WebsocketServer({"/telemetry": hub.handler}, port=0)
     hub.attach(srv)
     srv.start()
-    url = srv.url("/telemetry")
+    url = srv.url("/telemetry") + "?ticket=" + mint_viewer_ticket(secret, "bench", "bench")
     ctx = mp.get_context("spawn")
     result: dict[str, Any] = {"robots": args.robots, "image_size": args.image_size, "rate_hz": args.rate or None}
     try:

@@ -4,12 +4,15 @@ worker's websocket), and buttons to stop the robot or override the detector."""
 from __future__ import annotations
 
 import streamlit as st
+from streamlit.runtime.scriptrunner import get_script_run_ctx
 
 from storage import repo
+from storage.credentials import CredentialError
 from ui import actions, queries
 from ui.app_state import act, can, get_db, require_login
 from ui.config import telemetry
 from ui.live import CARD_HEIGHT, card_html
+from ui.text import md
 
 GRID = 8
 COLUMNS = 4
@@ -40,12 +43,16 @@ if len(robots) > GRID:
     robots = robots[page * GRID:(page + 1) * GRID]
 
 if sessions:
-    st.caption(" · ".join(f"session {p.id} ({tasks[p.task_id].name if p.task_id in tasks else p.task_id}): "
+    st.caption(" · ".join(f"session {p.id} ({md(tasks[p.task_id].name) if p.task_id in tasks else p.task_id}): "
                           f"{p.status}" for p in sessions))
 else:
     st.caption("No practice session is running; feeds show the last frames the worker sent, if any.")
 
-tel = telemetry()
+try:  # a ticket for this user and this browser session; the worker secret stays on the server
+    tel = telemetry(user.username, getattr(get_script_run_ctx(), "session_id", "") or "")
+except (CredentialError, ValueError) as e:
+    st.error(f"Live feeds are unavailable: {md(e)}")
+    st.stop()
 may_control, may_override = can(user, "control_robot"), can(user, "override")
 for row_start in range(0, len(robots), COLUMNS):
     cols = st.columns(COLUMNS)
@@ -59,11 +66,11 @@ for row_start in range(0, len(robots), COLUMNS):
             if robot.status == "stopped":
                 if st.button("Resume robot", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
                     act(user, "control_robot", repo.set_robot_status, robot.id, "online",
-                        success=f"{robot.name} resumed")
+                        success=f"{md(robot.name)} resumed")
                     st.rerun()
             elif st.button("Stop robot", key=f"stop{robot.id}", disabled=not may_control, width="stretch",
                            help="stop this robot (its episode ends, the others go on)"):
-                act(user, "control_robot", repo.set_robot_status, robot.id, "stopped", success=f"{robot.name} stopped")
+                act(user, "control_robot", repo.set_robot_status, robot.id, "stopped", success=f"{md(robot.name)} stopped")
                 st.rerun()
             b2, b3 = st.columns(2)
             for btn, label, verdict in ((b2, "✓ Success", True), (b3, "✗ Failure", False)):
@@ -73,7 +80,7 @@ for row_start in range(0, len(robots), COLUMNS):
                     if ep_id is not None:
                         st.toast(f"episode {ep_id} marked {'success' if verdict else 'failure'}")
                     elif repo.can(user, "override"):
-                        st.warning(f"{robot.name} has no practice episode running (the session may be "
+                        st.warning(f"{md(robot.name)} has no practice episode running (the session may be "
                                    "evaluating its policy, which is not practice, or starting): nothing to "
                                    "override yet.")
 if not may_override:

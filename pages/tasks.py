@@ -7,6 +7,7 @@ import streamlit as st
 from storage import repo
 from ui import actions, bootstrap, queries
 from ui.app_state import act, can, get_db, require_login
+from ui.text import md
 
 user = require_login()
 db = get_db()
@@ -33,7 +34,7 @@ def preparation() -> None:
             label = f"{p['step']}: {p['status']}" + (f" (job {p['job']})" if p["job"] else "")
             if p["message"]:
                 label += f" · {p['message'][:160]}"
-            st.progress(min(1.0, p["progress"]), text=label)
+            st.progress(min(1.0, p["progress"]), text=md(label))  # the job's message quotes its input
 
 
 @st.fragment(run_every=3)
@@ -51,7 +52,7 @@ def jobs_table() -> None:
                                 "created": st.column_config.DatetimeColumn("created", format="YYYY-MM-DD HH:mm:ss")})
     failed = [j for j in jobs if j["status"] == "failed"]
     if failed:
-        with st.expander(f"Job {failed[0]['id']} ({failed[0]['kind']}) failed: why"):
+        with st.expander(f"Job {failed[0]['id']} ({md(failed[0]['kind'])}) failed: why"):
             st.code(failed[0]["error"] or "no error recorded")
 
 
@@ -64,8 +65,8 @@ with left:
     active = [p for p in sessions if p.status in ("running", "paused")]
     for ps in active:
         c1, c2, c3 = st.columns([3, 1, 1])
-        c1.markdown(f"**Session {ps.id}** · {ps.status} · fleet {ps.params.get('fleet_size', '?')} · "
-                    f"started {ps.started_at:%H:%M:%S} by {ps.created_by}")
+        c1.markdown(f"**Session {ps.id}** · {md(ps.status)} · fleet {md(ps.params.get('fleet_size', '?'))} · "
+                    f"started {ps.started_at:%H:%M:%S} by {md(ps.created_by)}")
         if ps.status == "running":
             if c2.button("Pause", key=f"pause{ps.id}", disabled=not can(user, "pause_session")):
                 act(user, "pause_session", repo.pause_session, ps.id, success=f"session {ps.id} paused")
@@ -114,7 +115,7 @@ with left:
             if reward_pick is not None:
                 extra = {"reward_checkpoint": refined[reward_pick]["reward_checkpoint"], **extra}
         except ValueError as e:
-            st.error(str(e))
+            st.error(md(e))
             extra = None
         ps = None if extra is None else act(user, "start_session", actions.start_practice, task.id,
                                             fleet_size=int(fleet), extra=extra, success="practice session started")
@@ -134,17 +135,17 @@ with right:
     # The task's own calibration, else the one Stage-1 training recorded with the served checkpoint.
     cal = task.calibration or ((promoted.metrics or {}).get("calibration") if promoted is not None else None) or {}
     # With no s set here, practice calibrates s and patience itself: the task's patience is not used then.
-    st.markdown(f"Backend **{task.backend}** · family **{task.instruction_family or '-'}** · " + (
+    st.markdown(f"Backend **{md(task.backend)}** · family **{md(task.instruction_family or '-')}** · " + (
                 f"threshold s = **{task.detector_threshold:g}** · patience {task.detector_patience}"
                 if task.detector_threshold is not None else "threshold s and patience: **calibrated**"))
     if cal.get("threshold_s") is not None and task.detector_threshold is None:
         st.caption(f"In use: s = {float(cal['threshold_s']):.2f}, patience {cal.get('patience', task.detector_patience)} "
-                   f"({queries.detector_figures(cal)}); set s here to override it."
+                   f"({md(queries.detector_figures(cal))}); set s here to override it."
                    + (f" Before the refinement: precision {float(b.get('precision') or 0):.2f}, recall "
                       f"{float(b.get('recall') or 0):.2f}." if (b := cal.get("before_refinement")) else ""))
     elif (task.detector_threshold is not None and cal.get("threshold_s") is not None
           and abs(float(cal["threshold_s"]) - float(task.detector_threshold)) < 1e-9 and cal.get("source")):
-        st.caption(f"s = {float(task.detector_threshold):g} chosen from {cal['source']}: precision "
+        st.caption(f"s = {float(task.detector_threshold):g} chosen from {md(cal['source'])}: precision "
                    f"{float(cal.get('precision') or 0):.2f}, recall {float(cal.get('recall') or 0):.2f}"
                    f"{' (' + str(cal['counts']['censored']) + ' undecided)' if (cal.get('counts') or {}).get('censored') else ''}"
                    "; the next practice session uses it.")
@@ -173,7 +174,7 @@ if not robots:
 for r in robots:
     c1, c2 = st.columns([4, 1])
     seen = r["last_seen"].strftime("%H:%M:%S") if r["last_seen"] else "never"
-    c1.markdown(f"**{r['name']}** · {r['status']} · last seen {seen} · {r['episodes']} episodes, "
+    c1.markdown(f"**{md(r['name'])}** · {md(r['status'])} · last seen {seen} · {r['episodes']} episodes, "
                 f"{r['successes']} successes")
     if r["status"] in ("stopped", "paused"):
         if c2.button("Bring online", key=f"on{r['robot_id']}", disabled=not can(user, "control_robot")):
@@ -181,7 +182,35 @@ for r in robots:
             st.rerun()
     elif c2.button("Take offline", key=f"off{r['robot_id']}", disabled=not can(user, "control_robot")):
         act(user, "control_robot", repo.set_robot_status, r["robot_id"], "stopped",
-            success=f"{r['name']} taken offline")
+            success=f"{md(r['name'])} taken offline")
+        st.rerun()
+
+st.subheader("Robot tokens")
+st.caption("Remote robots register on the worker's /robot endpoint with a token made here (docs/security.md). "
+           "A token is shown once; revoking it disconnects the robots using it within seconds.")
+may_tokens = can(user, "control_robot")
+with st.form("new_robot_token", clear_on_submit=True):
+    c1, c2 = st.columns(2)
+    label = c1.text_input("Label", max_chars=100, placeholder="arm-1 lab PC", help="where this token will live")
+    bound = c2.text_input("Only for robot (optional)", max_chars=64, placeholder="arm-1",
+                          help="empty: a fleet token, good for any robot name")
+    make = st.form_submit_button("Create token", disabled=not may_tokens)
+if make:
+    made = act(user, "control_robot", repo.create_robot_token, label, robot_name=bound.strip() or None,
+               success="token created: copy it now, it is not shown again")
+    if made is not None:
+        st.code(made[1], language=None)
+with db.read() as s:
+    tokens = repo.list_robot_tokens(s)
+for t in tokens:
+    c1, c2 = st.columns([4, 1])
+    used = t.last_used_at.strftime("%Y-%m-%d %H:%M") if t.last_used_at else "never"
+    state = f"revoked by {t.revoked_by}" if t.revoked_at else f"last used {used}"
+    # Labels are user text: st.text renders them verbatim, never as markdown or HTML.
+    c1.text(f"{t.prefix}…  {t.label}  ·  {'robot ' + t.robot_name if t.robot_name else 'any robot'}  ·  "
+            f"by {t.created_by}  ·  {state}")
+    if t.revoked_at is None and c2.button("Revoke", key=f"revoke_token{t.id}", disabled=not may_tokens):
+        act(user, "control_robot", repo.revoke_robot_token, t.id, success="token revoked")
         st.rerun()
 
 jobs_table()

@@ -41,15 +41,13 @@ def log(msg: str) -> None:
     print(f"[dojo] {msg}", flush=True)
 
 
-def telemetry_token(data: Path) -> str:
-    """The shared websocket secret, ``<data>/telemetry.token`` (0600), as core/worker/telemetry.py
-    reads and writes it; DOJO_TELEMETRY_TOKEN overrides."""
-    tok = os.environ.get("DOJO_TELEMETRY_TOKEN", "").strip()
-    if tok:
-        return tok
-    from core.worker.telemetry import load_or_create_token  # no torch/MuJoCo behind this import
+def ensure_worker_secret(data: Path) -> None:
+    """Make the worker secret (``<data>/worker.secret``, 0600; storage/credentials.py) before
+    either child starts, so the worker and the web app read the same one. Children find it
+    through DOJO_DATA: it never travels on a command line."""
+    from storage.credentials import load_worker_secret
 
-    return load_or_create_token(data)
+    load_worker_secret(data)
 
 
 def port_free(host: str, port: int) -> bool:
@@ -110,15 +108,14 @@ class Child:
             self.proc.wait()
 
 
-def make_children(args: argparse.Namespace, env: dict[str, str], db_url: str, data: Path, token: str) -> list[Child]:
+def make_children(args: argparse.Namespace, env: dict[str, str], db_url: str, data: Path) -> list[Child]:
     """The worker (``python -m core.worker``, restarted if it dies; unless ``--no-worker``)
     and the web app."""
     children: list[Child] = []
     if not args.no_worker:
         if (ROOT / "core" / "worker" / "__main__.py").exists():
             children.append(Child("worker", [sys.executable, "-m", "core.worker", "--db", db_url, "--data", str(data),
-                                             "--telemetry-port", str(args.telemetry_port), "--token", token,
-                                             "--host", args.host],
+                                             "--telemetry-port", str(args.telemetry_port), "--host", args.host],
                                   env, restart=True))
         else:
             log("core/worker/__main__.py is not there: jobs stay queued until a worker runs")
@@ -171,14 +168,14 @@ def main(argv: list[str] | None = None) -> int:
         log(f"fresh machine: preparing the demo task ({cfg.demos} demonstrations -> Stage-1 SFT "
             f"(<= {cfg.sft_minutes:g} min) -> practice on {cfg.fleet_size} robots); progress on Tasks & fleet")
 
-    token = telemetry_token(data)
+    ensure_worker_secret(data)
     env = {**os.environ, "DOJO_DATA": str(data), "DOJO_TELEMETRY_PORT": str(args.telemetry_port),
-           "DOJO_TELEMETRY_TOKEN": token, "PYTHONUNBUFFERED": "1"}
+           "PYTHONUNBUFFERED": "1"}
     env.setdefault("MUJOCO_GL", "egl")
     env.setdefault("PYOPENGL_PLATFORM", env["MUJOCO_GL"] if env["MUJOCO_GL"] in ("egl", "osmesa") else "egl")
     if "DATABASE_URL" not in os.environ:
         env["DOJO_DB"] = db_url
-    children = make_children(args, env, db_url, data, token)
+    children = make_children(args, env, db_url, data)
 
     stopping = False
 

@@ -69,13 +69,13 @@ if [ -z "${DOJO_TEST_POSTGRES_URL:-}" ] && [ "${DOJO_TEST_POSTGRES:-1}" != 0 ]; 
   start_test_postgres
 fi
 
-# The end-to-end browser test (tests/e2e, slow marker) drives Debian's Chromium: install it
-# only when this run selects slow or e2e tests and it is missing.
-if [[ " $* " == *slow* || " $* " == *e2e* ]] && [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
+# The browser tests (tests/security's Live page check, and tests/e2e behind the slow marker)
+# drive Debian's Chromium: install it when it is missing (they skip, saying so, without it).
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null 2>&1; then
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo -n"
-  echo "[test] installing Chromium (Debian package) for the end-to-end browser test"
+  echo "[test] installing Chromium (Debian package) for the browser tests"
   { $sudo_cmd apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq \
-      --no-install-recommends chromium; } >/dev/null 2>&1 || echo "[test] could not install chromium; the e2e test will skip"
+      --no-install-recommends chromium; } >/dev/null 2>&1 || echo "[test] could not install chromium; the browser tests will skip"
 fi
 
 rc=0

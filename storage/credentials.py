@@ -47,9 +47,10 @@ MAX_LABEL_CHARS = 100
 
 # A remote robot's name: shown on every supervisor's screen and used in URLs and file names, so a
 # small, documented character set (docs/remote_protocol.md) checked where robots register.
-ROBOT_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
-ROBOT_NAME_RULE = ("1-64 characters: letters, digits, '.', '_', ':' or '-', starting with a letter or digit "
-                   "(e.g. arm-1, lab2:ur5)")
+# Use with fullmatch (``$`` would let a trailing newline in).
+ROBOT_NAME_RULE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
+ROBOT_NAME_RULE_TEXT = ("1 to 64 characters: letters A-Z a-z, digits, '.', '_', ':' or '-', starting with a "
+                        "letter or digit")
 
 
 class CredentialError(ValueError):
@@ -58,9 +59,9 @@ class CredentialError(ValueError):
 
 def check_robot_name(name: object) -> str:
     """``name`` if it is a valid remote robot name, else CredentialError stating the rule."""
-    if not isinstance(name, str) or not ROBOT_NAME_RE.fullmatch(name):
+    if not isinstance(name, str) or not ROBOT_NAME_RULE.fullmatch(name):
         shown = repr(name)[:80] if isinstance(name, str) else type(name).__name__
-        raise CredentialError(f"robot name {shown} is not allowed: {ROBOT_NAME_RULE}")
+        raise CredentialError(f"robot name {shown} is not allowed: {ROBOT_NAME_RULE_TEXT}")
     return name
 
 
@@ -84,13 +85,18 @@ def load_worker_secret(data_dir: str | Path, *, create: bool = True) -> str:
                                   "and the web app") from None
     path.parent.mkdir(parents=True, exist_ok=True)
     secret = secrets.token_urlsafe(48)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first: use theirs
-        time.sleep(0.05)
-        return _checked_secret(path.read_text().strip(), str(path))
+    # Written whole to a private temporary file, then hard-linked into place: the link is atomic
+    # and fails if the file exists, so a concurrent starter never reads a half-written secret.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secret + "\n")
+    try:
+        os.link(tmp, path)
+    except FileExistsError:  # another process made it first: use theirs
+        return _checked_secret(path.read_text().strip(), str(path))
+    finally:
+        tmp.unlink()
     return secret
 
 

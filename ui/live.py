@@ -1,6 +1,7 @@
 """The live robot card: a small HTML/JS page (rendered with ``st.iframe``) that
 connects to the worker's websocket telemetry (``core/worker/telemetry.py``:
-``ws://HOST:PORT/telemetry?token=TOKEN``, JSON text frames) and draws, at the rate frames
+``ws://HOST:PORT/telemetry?ticket=TICKET``, JSON text frames; the ticket is the viewer's
+short-lived read-only one, storage/credentials.py) and draws, at the rate frames
 arrive, one robot's camera frame, the steps-to-go curve d(o,g) of its running episode with
 the detector threshold s, the detector state, the step, the checkpoint and the robot status.
 
@@ -159,8 +160,8 @@ _TEMPLATE = r"""<!doctype html>
     if (!host) host = "localhost";
     const proto = (function () { try { return window.parent.location.protocol === "https:" ? "wss" : "ws"; } catch (e) { return "ws"; } })();
     const q = new URLSearchParams();
-    if (CFG.token) q.set("token", CFG.token);
-    return proto + "://" + host + ":" + CFG.port + "/telemetry" + (CFG.token ? "?" + q.toString() : "");
+    q.set("ticket", CFG.ticket);
+    return proto + "://" + host + ":" + CFG.port + "/telemetry?" + q.toString();
   }
 
   function connect() {
@@ -172,7 +173,11 @@ _TEMPLATE = r"""<!doctype html>
       if (typeof ev.data !== "string") return;
       try { handle(JSON.parse(ev.data)); } catch (e) { /* a malformed message is skipped, the feed goes on */ }
     };
-    ws.onclose = (ev) => { $("conn").textContent = ev.code === 4401 ? "token refused" : "reconnecting"; setTimeout(connect, 1000); };
+    ws.onclose = (ev) => {
+      // 4401: the ticket was refused (expired, or another worker secret): only a new page helps.
+      if (ev.code === 4401) { $("conn").textContent = "ticket refused: reload the page"; return; }
+      $("conn").textContent = "reconnecting"; setTimeout(connect, 1000);
+    };
     ws.onerror = () => { $("conn").textContent = "no telemetry (is the worker running?)"; };
   }
   connect();
@@ -184,7 +189,7 @@ _TEMPLATE = r"""<!doctype html>
 def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float]) -> str:
     """The HTML for one robot's live card (matched to telemetry by name or robots.id)."""
     cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
-           "token": telemetry.token, "threshold": threshold}
+           "ticket": telemetry.ticket, "threshold": threshold}
     # One pass over the template: a value is never scanned for placeholders again (a robot named
     # "__CFG__<img onerror=...>" once had the config substituted inside its escaped name, as live HTML).
     values = {"__H__": str(CARD_HEIGHT - 8), "__NAME__": html.escape(robot_name), "__CFG__": _script_json(cfg)}

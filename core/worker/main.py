@@ -28,9 +28,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="interface for the websocket endpoint (0.0.0.0 to let remote robots in)")
     ap.add_argument("--telemetry-port", type=int, default=int(os.environ.get("DOJO_TELEMETRY_PORT", 8765)))
     ap.add_argument("--no-server", action="store_true", help="no websocket endpoint (no live view, no remote robots)")
-    ap.add_argument("--token", default=os.environ.get("DOJO_TELEMETRY_TOKEN") or os.environ.get("DOJO_TOKEN"),
-                    help="websocket token (default: DOJO_TELEMETRY_TOKEN or DOJO_TOKEN, else <data>/telemetry.token, "
-                    "created if missing)")
+    # Secrets never on the command line (ps shows it to every local user): a file or the environment.
+    ap.add_argument("--secret-file", default=None, help="file holding the worker secret that signs viewer "
+                    "tickets (default: DOJO_WORKER_SECRET, DOJO_WORKER_SECRET_FILE, else <data>/worker.secret, "
+                    "created 0600 if missing). Robots use their own tokens: python -m storage robot-token create")
     ap.add_argument("--max-frame-bytes", type=int, default=2 * 2**20, help="largest remote-robot message accepted")
     ap.add_argument("--poll", type=float, default=0.15, help="seconds between control polls of the database")
     ap.add_argument("--heartbeat", type=float, default=2.0)
@@ -57,18 +58,22 @@ def main(argv: list[str] | None = None) -> int:
     db = init_db(args.db)
     server = telemetry = hub = None
     if not args.no_server:
+        from core.worker.access import RobotAccess, ViewerAccess
         from core.worker.remote import RemoteHub
-        from core.worker.telemetry import TelemetryHub, WebsocketServer, load_or_create_token
+        from core.worker.telemetry import TelemetryHub, WebsocketServer
+        from storage.credentials import SECRET_FILE_ENV, load_worker_secret
 
-        token = args.token or load_or_create_token(args.data)
-        telemetry, hub = TelemetryHub(), RemoteHub(max_message_bytes=args.max_frame_bytes)
-        server = WebsocketServer({"/telemetry": telemetry.handler, "/robot": hub.handler}, token, host=args.host,
+        if args.secret_file:
+            os.environ[SECRET_FILE_ENV] = args.secret_file
+        telemetry = TelemetryHub(ViewerAccess(load_worker_secret(args.data)))
+        hub = RemoteHub(RobotAccess(db), max_message_bytes=args.max_frame_bytes)
+        server = WebsocketServer({"/telemetry": telemetry.handler, "/robot": hub.handler}, host=args.host,
                                  port=args.telemetry_port, max_message_bytes=args.max_frame_bytes)
         telemetry.attach(server)
         hub.attach(server)
         server.start()
-        log.info("websocket endpoint: %s (telemetry), %s (robots); token: %s", server.url("/telemetry", False),
-                 server.url("/robot", False), "--token/DOJO_TOKEN" if args.token else f"{args.data}/telemetry.token")
+        log.info("websocket endpoint: %s (browsers, viewer tickets), %s (robots, robot tokens)",
+                 server.url("/telemetry"), server.url("/robot"))
     worker = Worker(db, name=args.name, data_dir=args.data, server=server, telemetry=telemetry, hub=hub,
                     poll_s=args.poll, heartbeat_s=args.heartbeat, stale_s=args.stale)
 

@@ -4,7 +4,8 @@ connected robots (``RemoteFleet``), so ``run_practice`` drives real robots uncha
 Protocol v1 (full text with examples: docs/remote_protocol.md). All messages are JSON text
 frames; the robot is the websocket client.
 
-1. Connect to ``ws://WORKER:8765/robot`` (optionally ``?token=T``).
+1. Connect to ``ws://WORKER:8765/robot`` (optionally ``?token=T``; T is a robot token,
+   storage/credentials.py and docs/security.md).
 2. Robot -> server, first message::
 
        {"type": "register", "token": "T", "protocol": 1, "name": "arm-1",
@@ -26,7 +27,8 @@ frames; the robot is the websocket client.
 
    ``raw`` is the HxWx3 uint8 array's bytes. ``success`` is ground truth if the robot knows it
    (a simulator), else null; Dojo never rewards with it.
-4. Errors: a malformed message (not JSON, unknown type, missing fields), an image of the
+4. Errors: a malformed message (not JSON, unknown type, a missing or mistyped field, nested
+   over 64 levels, NaN; parsed in core/worker/robot_messages.py), an image of the
    wrong shape, or one over ``max_message_bytes`` gets ``{"type": "error", "code": ...,
    "message": ..., "request_id": ...}`` on THAT connection only; the request stays open, so
    the robot may send a corrected observation before the step timeout. Other robots are not
@@ -41,151 +43,25 @@ before waiting for any reply, so robots step in parallel.
 from __future__ import annotations
 
 import asyncio
-import base64
 import concurrent.futures
-import io
 import json
 import threading
 import time
-from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 
 from core.learning.fleets import RobotFailure, StepResult
-from core.worker.telemetry import CLOSE_UNAUTHORIZED, PROTOCOL, WebsocketServer, send_error, token_ok
+from core.worker.message_guard import ErrorTally, internal_error, json_type, load_message, log_failure, refuse
+# The message parsing lives in robot_messages.py; MAX_SIDE, ROBOT_NAME_RULE and decode_image
+# are re-exported for code that imports them from here.
+from core.worker.robot_messages import (MAX_SIDE, REGISTER_MAX_BYTES, ROBOT_NAME_RULE,  # noqa: F401
+                                        ProtocolError, RobotSpec, decode_image,  # noqa: F401
+                                        parse_observation, parse_register, request_id_of)
+from core.worker.telemetry import CLOSE_UNAUTHORIZED, PROTOCOL, WebsocketServer, refuse_credential, send_error
 
 CLOSE_DUPLICATE = 4409
 REGISTER_TIMEOUT_S = 10.0
-MAX_SIDE = 4096
-
-
-class ProtocolError(ValueError):
-    """A robot's message broke the protocol; the text goes back to that robot."""
-
-    def __init__(self, code: str, message: str):
-        super().__init__(message)
-        self.code = code
-
-
-@dataclass
-class RobotSpec:
-    name: str
-    height: int
-    width: int
-    action_dim: int
-    action_low: np.ndarray
-    action_high: np.ndarray
-    proprio_dim: int | None = None
-    max_steps: int | None = None
-    tasks: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return {"camera": {"height": self.height, "width": self.width},
-                "action": {"dim": self.action_dim, "low": self.action_low.tolist(), "high": self.action_high.tolist()},
-                "proprio_dim": self.proprio_dim, "max_steps": self.max_steps, "tasks": list(self.tasks)}
-
-    def can_do(self, task: str | None) -> bool:
-        return not task or not self.tasks or task in self.tasks or "*" in self.tasks
-
-
-def parse_register(msg: dict[str, Any]) -> RobotSpec:
-    """Validate a register message (raises ProtocolError naming the bad field)."""
-    def need(d: Any, key: str, where: str) -> Any:
-        if not isinstance(d, dict) or key not in d:
-            raise ProtocolError("bad_register", f"register: missing {where}{key}")
-        return d[key]
-
-    name = need(msg, "name", "")
-    if not isinstance(name, str) or not name.strip() or len(name) > 200:
-        raise ProtocolError("bad_register", "register: name must be a non-empty string of at most 200 characters")
-    if msg.get("protocol", PROTOCOL) != PROTOCOL:
-        raise ProtocolError("bad_register", f"register: protocol {msg.get('protocol')!r} is not supported; "
-                            f"this worker speaks protocol {PROTOCOL}")
-    cam = need(msg, "camera", "")
-    h, w = need(cam, "height", "camera."), need(cam, "width", "camera.")
-    if not all(isinstance(v, int) and 1 <= v <= MAX_SIDE for v in (h, w)):
-        raise ProtocolError("bad_register", f"register: camera height/width must be integers in 1..{MAX_SIDE}")
-    act = need(msg, "action", "")
-    dim = need(act, "dim", "action.")
-    if not isinstance(dim, int) or not 1 <= dim <= 64:
-        raise ProtocolError("bad_register", "register: action.dim must be an integer in 1..64")
-    try:
-        low = np.broadcast_to(np.asarray(act.get("low", -1.0), np.float64), (dim,)).copy()
-        high = np.broadcast_to(np.asarray(act.get("high", 1.0), np.float64), (dim,)).copy()
-    except (ValueError, TypeError):
-        raise ProtocolError("bad_register", f"register: action.low/high must be numbers or lists of {dim}") from None
-    if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low < high)):
-        raise ProtocolError("bad_register", "register: action.low must be finite and below action.high")
-    pd = msg.get("proprio_dim")
-    if pd is not None and not (isinstance(pd, int) and 0 <= pd <= 1024):
-        raise ProtocolError("bad_register", "register: proprio_dim must be an integer in 0..1024")
-    ms = msg.get("max_steps")
-    if ms is not None and not (isinstance(ms, int) and ms >= 1):
-        raise ProtocolError("bad_register", "register: max_steps must be a positive integer")
-    tasks = msg.get("tasks") or []
-    if not isinstance(tasks, list) or not all(isinstance(t, str) for t in tasks):
-        raise ProtocolError("bad_register", "register: tasks must be a list of strings")
-    return RobotSpec(name.strip(), h, w, dim, low, high, pd, ms, tasks)
-
-
-def decode_image(img: Any, spec: RobotSpec) -> np.ndarray:
-    """An observation's image -> uint8 HxWx3, checked against the registered camera."""
-    if not isinstance(img, dict) or not isinstance(img.get("data"), str):
-        raise ProtocolError("bad_observation", 'image must be {"encoding": "png"|"jpeg"|"raw", "data": base64}')
-    try:
-        raw = base64.b64decode(img["data"], validate=True)
-    except (ValueError, TypeError):
-        raise ProtocolError("bad_observation", "image.data is not valid base64") from None
-    enc = img.get("encoding", "png")
-    if enc == "raw":
-        want = spec.height * spec.width * 3
-        if len(raw) != want:
-            raise ProtocolError("bad_shape", f"raw image has {len(raw)} bytes; the registered camera "
-                                f"{spec.height}x{spec.width}x3 needs {want}")
-        return np.frombuffer(raw, np.uint8).reshape(spec.height, spec.width, 3).copy()
-    if enc not in ("png", "jpeg", "jpg"):
-        raise ProtocolError("bad_observation", f"image.encoding {enc!r}: use png, jpeg or raw")
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(raw)) as im:
-            if im.width * im.height > MAX_SIDE * MAX_SIDE:
-                raise ProtocolError("bad_shape", f"image {im.width}x{im.height} is too large")
-            arr = np.asarray(im.convert("RGB"), np.uint8)
-    except (UnidentifiedImageError, OSError) as e:
-        raise ProtocolError("bad_observation", f"image could not be decoded as {enc}: {e}") from None
-    if arr.shape != (spec.height, spec.width, 3):
-        raise ProtocolError("bad_shape", f"image is {arr.shape[0]}x{arr.shape[1]}; the registered camera is "
-                            f"{spec.height}x{spec.width} (RGB)")
-    return arr
-
-
-def parse_observation(msg: dict[str, Any], spec: RobotSpec) -> tuple[dict[str, Any], dict[str, Any]]:
-    """An observation message -> (obs, extra) with obs = {image, proprio, instruction}."""
-    from sim_backends.base import INFO_SUCCESS, OBS_IMAGE, OBS_INSTRUCTION, OBS_PROPRIO
-
-    image = decode_image(msg.get("image"), spec)
-    try:
-        proprio = np.asarray(msg.get("proprio", []), np.float32).reshape(-1)
-    except (ValueError, TypeError):
-        raise ProtocolError("bad_observation", "proprio must be a list of numbers") from None
-    if spec.proprio_dim is not None and proprio.shape[0] != spec.proprio_dim:
-        raise ProtocolError("bad_shape", f"proprio has {proprio.shape[0]} values; registered proprio_dim is "
-                            f"{spec.proprio_dim}")
-    if not np.all(np.isfinite(proprio)):
-        raise ProtocolError("bad_observation", "proprio contains NaN or infinity")
-    instruction = msg.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise ProtocolError("bad_observation", "instruction must be a non-empty string")
-    info = dict(msg.get("info") or {}) if isinstance(msg.get("info"), dict) else {}
-    success = msg.get("success")
-    if success is not None:
-        info[INFO_SUCCESS] = bool(success)
-    obs = {OBS_IMAGE: image, OBS_PROPRIO: proprio, OBS_INSTRUCTION: instruction}
-    return obs, {"info": info, "terminated": bool(msg.get("terminated", False)),
-                 "truncated": bool(msg.get("truncated", False)), "reward": float(msg.get("reward") or 0.0),
-                 "knows_success": success is not None}
 
 
 class RemoteRobot:
@@ -198,18 +74,25 @@ class RemoteRobot:
         self.connected = True
         self.connected_at = time.time()
         self.pending: dict[int, asyncio.Future] = {}
-        self.errors = 0
+        self.errors = 0  # malformed messages answered with an error
+        self.consecutive_errors = 0  # closed at message_guard.MAX_CONSECUTIVE_ERRORS
         self.knows_success = False
+        self.token_id: int | None = None  # the robot token it registered with (revocation re-check)
 
 
 class RemoteHub:
     """Accepts robots on the ``/robot`` route of a WebsocketServer and keeps the registry.
 
+    ``access`` checks robot tokens (core/worker/access.py ``RobotAccess``: ``check(token, name)``
+    -> token id, ``revoked(ids)`` -> ids no longer valid, ``recheck_s``); both block on the
+    database, so they run in the loop's thread pool, never on the loop itself.
     ``max_message_bytes`` (default 2 MiB): a larger message gets an ``oversized`` error.
     ``on_change(name, connected)`` is called on the loop thread when a robot (dis)connects."""
 
-    def __init__(self, *, max_message_bytes: int = 2 * 2**20,
+    def __init__(self, access, *, max_message_bytes: int = 2 * 2**20,
                  on_change: Callable[[str, bool], None] | None = None):
+        self.access = access
+        self._watcher: asyncio.Task | None = None
         self.server: WebsocketServer | None = None
         self.max_message_bytes = int(max_message_bytes)
         self.robots: dict[str, RemoteRobot] = {}
@@ -250,8 +133,8 @@ class RemoteHub:
                 pass
 
     # --- loop side ---------------------------------------------------------------------
-    async def handler(self, connection, query_authed: bool) -> None:
-        robot = await self._register(connection, query_authed)
+    async def handler(self, connection, credential: str | None) -> None:
+        robot = await self._register(connection, credential)
         if robot is None:
             return
         try:
@@ -266,8 +149,9 @@ class RemoteHub:
             if self.robots.get(robot.name) is robot:
                 self._notify(robot.name, False)
 
-    async def _register(self, connection, query_authed: bool) -> RemoteRobot | None:
+    async def _register(self, connection, credential: str | None) -> RemoteRobot | None:
         deadline = time.monotonic() + REGISTER_TIMEOUT_S
+        tally = ErrorTally()  # bad messages before registering count towards the same bound
         while True:
             try:
                 raw = await asyncio.wait_for(connection.recv(), max(0.01, deadline - time.monotonic()))
@@ -277,57 +161,74 @@ class RemoteHub:
                 await connection.close(1008, "register timeout")
                 return None
             try:
-                msg = self._parse(raw)
+                msg = self._parse(raw, min(REGISTER_MAX_BYTES, self.max_message_bytes))
             except ProtocolError as e:
-                await send_error(connection, e.code, str(e))
+                await refuse(connection, tally, e.code, str(e))
                 continue
-            if not query_authed and not token_ok(msg.get("token"), self.server.token):
-                await send_error(connection, "unauthorized", "wrong or missing token (register.token or ?token=)")
-                await connection.close(CLOSE_UNAUTHORIZED, "unauthorized")
-                return None
             if msg.get("type") != "register":
-                await send_error(connection, "not_registered", "the first message must be a register message")
+                await refuse(connection, tally, "not_registered", "the first message must be a register message")
                 continue
             try:
                 spec = parse_register(msg)
             except ProtocolError as e:
-                await send_error(connection, e.code, str(e))
+                await refuse(connection, tally, e.code, str(e))
                 continue
+            except Exception as e:  # noqa: BLE001 - a bug must cost this message, not the connection
+                await refuse(connection, tally, *internal_error("/robot", connection, e))
+                continue
+            # The token is checked once the name is known: a token may be bound to one robot name.
+            token = credential if credential is not None else msg.get("token")
+            try:
+                token_id = await asyncio.get_running_loop().run_in_executor(None, self.access.check, token, spec.name)
+            except ValueError as e:  # storage.credentials.CredentialError
+                await refuse_credential(connection, str(e))
+                return None
             old = self.robots.get(spec.name)
             if old is not None and old.connected:
                 await send_error(connection, "duplicate_name", f"a robot named {spec.name!r} is already connected")
                 await connection.close(CLOSE_DUPLICATE, "duplicate name")
                 return None
             robot = RemoteRobot(spec, connection)
+            robot.token_id = token_id
             self.robots[spec.name] = robot
+            if self._watcher is None or self._watcher.done():
+                self._watcher = asyncio.create_task(self._watch_revocations())
             await connection.send(json.dumps({"type": "registered", "name": spec.name, "protocol": PROTOCOL}))
             self._notify(spec.name, True)
             return robot
 
-    def _parse(self, raw: Any) -> dict[str, Any]:
-        if isinstance(raw, (bytes, bytearray)):
-            raise ProtocolError("binary_unsupported", "send JSON text messages (images as base64 inside)")
-        if len(raw) > self.max_message_bytes:
-            raise ProtocolError("oversized", f"message of {len(raw)} bytes exceeds the limit of "
-                                f"{self.max_message_bytes} bytes; send a smaller (compressed) frame")
-        try:
-            msg = json.loads(raw)
-        except ValueError as e:
-            raise ProtocolError("malformed", f"not valid JSON: {e}") from None
-        if not isinstance(msg, dict):
-            raise ProtocolError("malformed", "each message must be a JSON object")
-        return msg
+    async def _watch_revocations(self) -> None:
+        """Every ``access.recheck_s``: robots whose token was revoked are told so and closed (4401)."""
+        loop = asyncio.get_running_loop()
+        while any(r.connected for r in self.robots.values()):
+            await asyncio.sleep(self.access.recheck_s)
+            robots = [r for r in self.connected() if r.token_id is not None]
+            try:
+                revoked = await loop.run_in_executor(None, self.access.revoked, [r.token_id for r in robots])
+            except Exception as e:  # noqa: BLE001 - a database hiccup: keep the robots, try again next time
+                log_failure("/robot (token re-check)", None, e)
+                continue
+            for r in robots:
+                if r.token_id in revoked:
+                    await refuse_credential(r.connection, f"robot {r.name}: its token was revoked; ask a "
+                                            "supervisor for a new one")
+
+    def _parse(self, raw: Any, max_bytes: int | None = None) -> dict[str, Any]:
+        return load_message(raw, self.max_message_bytes if max_bytes is None else max_bytes)
 
     async def _on_message(self, robot: RemoteRobot, raw: Any) -> None:
+        """One message from a registered robot. A bad one is answered with an error naming the
+        field, on this connection only; the robot's open requests stay open."""
         rid = None
         try:
             msg = self._parse(raw)
-            rid = msg.get("request_id")
+            rid = request_id_of(msg)
             kind = msg.get("type")
             if kind == "observation":
-                fut = robot.pending.get(rid) if isinstance(rid, int) else None
+                fut = robot.pending.get(rid) if rid is not None else None
                 if fut is None or fut.done():
-                    raise ProtocolError("unexpected", f"no open request with request_id {rid!r}")
+                    raise ProtocolError("unexpected", "observation.request_id is missing" if rid is None else
+                                        f"observation.request_id {rid} is not an open request")
                 obs, extra = parse_observation(msg, robot.spec)
                 robot.knows_success = robot.knows_success or extra["knows_success"]
                 fut.set_result((obs, extra))
@@ -335,15 +236,18 @@ class RemoteHub:
                 if kind == "ping":
                     await robot.connection.send(json.dumps({"type": "pong", "time": time.time()}))
             elif kind == "error":  # the robot cannot serve that request: fail it now
-                fut = robot.pending.get(rid) if isinstance(rid, int) else None
+                fut = robot.pending.get(rid) if rid is not None else None
                 if fut is not None and not fut.done():
                     fut.set_result(RobotFailure(-1, f"robot {robot.name}: {str(msg.get('message'))[:500]}"))
             else:
-                raise ProtocolError("unknown_type", f"unknown message type {kind!r}; robots send "
-                                    "observation, ping or log")
+                got = json.dumps(kind)[:40] if isinstance(kind, str) else json_type(kind)
+                raise ProtocolError("unknown_type", f"type must be observation, ping, log or error, got {got}")
         except ProtocolError as e:
-            robot.errors += 1
-            await send_error(robot.connection, e.code, str(e), request_id=rid)
+            await refuse(robot.connection, robot, e.code, str(e), request_id=rid)
+        except Exception as e:  # noqa: BLE001 - a bug must cost this message, not the robot's episode
+            await refuse(robot.connection, robot, *internal_error("/robot", robot.connection, e), request_id=rid)
+        else:
+            robot.consecutive_errors = 0
 
     async def request(self, name: str, msg: dict[str, Any], timeout: float) -> Any:
         """Send ``msg`` with a fresh request_id to robot ``name``; the parsed reply, or a
@@ -391,7 +295,7 @@ class RemoteFleet:
             raise RuntimeError(f"waited {wait_s:.0f} s for {need} remote robot(s) able to do task {task!r} "
                                f"with action dim {action_dim}; {len(robots)} connected. Fix: start the robots' "
                                "clients (python -m sim_backends.remote.client --url ws://HOST:PORT/robot "
-                               "--token T ...) or lower the fleet size")
+                               "--token-file T ...) or lower the fleet size")
         robots.sort(key=lambda r: r.connected_at)
         self.slots: list[str | None] = [r.name for r in robots[: self.size]] + [None] * (self.size - len(robots))
         steps = {r.spec.max_steps for r in robots if r.spec.max_steps}

@@ -2,7 +2,7 @@
 checkpoints and metrics; serves live telemetry and remote robots on a websocket endpoint.
 
     python -m core.worker [--db URL] [--data DIR] [--name NAME] [--host 127.0.0.1]
-                          [--telemetry-port 8765 | --no-server] [--token T] [--exit-when-idle]
+                          [--telemetry-port 8765 | --no-server] [--secret-file F] [--exit-when-idle]
     python -m core.cli worker ...          (the same)
 
 Jobs (``jobs`` table, enqueued by the UI with ``storage.jobs.enqueue_job``; params in
@@ -57,6 +57,7 @@ from core.worker.errors import describe_error
 from core.worker.job import JobContext, JobStopped
 from core.worker.jobs import demos, evaluate, practice, refine, sft
 from storage import repo
+from storage.auth import prune_login_throttle
 from storage.db import Database
 from storage.models import Job, Robot, Task
 
@@ -109,6 +110,7 @@ class Worker:
                 if time.monotonic() - last_stale > self.stale_s / 4:
                     with self.db.write() as s:
                         repo.requeue_stale_jobs(s, older_than_s=self.stale_s)
+                        prune_login_throttle(s)  # lapsed failed-log-in counts: the log-in path never scans
                     last_stale = time.monotonic()
                 with self.db.write() as s:
                     job = repo.claim_job(s, self.name, kinds=JOB_KINDS)

@@ -6,10 +6,11 @@ asyncio loop in a daemon thread). It serves two paths:
 - ``/telemetry``: live feeds for browsers (this module, ``TelemetryHub``);
 - ``/robot``: remote robots joining the fleet (``core/worker/remote.py``, docs/remote_protocol.md).
 
-URL: ``ws://HOST:PORT/telemetry?token=TOKEN`` (default port 8765). The token may instead be
-sent as the first message, ``{"token": "..."}``, within 5 s. A wrong or missing token: the
-handshake is refused with HTTP 401 (query token) or the socket is closed with code 4401
-(first-message token).
+URL: ``ws://HOST:PORT/telemetry?ticket=TICKET`` (default port 8765). The ticket is a viewer
+ticket (storage/credentials.py: read-only, short-lived, minted by the web app for its logged-in
+user); it may instead be sent as the first message, ``{"ticket": "..."}``, within 5 s. A
+missing, forged or expired ticket gets an ``error`` saying why and the socket is closed with
+code 4401 (after the handshake, so a browser can tell "refused" from "worker down").
 
 Messages (server -> browser) are JSON **text** frames; images are base64 JPEG inside them, so
 browser JS needs only ``JSON.parse`` and ``img.src = "data:image/jpeg;base64," + m.jpeg``.
@@ -49,7 +50,9 @@ browser JS needs only ``JSON.parse`` and ``img.src = "data:image/jpeg;base64," +
 "return": float}``: an episode ended (never dropped for slow clients, up to 64 queued).
 
 Browser -> server (optional): ``{"type": "subscribe", "robots": ["name", ...]}`` restricts the
-feed (``null`` or ``[]`` = all robots, the default).
+feed (``null`` or ``[]`` = all robots, the default). Anything else gets ``{"type": "error",
+"code", "message", "request_id": null}`` and the connection stays (``parse_viewer_message``;
+limits in core/worker/message_guard.py).
 
 A client that connects, or subscribes, gets each (subscribed) robot's last message first, so
 a card is not blank while a robot is between frames (an evaluation, a paused session); when a
@@ -64,21 +67,22 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hmac
 import io
 import json
 import logging
-import secrets
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
+
+# (send_error is imported from here by core/worker/remote.py too.)
+from core.worker.message_guard import (ProtocolError, internal_error, json_type, load_message, log_failure,
+                                       refuse, send_error)
 
 log = logging.getLogger("dojo.telemetry")
 
@@ -87,7 +91,7 @@ DEFAULT_PORT = 8765
 CLOSE_UNAUTHORIZED = 4401
 AUTH_TIMEOUT_S = 5.0
 
-Handler = Callable[[Any, bool], Awaitable[None]]  # (connection, authenticated by query token)
+Handler = Callable[[Any, "str | None"], Awaitable[None]]  # (connection, the URL's credential or None)
 
 
 def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
@@ -99,45 +103,23 @@ def encode_jpeg(image: np.ndarray, quality: int = 80) -> bytes:
     return buf.getvalue()
 
 
-def token_ok(given: Any, expected: str) -> bool:
-    return isinstance(given, str) and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def query_token(path: str) -> str | None:
-    vals = parse_qs(urlsplit(path).query).get("token")
+def query_credential(path: str) -> str | None:
+    """The credential given in the URL: ``?ticket=`` (browsers) or ``?token=`` (robots)."""
+    q = parse_qs(urlsplit(path).query)
+    vals = q.get("ticket") or q.get("token")
     return vals[0] if vals else None
-
-
-def load_or_create_token(data_dir: str | Path) -> str:
-    """The shared secret for the websocket endpoints: ``<data>/telemetry.token`` (created
-    0600 with a random token on first use), so the UI on the same machine can read it."""
-    path = Path(data_dir) / "telemetry.token"
-    if path.exists():
-        tok = path.read_text().strip()
-        if tok:
-            return tok
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tok = secrets.token_urlsafe(24)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(tok + "\n")
-    tmp.chmod(0o600)
-    tmp.replace(path)
-    return tok
 
 
 class WebsocketServer:
     """A websockets server on its own asyncio loop in a daemon thread, routing by path.
 
-    ``routes`` maps a path ("/telemetry") to ``async handler(connection, query_authed)``.
-    A token given as ``?token=`` is checked during the handshake (HTTP 401 when wrong);
-    without one the handler must authenticate the first message (``authenticate_first``)."""
+    ``routes`` maps a path ("/telemetry") to ``async handler(connection, credential)``, where
+    ``credential`` is the URL's ``?ticket=`` / ``?token=`` or None. Each route checks its own
+    kind of credential (docs/security.md): the server knows no secret."""
 
-    def __init__(self, routes: dict[str, Handler], token: str, host: str = "127.0.0.1",
+    def __init__(self, routes: dict[str, Handler], host: str = "127.0.0.1",
                  port: int = DEFAULT_PORT, max_message_bytes: int = 8 * 2**20):
-        if not token:
-            raise ValueError("a token is required for the websocket endpoints")
         self.routes = dict(routes)
-        self.token = token
         self.host, self.port = host, int(port)
         self.max_message_bytes = int(max_message_bytes)
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -167,7 +149,11 @@ class WebsocketServer:
             self._error = e
             self._ready.set()
         finally:
-            try:
+            try:  # background tasks (a hub's token re-check) end with the server, not mid-await
+                pending = [t for t in asyncio.all_tasks(self.loop) if not t.done()]
+                for t in pending:
+                    t.cancel()
+                self.loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
                 self.loop.run_until_complete(self.loop.shutdown_asyncgens())
             except Exception:  # noqa: BLE001
                 pass
@@ -193,10 +179,9 @@ class WebsocketServer:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def url(self, path: str, with_token: bool = True) -> str:
+    def url(self, path: str) -> str:
         host = "127.0.0.1" if self.host in ("0.0.0.0", "", "::") else self.host
-        q = f"?token={self.token}" if with_token else ""
-        return f"ws://{host}:{self.port}{path}{q}"
+        return f"ws://{host}:{self.port}{path}"
 
     def call(self, coro, timeout: float | None = None) -> Any:
         """Run a coroutine on the server loop from another thread and wait for it."""
@@ -208,47 +193,71 @@ class WebsocketServer:
         path = urlsplit(request.path).path
         if path not in self.routes:
             return connection.respond(HTTPStatus.NOT_FOUND, f"no endpoint {path}; endpoints: {sorted(self.routes)}\n")
-        tok = query_token(request.path)
-        if tok is not None and not token_ok(tok, self.token):
-            return connection.respond(HTTPStatus.UNAUTHORIZED, "wrong token\n")
         return None
 
     async def _dispatch(self, connection) -> None:
         path = urlsplit(connection.request.path).path
-        authed = query_token(connection.request.path) is not None  # checked in _process_request
         try:
-            await self.routes[path](connection, authed)
+            await self.routes[path](connection, query_credential(connection.request.path))
         except Exception as e:  # noqa: BLE001 - one connection's failure must not affect others
             from websockets.exceptions import ConnectionClosed
 
-            if not isinstance(e, ConnectionClosed):
-                log.exception("websocket handler %s failed", path)
-
-    async def authenticate_first(self, connection) -> dict[str, Any] | None:
-        """Wait for the first message, which must carry {"token": ...}. Returns the parsed
-        message, or None after sending an error and closing with 4401."""
-        try:
-            raw = await asyncio.wait_for(connection.recv(), AUTH_TIMEOUT_S)
-            msg = json.loads(raw)
-            if not isinstance(msg, dict):
-                raise ValueError("not an object")
-        except asyncio.TimeoutError:
-            msg = {}
-        except (ValueError, TypeError):
-            msg = {}
-        if token_ok(msg.get("token"), self.token):
-            return msg
-        await send_error(connection, "unauthorized", "a token is required: connect with ?token=... or send "
-                         '{"token": "..."} as the first message')
-        await connection.close(CLOSE_UNAUTHORIZED, "unauthorized")
-        return None
+            # A client's bad input is answered inside the handlers; anything else is one
+            # rate-limited line, no traceback: a client that can trigger it must not fill the log.
+            if not isinstance(e, (ConnectionClosed, ProtocolError)):
+                log_failure(path, connection, e)
 
 
-async def send_error(connection, code: str, message: str, **extra: Any) -> None:
+
+async def first_message_credential(connection, key: str) -> str | None:
+    """The credential ``key`` ("ticket") of the first message, waited for ``AUTH_TIMEOUT_S``;
+    None when it does not come or is not there (the caller refuses)."""
     try:
-        await connection.send(json.dumps({"type": "error", "code": code, "message": message, **extra}))
-    except Exception:  # noqa: BLE001 - the client may be gone
-        pass
+        raw = await asyncio.wait_for(connection.recv(), AUTH_TIMEOUT_S)
+        msg = load_message(raw, VIEWER_MAX_MESSAGE_BYTES)  # size/depth-checked: nobody is known yet
+    except (asyncio.TimeoutError, ValueError, TypeError):
+        return None
+    value = msg.get(key)
+    return value if isinstance(value, str) else None
+
+
+async def refuse_credential(connection, reason: str) -> None:
+    """An ``unauthorized`` error saying why, then close 4401."""
+    await send_error(connection, "unauthorized", reason)
+    await connection.close(CLOSE_UNAUTHORIZED, "unauthorized")
+
+
+# /telemetry limits: a browser sends only a ticket and subscriptions (docs/remote_protocol.md).
+VIEWER_MAX_MESSAGE_BYTES = 64 * 1024
+MAX_SUBSCRIBE_ROBOTS = 1024  # names in one subscribe message
+MAX_VIEWER_NAME_CHARS = 200  # telemetry robot names ("worker/robot")
+
+
+def parse_viewer_message(raw: Any) -> dict[str, Any]:
+    """A /telemetry message -> {"type": "subscribe", "robots": [names] | None} or
+    {"type": "ticket"} (a redundant ticket message); ProtocolError for anything else."""
+    msg = load_message(raw, VIEWER_MAX_MESSAGE_BYTES)
+    kind = msg.get("type")
+    if kind is None and "ticket" in msg:
+        return {"type": "ticket"}
+    if kind != "subscribe":
+        got = json.dumps(kind)[:40] if isinstance(kind, str) else json_type(kind)
+        raise ProtocolError("unknown_type", f'type must be "subscribe" (the only message understood on '
+                            f"/telemetry), got {got}")
+    robots = msg.get("robots")
+    if robots is None:
+        return {"type": "subscribe", "robots": None}
+    if not isinstance(robots, list):
+        raise ProtocolError("bad_subscribe", f"subscribe.robots must be null or an array of robot names, "
+                            f"got {json_type(robots)}")
+    if len(robots) > MAX_SUBSCRIBE_ROBOTS:
+        raise ProtocolError("bad_subscribe", f"subscribe.robots has {len(robots)} names; at most "
+                            f"{MAX_SUBSCRIBE_ROBOTS}")
+    for i, r in enumerate(robots):
+        if not isinstance(r, str) or not 1 <= len(r) <= MAX_VIEWER_NAME_CHARS:
+            raise ProtocolError("bad_subscribe", f"subscribe.robots[{i}] must be a robot name (a string of "
+                                f"1..{MAX_VIEWER_NAME_CHARS} characters), got {json_type(r)}")
+    return {"type": "subscribe", "robots": list(robots) or None}
 
 
 @dataclass
@@ -261,13 +270,17 @@ class _Client:
     sent: int = 0
     dropped: int = 0
     replayed: set[str] = field(default_factory=set)  # robots whose kept last message was queued
+    errors: int = 0  # malformed messages answered with an error
+    consecutive_errors: int = 0
 
 
 class TelemetryHub:
     """Per-robot live telemetry for browsers. ``publish`` is thread-safe, O(1) and never
-    blocks; call it from the control loop. Attach ``handler`` to a WebsocketServer route."""
+    blocks; call it from the control loop. Attach ``handler`` to a WebsocketServer route.
+    ``access.check(ticket)`` accepts a viewer ticket or raises (core/worker/access.py)."""
 
-    def __init__(self):
+    def __init__(self, access):
+        self.access = access
         self.server: WebsocketServer | None = None
         self._lock = threading.Lock()
         self._latest: dict[str, tuple[dict[str, Any], bytes | None]] = {}
@@ -345,9 +358,14 @@ class TelemetryHub:
                     c.events.append(text)
                     c.wake.set()
 
-    async def handler(self, connection, query_authed: bool) -> None:
+    async def handler(self, connection, credential: str | None) -> None:
         assert self.server is not None
-        if not query_authed and await self.server.authenticate_first(connection) is None:
+        ticket = credential if credential is not None else await first_message_credential(connection, "ticket")
+        try:
+            self.access.check(ticket)
+        except ValueError as e:  # storage.credentials.CredentialError: the reason goes to the browser
+            await refuse_credential(connection, str(e) if ticket else "a viewer ticket is required: connect "
+                                    'with ?ticket=... or send {"ticket": "..."} first; the Live page has one')
             return
         client = _Client(connection)
         await connection.send(json.dumps({"type": "hello", "protocol": PROTOCOL, "robots": list(self.robots)}))
@@ -356,25 +374,26 @@ class TelemetryHub:
         sender = asyncio.create_task(self._sender(client))
         try:
             async for raw in connection:
-                try:
-                    msg = json.loads(raw)
-                except (ValueError, TypeError):
-                    await send_error(connection, "malformed", "messages must be JSON objects")
-                    continue
-                if isinstance(msg, dict) and msg.get("type") == "subscribe":
-                    robots = msg.get("robots")
-                    client.robots = set(map(str, robots)) if robots else None
-                    client.pending = {r: t for r, t in client.pending.items()
-                                      if client.robots is None or r in client.robots}
-                    self._replay(client)
-                elif isinstance(msg, dict) and "token" in msg:
-                    continue  # a redundant token message
-                else:
-                    await send_error(connection, "unknown", 'only {"type": "subscribe", "robots": [...]} is '
-                                     "understood on /telemetry")
+                await self._on_message(client, raw)
         finally:
             self._clients.remove(client)
             sender.cancel()
+
+    async def _on_message(self, client: _Client, raw: Any) -> None:
+        """One browser message; a bad one gets an error reply and the connection stays open."""
+        try:
+            msg = parse_viewer_message(raw)
+            if msg["type"] == "subscribe":  # (a redundant ticket message needs nothing)
+                client.robots = set(msg["robots"]) if msg["robots"] else None
+                client.pending = {r: t for r, t in client.pending.items()
+                                  if client.robots is None or r in client.robots}
+                self._replay(client)
+        except ProtocolError as e:
+            await refuse(client.connection, client, e.code, str(e))
+        except Exception as e:  # noqa: BLE001 - a bug must cost this message, not the connection
+            await refuse(client.connection, client, *internal_error("/telemetry", client.connection, e))
+        else:
+            client.consecutive_errors = 0
 
     def forget(self, robots: list[str] | None = None) -> None:
         """Drop the kept last messages of ``robots`` (all when None): they are no longer live."""

@@ -1,7 +1,7 @@
 """Reference remote-robot client: wraps a local simulator as a "remote robot" that joins a
 Dojo worker's fleet over websocket (protocol: docs/remote_protocol.md, core/worker/remote.py).
 
-    python -m sim_backends.remote.client --url ws://WORKER:8765/robot --token T \\
+    python -m sim_backends.remote.client --url ws://WORKER:8765/robot --token-file T.txt \\
         --name sim-arm-1 --backend tabletop --family block2block [--encoding png]
 
 A real robot's client does the same with its camera and controller in place of ``env``:
@@ -20,8 +20,10 @@ import argparse
 import base64
 import io
 import json
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -149,10 +151,14 @@ def make_robot_env(backend: str, config: dict[str, Any] | None = None) -> Any:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m sim_backends.remote.client", description=__doc__,
+    # allow_abbrev off: an old "--token SECRET" must fail, not be taken as --token-file (a path).
+    ap = argparse.ArgumentParser(prog="python -m sim_backends.remote.client", description=__doc__, allow_abbrev=False,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--url", required=True, help="ws://HOST:PORT/robot")
-    ap.add_argument("--token", required=True)
+    # The token from a file or the environment, never the command line (ps shows it to every user).
+    ap.add_argument("--token-file", default=os.environ.get("DOJO_ROBOT_TOKEN_FILE"),
+                    help="file holding this robot's token (default: DOJO_ROBOT_TOKEN, else DOJO_ROBOT_TOKEN_FILE); "
+                    "a supervisor creates tokens on Tasks & fleet or with: python -m storage robot-token create")
     ap.add_argument("--name", required=True, help="unique robot name")
     ap.add_argument("--backend", default="tabletop")
     ap.add_argument("--family", default="block2block")
@@ -163,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--encoding", default="png", choices=["png", "jpeg", "raw"])
     ap.add_argument("--reconnect", action="store_true", help="reconnect after a dropped connection")
     args = ap.parse_args(argv)
+    token = os.environ.get("DOJO_ROBOT_TOKEN", "").strip()
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as e:
+            ap.error(f"cannot read --token-file {args.token_file}: {e.strerror}")
+    if not token:
+        ap.error("no robot token: give --token-file PATH or set DOJO_ROBOT_TOKEN")
 
     cfg = json.loads(args.env_config) if args.env_config else {"family": args.family}
     if args.image_size and not args.env_config:
@@ -171,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.name}: terminate_on_success is overridden to False (remote episodes end by the worker's "
               "detector, the step limit or a person)", file=sys.stderr, flush=True)
     env = make_robot_env(args.backend, cfg)
-    client = RemoteRobotClient(args.url, args.token, args.name, env, tasks=args.task, encoding=args.encoding)
+    client = RemoteRobotClient(args.url, token, args.name, env, tasks=args.task, encoding=args.encoding)
     try:
         while True:
             try:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
 
 from sim_backends.remote import client as remote_client
 from sim_backends.tabletop.expert import ScriptedExpert
@@ -32,7 +33,7 @@ def _drive_to_success(client: remote_client.RemoteRobotClient, seeds=range(6)) -
     raise AssertionError("the scripted expert reached no success on these seeds")
 
 
-def test_the_client_that_main_builds_does_not_end_an_episode_at_ground_truth_success(monkeypatch, capsys):
+def test_the_client_that_main_builds_does_not_end_an_episode_at_ground_truth_success(monkeypatch, capsys, tmp_path):
     served: list[list[dict]] = []
 
     class Offline(remote_client.RemoteRobotClient):
@@ -44,7 +45,8 @@ def test_the_client_that_main_builds_does_not_end_an_episode_at_ground_truth_suc
 
     monkeypatch.setattr(remote_client, "RemoteRobotClient", Offline)
     env_config = {"family": "block2block", "image_size": 32, "terminate_on_success": True}
-    rc = remote_client.main(["--url", "ws://127.0.0.1:1/robot", "--token", "t", "--name", "sim-1",
+    (tmp_path / "token").write_text("dojo_rt_test\n")
+    rc = remote_client.main(["--url", "ws://127.0.0.1:1/robot", "--token-file", str(tmp_path / "token"), "--name", "sim-1",
                              "--env-config", json.dumps(env_config)])
     assert rc == 2 and served
     replies = served[0]
@@ -65,3 +67,17 @@ def test_make_robot_env_overrides_terminate_on_success_whatever_the_config_says(
         finally:
             env.close()
         assert config.get("terminate_on_success", True) is True  # the caller's dict is left alone
+
+
+def test_the_client_takes_its_token_from_a_file_or_the_environment_never_the_command_line(monkeypatch, capsys):
+    monkeypatch.delenv("DOJO_ROBOT_TOKEN", raising=False)
+    monkeypatch.delenv("DOJO_ROBOT_TOKEN_FILE", raising=False)
+    with pytest.raises(SystemExit):
+        remote_client.main(["--url", "ws://127.0.0.1:1/robot", "--token", "t", "--name", "sim-1"])
+    assert "unrecognized arguments: --token" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        remote_client.main(["--url", "ws://127.0.0.1:1/robot", "--name", "sim-1"])
+    assert "no robot token: give --token-file PATH or set DOJO_ROBOT_TOKEN" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        remote_client.main(["--url", "ws://127.0.0.1:1/robot", "--token-file", "/nonexistent/t", "--name", "x"])
+    assert "cannot read --token-file /nonexistent/t" in capsys.readouterr().err

@@ -275,3 +275,33 @@ def test_training_page_recalibrates_s_from_peoples_labels(app, seeded, tmp_path,
     with db.read() as s:
         practice = max((j for j in repo.list_jobs(s) if j.kind == "practice"), key=lambda j: j.id)
     assert practice.params["reward_checkpoint"] == "/runs/refine-job9/reward_from_labels.pt"
+
+
+def test_a_supervisor_makes_a_robot_token_sees_it_once_and_revokes_it(app, seeded):
+    from storage.credentials import check_robot_token
+    from storage.models import RobotToken
+
+    at = _ok(app("tasks", "supervisor").run())
+    label = next(t for t in at.text_input if t.label == "Label")
+    label.input("arm-9 lab PC")
+    next(t for t in at.text_input if t.label == "Only for robot (optional)").input("arm-9")
+    _ok(_button(at, "Create token").click().run())
+    shown = [c.value for c in at.code if c.value.startswith("dojo_rt_")]
+    assert len(shown) == 1
+    token = shown[0]
+    db = init_db(seeded.url)
+    with db.write() as s:
+        row = s.scalar(select(RobotToken).where(RobotToken.label == "arm-9 lab PC"))
+        assert row.robot_name == "arm-9" and row.created_by == "supervisor" and token not in row.token_sha256
+        assert check_robot_token(s, token, "arm-9") == row.id
+        token_id = row.id
+    assert any("arm-9 lab PC" in t.value for t in at.text)
+    _ok(next(b for b in at.button if b.key == f"revoke_token{token_id}").click().run())
+    assert not [c for c in at.code if c.value == token]  # shown once: gone on the next run
+    with db.read() as s:
+        assert s.get(RobotToken, token_id).revoked_by == "supervisor"
+
+
+def test_a_viewer_cannot_make_or_revoke_robot_tokens(app):
+    at = _ok(app("tasks", "viewer").run())
+    assert _button(at, "Create token").disabled

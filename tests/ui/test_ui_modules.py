@@ -132,9 +132,9 @@ def test_judged_checkpoints_are_those_with_labels_or_overrides(seeded):
 
 def test_live_card_carries_config_safely():
     html = card_html(robot_id=3, robot_name="robot-</script>", threshold=1.5,
-                     telemetry=Telemetry(port=9999, host="", token="t0k"))
+                     telemetry=Telemetry(port=9999, host="", ticket="t0k"))
     cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0])
-    assert cfg == {"name": "robot-</script>", "id": "3", "port": 9999, "host": "", "token": "t0k", "threshold": 1.5}
+    assert cfg == {"name": "robot-</script>", "id": "3", "port": 9999, "host": "", "ticket": "t0k", "threshold": 1.5}
     assert html.count("</script>") == 1  # the robot name cannot end the script early
 
 
@@ -143,8 +143,8 @@ def test_live_card_carries_config_safely():
 def test_a_hostile_robot_name_never_becomes_live_html(name):
     """Placeholders are substituted in one pass: a name holding one is shown as text, and the
     card's markup is the template's own whatever the name (issue 31, item 1)."""
-    html = card_html(robot_id=3, robot_name=name, threshold=1.5, telemetry=Telemetry(port=9999, host="", token="t"))
-    benign = card_html(robot_id=3, robot_name="robot", threshold=1.5, telemetry=Telemetry(port=9999, host="", token="t"))
+    html = card_html(robot_id=3, robot_name=name, threshold=1.5, telemetry=Telemetry(port=9999, host="", ticket="t"))
+    benign = card_html(robot_id=3, robot_name="robot", threshold=1.5, telemetry=Telemetry(port=9999, host="", ticket="t"))
     tags = re.compile(r"<[a-zA-Z/!][^>]*>")
     assert len(tags.findall(html)) == len(tags.findall(benign))  # no tag from the name
     shown = html.split('class="name">')[1].split("</div>")[0]

@@ -17,8 +17,9 @@ from core.learning.fleets import RobotFailure
 from core.worker.remote import RemoteFleet, RemoteHub
 from core.worker.telemetry import TelemetryHub, WebsocketServer
 from sim_backends.remote.client import RemoteRobotClient, encode_image
+from tests.endpoint import RobotTokens, viewer_access, viewer_ticket
 
-TOKEN = "robot-token"
+TOKEN = ""  # a real robot token, made by the module's ``tokens`` fixture
 INSTR = "push the red moon to the blue cube"
 
 
@@ -47,10 +48,18 @@ class FakeEnv:
         pass
 
 
+@pytest.fixture(scope="module", autouse=True)
+def tokens(tmp_path_factory):
+    global TOKEN
+    made = RobotTokens(tmp_path_factory.mktemp("robot-tokens"))
+    TOKEN = made.fleet_token
+    return made
+
+
 @pytest.fixture
-def hub():
-    h = RemoteHub(max_message_bytes=64 * 1024)
-    srv = WebsocketServer({"/robot": h.handler}, TOKEN, port=0, max_message_bytes=64 * 1024)
+def hub(tokens):
+    h = RemoteHub(tokens.access, max_message_bytes=64 * 1024)
+    srv = WebsocketServer({"/robot": h.handler}, port=0, max_message_bytes=64 * 1024)
     h.attach(srv)
     srv.start()
     yield h
@@ -58,7 +67,7 @@ def hub():
 
 
 def _serve(hub, name, env=None, **kw):
-    client = RemoteRobotClient(hub.server.url("/robot", False), TOKEN, name, env or FakeEnv(), **kw)
+    client = RemoteRobotClient(hub.server.url("/robot"), TOKEN, name, env or FakeEnv(), **kw)
     client.connect()
     stop = threading.Event()
     th = threading.Thread(target=client.serve, args=(stop,), daemon=True)
@@ -115,11 +124,10 @@ def _obs_msg(rid, image=None, **over):
 
 
 def test_bad_messages_get_an_error_for_that_robot_only(hub):
-    url = hub.server.url("/robot", False)
+    url = hub.server.url("/robot")
     good, stop_good, _ = _serve(hub, "good")
     with connect(url) as ws:  # wrong token: error, then closed with 4401
-        ws.send(json.dumps({"type": "register", "token": "nope", "name": "x"}))
-        assert json.loads(ws.recv(5))["code"] == "unauthorized"
+        assert _register(ws, "x", token="nope")["code"] == "unauthorized"
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(5)
         assert e.value.rcvd.code == 4401
@@ -160,7 +168,7 @@ def test_bad_messages_get_an_error_for_that_robot_only(hub):
     stop_good.set()
 
 
-def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
+def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1, tokens):
     """Two reference clients wrap tabletop simulators; the worker practises on them through
     /robot, one of them drops its connection mid-episode and comes back."""
     from sqlalchemy import select
@@ -172,8 +180,8 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
     from tests.core.worker.conftest import TINY_ENV, practice_params
 
     db = init_db(tmp_path / "dojo.sqlite")
-    tele, hub_ = TelemetryHub(), RemoteHub()
-    srv = WebsocketServer({"/telemetry": tele.handler, "/robot": hub_.handler}, TOKEN, port=0)
+    tele, hub_ = TelemetryHub(viewer_access()), RemoteHub(tokens.access)
+    srv = WebsocketServer({"/telemetry": tele.handler, "/robot": hub_.handler}, port=0)
     tele.attach(srv)
     hub_.attach(srv)
     srv.start()
@@ -182,7 +190,7 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
 
     def robot(name, drop_after=None):
         env = make_env("tabletop", TINY_ENV)
-        c = RemoteRobotClient(srv.url("/robot", False), TOKEN, name, env)
+        c = RemoteRobotClient(srv.url("/robot"), TOKEN, name, env)
         while not stop.is_set():
             c.connect()
             if drop_after is not None and not dropped.is_set():
@@ -202,7 +210,7 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1):
     frames: list[dict] = []
 
     def viewer():
-        with connect(srv.url("/telemetry")) as ws:
+        with connect(srv.url("/telemetry") + "?ticket=" + viewer_ticket()) as ws:
             while not stop.is_set():
                 try:
                     frames.append(json.loads(ws.recv(0.2)))

@@ -1,4 +1,4 @@
-"""Live telemetry over websocket: token, message format, and slow/stalled clients that lose
+"""Live telemetry over websocket: viewer tickets, message format, and slow/stalled clients that lose
 frames without slowing the control loop."""
 from __future__ import annotations
 
@@ -15,15 +15,19 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
-from core.worker.telemetry import TelemetryHub, WebsocketServer, encode_jpeg, load_or_create_token
+from core.worker.telemetry import TelemetryHub, WebsocketServer, encode_jpeg
+from storage.credentials import mint_viewer_ticket
+from tests.endpoint import viewer_access, viewer_ticket
 
-TOKEN = "s3cret-token"
+
+def _feed(srv) -> str:
+    return srv.url("/telemetry") + "?ticket=" + viewer_ticket()
 
 
 @pytest.fixture
 def server():
-    hub = TelemetryHub()
-    srv = WebsocketServer({"/telemetry": hub.handler}, TOKEN, port=0)
+    hub = TelemetryHub(viewer_access())
+    srv = WebsocketServer({"/telemetry": hub.handler}, port=0)
     hub.attach(srv)
     srv.start()
     yield srv, hub
@@ -43,19 +47,33 @@ def _wait_clients(hub, n, timeout=5.0):
         time.sleep(0.01)
 
 
-def test_a_token_is_required(server):
+def _refused(ws) -> str:
+    err = json.loads(ws.recv(5))
+    assert err["type"] == "error" and err["code"] == "unauthorized"
+    with pytest.raises(ConnectionClosed) as e:
+        ws.recv(5)
+    assert e.value.rcvd.code == 4401
+    return err["message"]
+
+
+def test_a_viewer_ticket_is_required_and_its_refusal_says_why(server):
     srv, hub = server
-    with pytest.raises(InvalidStatus) as e:
-        connect(srv.url("/telemetry", False) + "?token=wrong")
-    assert e.value.response.status_code == 401
-    with connect(srv.url("/telemetry", False)) as ws:  # token as first message: wrong -> 4401
-        ws.send(json.dumps({"token": "nope"}))
-        assert json.loads(ws.recv(5))["code"] == "unauthorized"
-        with pytest.raises(ConnectionClosed) as e:
-            ws.recv(5)
-        assert e.value.rcvd.code == 4401
-    with connect(srv.url("/telemetry", False)) as ws:
-        ws.send(json.dumps({"token": TOKEN}))
+    with connect(srv.url("/telemetry") + "?ticket=wrong") as ws:
+        assert "not a viewer ticket" in _refused(ws)
+    expired = mint_viewer_ticket("test-worker-secret-" + "x" * 32, "v", "s", now=time.time() - 3600)
+    with connect(srv.url("/telemetry") + "?ticket=" + expired) as ws:
+        assert "expired" in _refused(ws)
+    forged = mint_viewer_ticket("another-secret-" + "y" * 40, "v", "s")
+    with connect(srv.url("/telemetry") + "?ticket=" + forged) as ws:
+        assert "signature" in _refused(ws)
+    with connect(srv.url("/telemetry")) as ws:  # ticket as first message: wrong -> 4401
+        ws.send(json.dumps({"ticket": "nope"}))
+        _refused(ws)
+    with connect(srv.url("/telemetry")) as ws:
+        ws.send(json.dumps({"token": "an old shared token"}))
+        assert "a viewer ticket is required" in _refused(ws)
+    with connect(srv.url("/telemetry")) as ws:
+        ws.send(json.dumps({"ticket": viewer_ticket()}))
         assert json.loads(ws.recv(5))["type"] == "hello"
     with pytest.raises(InvalidStatus):
         connect(srv.url("/nowhere"))
@@ -64,7 +82,7 @@ def test_a_token_is_required(server):
 def test_frames_carry_the_documented_fields_and_a_jpeg(server):
     srv, hub = server
     img = (np.arange(32 * 32 * 3) % 251).astype(np.uint8).reshape(32, 32, 3)
-    with connect(srv.url("/telemetry")) as ws:
+    with connect(_feed(srv)) as ws:
         hello = json.loads(ws.recv(5))
         assert hello == {"type": "hello", "protocol": 1, "robots": []}
         _wait_clients(hub, 1)
@@ -84,7 +102,7 @@ def test_frames_carry_the_documented_fields_and_a_jpeg(server):
 
 def test_subscribe_restricts_the_feed(server):
     srv, hub = server
-    with connect(srv.url("/telemetry")) as ws:
+    with connect(_feed(srv)) as ws:
         ws.recv(5)
         ws.send(json.dumps({"type": "subscribe", "robots": ["b"]}))
         _wait_clients(hub, 1)
@@ -131,7 +149,7 @@ def test_a_stalled_client_loses_frames_and_never_slows_the_control_loop(server):
     stop = threading.Event()
 
     def healthy():
-        with connect(srv.url("/telemetry"), compression=None) as ws:
+        with connect(_feed(srv), compression=None) as ws:
             while not stop.is_set():
                 try:
                     json.loads(ws.recv(0.2))
@@ -143,7 +161,7 @@ def test_a_stalled_client_loses_frames_and_never_slows_the_control_loop(server):
     th.start()
     _wait_clients(hub, 1)
     base = _control_loop(hub, 4, 150, images)  # one healthy client
-    stalled = _stalled_client(srv.url("/telemetry"))
+    stalled = _stalled_client(_feed(srv))
     _wait_clients(hub, 2)
     n_before = received["n"]
     with_stalled = _control_loop(hub, 4, 300, images)
@@ -162,12 +180,6 @@ def test_a_stalled_client_loses_frames_and_never_slows_the_control_loop(server):
     assert n_after - n_before > 0.5 * 300 * 4  # the healthy client still gets most frames
 
 
-def test_token_file_is_created_once_and_private(tmp_path):
-    tok = load_or_create_token(tmp_path)
-    assert len(tok) >= 24 and load_or_create_token(tmp_path) == tok
-    assert (tmp_path / "telemetry.token").stat().st_mode & 0o077 == 0
-
-
 def test_a_late_client_starts_from_each_robots_last_message(server):
     """Nobody watching while robots publish; a browser that connects afterwards gets each
     robot's last message at once (e.g. "evaluating", announced once minutes earlier), a
@@ -179,7 +191,7 @@ def test_a_late_client_starts_from_each_robots_last_message(server):
     hub.publish("b", _frame_msg(7), encode_jpeg(img))
     hub.publish("c", _frame_msg(3))
     hub.forget(["c"])
-    with connect(srv.url("/telemetry")) as ws:
+    with connect(_feed(srv)) as ws:
         assert json.loads(ws.recv(5))["type"] == "hello"
         got = {}
         try:
@@ -192,7 +204,7 @@ def test_a_late_client_starts_from_each_robots_last_message(server):
     assert got["a"]["status"] == "evaluating" and got["a"]["seq"] == 2 and "jpeg" not in got["a"]
     assert got["b"]["step"] == 7 and got["b"]["seq"] == 1 and got["b"]["jpeg"]
     assert isinstance(got["b"]["time"], float) and got["b"]["time"] <= time.time()
-    with connect(srv.url("/telemetry")) as ws:  # subscribes first thing, like the Live card
+    with connect(_feed(srv)) as ws:  # subscribes first thing, like the Live card
         ws.recv(5)
         ws.send(json.dumps({"type": "subscribe", "robots": ["b"]}))
         seen = []

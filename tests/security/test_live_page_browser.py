@@ -1,0 +1,175 @@
+"""Finding 1 (script injection on the Live page) and finding 2 (every viewer held the robot
+secret), replayed where the harm was: in a real browser. Headless Chromium (Debian's, through
+Playwright) logs in as a *viewer* to the real web app (a Streamlit server in a subprocess), whose
+Live page shows robots named to inject markup, fed by a real telemetry endpoint publishing
+frames under those names with hostile instructions. No script of theirs may run, the names
+must show as text, the page must hold no worker secret, and the ticket it does hold must not
+register a robot. Screenshots: data/artifacts/security/ (git-ignored)."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+from websockets.sync.client import connect
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "data" / "artifacts" / "security"
+CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
+PASSWORD = "viewer-password-1"
+# Each would set window.__pwned (in its own frame or the page) if it ever became markup or script.
+HOSTILE_NAMES = [
+    "w1/__CFG__<img src=x onerror=\"window.__pwned='cfg'\">",
+    "w1/</script><script>window.__pwned='script'</script>",
+    "w1/<svg onload=\"window.__pwned='svg'\">__NAME__",
+]
+HOSTILE_INSTRUCTION = "<img src=x onerror=\"window.__pwned='instr'\"> push the red moon"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait(cond, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def live_site(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
+    pytest.importorskip("playwright.sync_api")
+    from core.worker.access import ViewerAccess
+    from core.worker.remote import RemoteHub
+    from core.worker.telemetry import TelemetryHub, WebsocketServer, encode_jpeg
+    from tests.endpoint import RobotTokens
+    from storage import init_db, repo
+    from storage.credentials import load_worker_secret
+    from ui import bootstrap
+
+    data = tmp_path_factory.mktemp("security-live")
+    db = init_db(str(data / "dojo.sqlite"))
+    with db.write() as s:
+        task = bootstrap.seed_demo_task(s, fleet_size=len(HOSTILE_NAMES))
+        repo.create_user(s, "viewer1", PASSWORD, "viewer")
+        for name in HOSTILE_NAMES:
+            robot = repo.register_robot(s, name, task_id=task.id)
+            robot.status = "online"
+    db.dispose()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOJO_", "DATABASE_URL"))}
+    secret = load_worker_secret(data)  # the file the web app reads too (DOJO_DATA)
+    tele, hub = TelemetryHub(ViewerAccess(secret)), RemoteHub(RobotTokens(data).access)
+    srv = WebsocketServer({"/telemetry": tele.handler, "/robot": hub.handler}, port=0)
+    tele.attach(srv)
+    hub.attach(srv)
+    srv.start()
+    stop = threading.Event()
+
+    def publish():
+        img = np.zeros((32, 32, 3), np.uint8)
+        step = 0
+        while not stop.is_set():
+            img[:] = (step * 9) % 255
+            for name in HOSTILE_NAMES:
+                tele.publish(name, {"robot_id": None, "step": step, "d": 10.0 - step % 10, "status": "running",
+                                    "instruction": HOSTILE_INSTRUCTION, "episode_uid": f"<b>{step}</b>",
+                                    "detector": {"count": 0, "patience": 2, "threshold": 1.0, "fired": False}},
+                             encode_jpeg(img))
+            step += 1
+            time.sleep(0.1)
+
+    feeder = threading.Thread(target=publish, daemon=True)
+    feeder.start()
+    port = _free_port()
+    env.update({"DOJO_DATA": str(data), "DOJO_DB": str(data / "dojo.sqlite"), "DOJO_TELEMETRY_PORT": str(srv.port)})
+    log = open(data / "app.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                             "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def up():
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+        except OSError:
+            return False
+    try:
+        _wait(up, 60, "the web app to answer")
+        yield {"url": f"http://127.0.0.1:{port}", "secret": secret, "telemetry": srv}
+    finally:
+        stop.set()
+        proc.terminate()
+        proc.wait(20)
+        log.close()
+        srv.stop()
+
+
+def _cards(page) -> list[dict]:
+    out = []
+    for fr in page.frames:
+        try:
+            info = fr.evaluate("() => document.querySelector('.card .name') ? {name: "
+                               "document.querySelector('.card .name').textContent, frames: "
+                               "Number(document.body.dataset.frames), conn: document.getElementById('conn').textContent,"
+                               " pwned: window.__pwned || null, html: document.documentElement.outerHTML} : null")
+        except Exception:  # noqa: BLE001 - a frame navigating away
+            continue
+        if info:
+            out.append(info)
+    return out
+
+
+def test_hostile_names_stay_text_and_a_viewer_holds_no_robot_credential(live_site):
+    from playwright.sync_api import sync_playwright
+
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
+            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        page = browser.new_page(viewport={"width": 1500, "height": 1000})
+        page.set_default_timeout(30_000)
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(live_site["url"])
+        page.get_by_label("Username", exact=True).fill("viewer1")
+        page.get_by_label("Password", exact=True).fill(PASSWORD)
+        page.get_by_role("button", name="Log in").click()
+        page.get_by_role("heading", name="Tasks & fleet").wait_for()
+        page.get_by_role("link", name="Live").click()
+        page.get_by_role("heading", name="Live").wait_for()
+        _wait(lambda: len(_cards(page)) >= len(HOSTILE_NAMES), 60, "the live cards")
+        _wait(lambda: all(c["frames"] > 3 for c in _cards(page)), 60, "frames on every card")
+        page.screenshot(path=str(ARTIFACTS / "live_hostile_names.png"))
+        cards = _cards(page)
+        assert sorted(c["name"] for c in cards) == sorted(HOSTILE_NAMES)  # shown verbatim, as text
+        assert all(c["conn"] == "live" for c in cards), [c["conn"] for c in cards]
+        assert [c["pwned"] for c in cards] == [None] * len(cards)
+        assert page.evaluate("() => window.__pwned || null") is None and not dialogs
+        html = page.content() + "".join(c["html"] for c in cards)
+        assert live_site["secret"] not in html
+        ticket = json.loads(cards[0]["html"].split("const CFG = ")[1].split(";\n")[0])["ticket"]
+        browser.close()
+    # the viewer's ticket reads the feed, and cannot register a robot
+    srv = live_site["telemetry"]
+    with connect(srv.url("/telemetry") + "?ticket=" + ticket) as ws:
+        assert json.loads(ws.recv(5))["type"] == "hello"
+    with connect(srv.url("/robot") + "?token=" + ticket) as ws:
+        ws.send(json.dumps({"type": "register", "protocol": 1, "name": "sneaky", "camera": {"height": 8, "width": 8},
+                            "action": {"dim": 2}}))
+        err = json.loads(ws.recv(5))
+        assert err["code"] == "unauthorized" and "robot token" in err["message"], err
