@@ -18,7 +18,6 @@ last outcome). Frames per second actually drawn are shown on the card and expose
 """
 from __future__ import annotations
 
-import html
 import json
 import re
 from typing import Optional
@@ -47,7 +46,7 @@ _TEMPLATE = r"""<!doctype html>
  <div class="top">
   <img id="frame" alt="live camera frame">
   <div class="meta">
-   <div class="name">__NAME__</div>
+   <div class="name" id="name"></div>
    <div class="wrap">detector <span id="det" class="badge">waiting</span></div>
    <div>d(o,g) <b id="d">-</b> &nbsp; step <b id="step">-</b></div>
    <div>checkpoint <b id="ckpt">-</b></div>
@@ -62,6 +61,7 @@ _TEMPLATE = r"""<!doctype html>
 (function () {
   const CFG = __CFG__;
   const $ = (id) => document.getElementById(id);
+  $("name").textContent = CFG.name;  // user text goes in as text only, never into markup
   const img = $("frame"), canvas = $("curve"), ctx = canvas.getContext("2d");
   let curve = [], lastStep = -1, lastEpisode = null, stamps = [], total = 0, threshold = CFG.threshold;
 
@@ -190,13 +190,14 @@ def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold
     """The HTML for one robot's live card (matched to telemetry by name or robots.id)."""
     cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
            "ticket": telemetry.ticket, "threshold": threshold}
-    # One pass over the template: a value is never scanned for placeholders again (a robot named
-    # "__CFG__<img onerror=...>" once had the config substituted inside its escaped name, as live HTML).
-    values = {"__H__": str(CARD_HEIGHT - 8), "__NAME__": html.escape(robot_name), "__CFG__": _script_json(cfg)}
+    # No user text is substituted into markup: the name travels inside the script-safe config and
+    # the card sets it with textContent. One pass over the template, so no value is ever scanned
+    # for placeholders (a robot named "__CFG__<img onerror=...>" once became live HTML that way).
+    values = {"__H__": str(CARD_HEIGHT - 8), "__CFG__": _script_json(cfg)}
     return _PLACEHOLDER.sub(lambda m: values[m.group(0)], _TEMPLATE)
 
 
-_PLACEHOLDER = re.compile(r"__(?:H|NAME|CFG)__")
+_PLACEHOLDER = re.compile(r"__(?:H|CFG)__")
 
 
 def _script_json(value: dict) -> str:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import ast
 import datetime as dt
-import html as htmllib
 import json
 import re
 import subprocess
@@ -147,8 +146,7 @@ def test_a_hostile_robot_name_never_becomes_live_html(name):
     benign = card_html(robot_id=3, robot_name="robot", threshold=1.5, telemetry=Telemetry(port=9999, host="", ticket="t"))
     tags = re.compile(r"<[a-zA-Z/!][^>]*>")
     assert len(tags.findall(html)) == len(tags.findall(benign))  # no tag from the name
-    shown = html.split('class="name">')[1].split("</div>")[0]
-    assert shown == htmllib.escape(name)
+    assert html.split('id="name">')[1].startswith("</div>")  # filled in by textContent, from the config
     cfg = json.loads(html.split("const CFG = ")[1].split(";\n")[0])
     assert cfg["name"] == name
 
