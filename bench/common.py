@@ -15,6 +15,26 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
+def free_port() -> int:
+    """A TCP port free on loopback now (for servers started by benches and browser tests)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(cond, timeout: float, what: str, every: float = 0.5):
+    """Poll ``cond()`` until it returns something truthy (returned); TimeoutError naming ``what``."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = cond()
+        if value:
+            return value
+        time.sleep(every)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
 def print_result(result: dict[str, Any]) -> None:
     """The last line of every bench: ``RESULT {json}``."""
     print("RESULT " + json.dumps(result, sort_keys=True, default=float), flush=True)

@@ -85,6 +85,11 @@ from core.worker.message_guard import (ProtocolError, internal_error, json_type,
                                        refuse, send_error)
 
 log = logging.getLogger("dojo.telemetry")
+# The websockets library logs every connection's opening and closing at INFO: two lines a
+# connection, free for anyone who can reach the port (no credential is needed to connect), so
+# they are kept at DEBUG level and below. Set this logger to DEBUG to see them.
+CONNECTION_LOG = logging.getLogger("dojo.websocket.connections")
+CONNECTION_LOG.setLevel(logging.WARNING)
 
 PROTOCOL = 1
 DEFAULT_PORT = 8765
@@ -167,7 +172,7 @@ class WebsocketServer:
         # oversized message reaches the handler and gets an error reply instead of a hard close.
         async with serve(self._dispatch, self.host, self.port, process_request=self._process_request,
                          compression=None, max_size=self.max_message_bytes * 4 + 2**20,
-                         ping_interval=20, ping_timeout=20, write_limit=2**16) as server:
+                         ping_interval=20, ping_timeout=20, write_limit=2**16, logger=CONNECTION_LOG) as server:
             self._server = server
             self.port = server.sockets[0].getsockname()[1]
             self._ready.set()

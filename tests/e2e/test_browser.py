@@ -18,13 +18,14 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+
+from bench.common import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e"
@@ -34,20 +35,8 @@ ROBOTS = 8
 FPS_WINDOW_S = 6.0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _wait(cond, timeout: float, what: str, every: float = 0.5):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +77,7 @@ def served(stage1, tmp_path_factory):
                                 detector_success=i == 0, gt_success=i != 0, detector_threshold=1.0)
         task_id = task.id
     db.dispose()
-    port, tport = _free_port(), _free_port()
+    port, tport = free_port(), free_port()
     env = {**os.environ, "DOJO_DATA": str(data), "DOJO_DB": str(db_path), "DOJO_ADMIN_PASSWORD": PASSWORD,
            "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
     env.pop("DATABASE_URL", None)
@@ -103,7 +92,7 @@ def served(stage1, tmp_path_factory):
                 return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
             except OSError:
                 return False
-        _wait(up, 60, "the web app to answer")
+        wait_until(up, 60, "the web app to answer")
         yield {"url": f"http://127.0.0.1:{port}", "db": str(db_path), "task_id": task_id, "proc": proc,
                "log": data / "launcher.log"}
     finally:
@@ -181,13 +170,13 @@ def test_supervise_practice_in_a_browser(served):
         def robots_online():
             with db.read() as s:
                 return s.query(Robot).filter(Robot.status == "online").count() >= ROBOTS
-        _wait(robots_online, 150, f"{ROBOTS} robots online (worker log: {served['log']})")
+        wait_until(robots_online, 150, f"{ROBOTS} robots online (worker log: {served['log']})")
 
         # 3. the live grid: frames change; frames/s per robot measured in the browser
         page.get_by_role("link", name="Live").click()
         page.get_by_role("heading", name="Live").wait_for()
-        _wait(lambda: len(_frame_counts(page)) >= ROBOTS, 60, f"{ROBOTS} live cards")
-        _wait(lambda: all(n > 0 for n, _ in _frame_counts(page).values()), 120, "frames on every card")
+        wait_until(lambda: len(_frame_counts(page)) >= ROBOTS, 60, f"{ROBOTS} live cards")
+        wait_until(lambda: all(n > 0 for n, _ in _frame_counts(page).values()), 120, "frames on every card")
         c0, t0 = _frame_counts(page), time.monotonic()
         time.sleep(FPS_WINDOW_S)
         c1, t1 = _frame_counts(page), time.monotonic()
@@ -205,13 +194,13 @@ def test_supervise_practice_in_a_browser(served):
         def practising():
             with db.read() as s:
                 return s.query(Episode).filter(Episode.status == "running").count() >= ROBOTS
-        _wait(practising, 300, f"{ROBOTS} practice episodes running (worker log: {served['log']})")
+        wait_until(practising, 300, f"{ROBOTS} practice episodes running (worker log: {served['log']})")
         page.get_by_role("button", name="✓ Success").first.click()
 
         def overridden():
             with db.read() as s:
                 return s.query(Episode).filter(Episode.override_by == "admin").first()
-        ep = _wait(overridden, 30, "the override in the database")
+        ep = wait_until(overridden, 30, "the override in the database")
         assert ep.override_success is True
         page.screenshot(path=str(ARTIFACTS / "04_live_override.png"))
 
@@ -226,7 +215,7 @@ def test_supervise_practice_in_a_browser(served):
         def labelled():
             with db.read() as s:
                 return s.query(Episode).filter(Episode.label_by == "admin").first()
-        ep = _wait(labelled, 30, "the label in the database")
+        ep = wait_until(labelled, 30, "the label in the database")
         assert ep.label_success is True and ep.label_at is not None
         page.get_by_text(re.compile(r"labelled success")).wait_for()
 
@@ -273,7 +262,7 @@ def test_a_chart_page_renders_on_a_fresh_servers_first_visit(page_name, tmp_path
 
     db_path = tmp_path / "dojo.sqlite"
     seed(str(db_path), episodes=20, robots=2)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "DOJO_DATA": str(tmp_path), "DOJO_DB": str(db_path)}
     env.pop("DATABASE_URL", None)
     log = open(tmp_path / "streamlit.log", "w")
@@ -287,7 +276,7 @@ def test_a_chart_page_renders_on_a_fresh_servers_first_visit(page_name, tmp_path
             except OSError:
                 return False
 
-        _wait(up, 60, "the web app to answer")
+        wait_until(up, 60, "the web app to answer")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         with _browser() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,

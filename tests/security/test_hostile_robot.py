@@ -268,7 +268,7 @@ def test_a_flood_of_1000_hostile_messages_leaves_the_log_almost_empty(hub, caplo
     th.join(10)
     assert not isinstance(out["r"], RobotFailure)
     assert hub.get("arm-1").errors == 1000
-    lines = [r for r in caplog.records if r.levelno >= logging.WARNING or r.name.startswith("dojo")]
+    lines = [r for r in caplog.records if r.levelno >= logging.INFO]  # any logger: the library's too
     assert lines == [], caplog.text
     ws.close()
 

@@ -104,7 +104,7 @@ def test_hostile_viewer_messages_get_errors_and_frames_still_arrive(server, capl
             pass
     assert got and {m["type"] for m in got} == {"frame"} and {m["robot"] for m in got} == {"b"}
     assert client.consecutive_errors == 0
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.name.startswith("dojo")], caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text  # any logger
 
 
 @pytest.mark.parametrize("first", [deep(2000), b"\x00", '{"type": "subscribe", "robots": 5}', "x" * 200_000])
@@ -117,7 +117,7 @@ def test_hostile_first_messages_without_a_ticket_are_refused_quietly(server, cap
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(5)
         assert e.value.rcvd.code == 4401
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.name.startswith("dojo")], caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text  # any logger
 
 
 def test_a_viewer_sending_only_garbage_is_closed_after_the_bound(server):
@@ -144,4 +144,4 @@ def test_a_viewer_flood_of_1000_hostile_messages_logs_nothing(server, caplog):
                 ws.send(json.dumps({"type": "subscribe", "robots": None}))
         wait_clients(hub, 1)
         assert hub._clients[0].errors == 1000
-    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.name.startswith("dojo")], caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.INFO], caplog.text  # any logger

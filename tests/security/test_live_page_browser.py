@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -19,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
+from bench.common import free_port, wait_until
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,20 +35,8 @@ HOSTILE_NAMES = [
 HOSTILE_INSTRUCTION = "<img src=x onerror=\"window.__pwned='instr'\"> push the red moon"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
-def _wait(cond, timeout: float, what: str):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
 @pytest.fixture(scope="module")
@@ -96,7 +85,7 @@ def live_site(tmp_path_factory):
 
     feeder = threading.Thread(target=publish, daemon=True)
     feeder.start()
-    port = _free_port()
+    port = free_port()
     env.update({"DOJO_DATA": str(data), "DOJO_DB": str(data / "dojo.sqlite"), "DOJO_TELEMETRY_PORT": str(srv.port)})
     log = open(data / "app.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
@@ -109,7 +98,7 @@ def live_site(tmp_path_factory):
         except OSError:
             return False
     try:
-        _wait(up, 60, "the web app to answer")
+        wait_until(up, 60, "the web app to answer")
         yield {"url": f"http://127.0.0.1:{port}", "secret": secret, "telemetry": srv}
     finally:
         stop.set()
@@ -152,8 +141,8 @@ def test_hostile_names_stay_text_and_a_viewer_holds_no_robot_credential(live_sit
         page.get_by_role("heading", name="Tasks & fleet").wait_for()
         page.get_by_role("link", name="Live").click()
         page.get_by_role("heading", name="Live").wait_for()
-        _wait(lambda: len(_cards(page)) >= len(HOSTILE_NAMES), 60, "the live cards")
-        _wait(lambda: all(c["frames"] > 3 for c in _cards(page)), 60, "frames on every card")
+        wait_until(lambda: len(_cards(page)) >= len(HOSTILE_NAMES), 60, "the live cards")
+        wait_until(lambda: all(c["frames"] > 3 for c in _cards(page)), 60, "frames on every card")
         page.screenshot(path=str(ARTIFACTS / "live_hostile_names.png"))
         cards = _cards(page)
         assert sorted(c["name"] for c in cards) == sorted(HOSTILE_NAMES)  # shown verbatim, as text
