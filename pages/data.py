@@ -1,5 +1,5 @@
-"""Data: import a demonstration archive (validated whole before anything is written) and
-export episodes as a LeRobot-style parquet dataset."""
+"""Data: import a demonstration archive, Dojo's own or a LeRobot v3.0 dataset (validated whole
+before anything is written), and export episodes as a LeRobot v3.0 dataset."""
 from __future__ import annotations
 
 import streamlit as st
@@ -21,8 +21,10 @@ with db.read() as s:
 names = {t.id: t.name for t in tasks}
 
 st.subheader("Import demonstrations")
-st.markdown("Upload a `.zip` or `.tar(.gz)` of a dataset folder: `dataset.json` + `episodes/ep_<seed>.npz` "
-            "(format in `core/learning/dataset.py`). Every file is checked first; a bad archive is refused whole.")
+st.markdown("Upload a `.zip` or `.tar(.gz)` of a dataset folder: Dojo's own (`dataset.json` + "
+            "`episodes/ep_<seed>.npz`, format in `core/learning/dataset.py`) or a **LeRobot v3.0** dataset "
+            "(`meta/info.json`, `data/`, `videos/`; its frames are resized to the task's image size and its actions "
+            "scaled into [-1, 1]). Every file is checked first; a bad archive is refused whole.")
 may_import = can(user, "enqueue_job")
 if not tasks:
     st.info("No task to import into yet.")
@@ -45,6 +47,11 @@ else:
         else:
             st.session_state["imported"] = (str(res.path), task_id)
             st.success(f"Imported {res.episodes} episodes ({res.frames} frames) into {md(res.path)}.")
+            if res.lerobot:
+                meta = res.lerobot["dataset"]
+                st.info(md(f"LeRobot dataset: {meta['total_episodes']} episodes, {meta['total_frames']} frames in its "
+                           f"meta; camera {res.lerobot['camera']}, actions scaled from "
+                           f"{res.lerobot['action_bounds_from']}. {res.lerobot['note']}."))
     if "imported" in st.session_state and may_import:
         path, tid = st.session_state["imported"]
         if st.button(f"Train Stage 1 on {md(path)}", help="enqueue an sft job on this dataset (progress on Tasks & fleet)"):
@@ -55,8 +62,9 @@ else:
                 st.success(f"sft job {job.id} queued; its progress shows on Tasks & fleet.")
 
 st.subheader("Export episodes")
-st.markdown("LeRobot-style dataset (v2.1 layout): parquet per episode with JPEG frames embedded, "
-            "`meta/info.json`, `meta/episodes.jsonl`, `meta/tasks.jsonl`; columns are documented in its README.md.")
+st.markdown("LeRobot v3.0 dataset (what `LeRobotDataset` loads): `data/` parquet, `videos/` mp4, `meta/info.json`, "
+            "`meta/stats.json`, `meta/tasks.parquet`, `meta/episodes/`; Dojo's extra columns are documented in its "
+            "README.md.")
 st.caption(f"{n_episodes} episodes stored.")
 c1, c2, c3 = st.columns(3)
 ex_task = c1.selectbox("Task", [None] + list(names), format_func=lambda i: "all" if i is None else names[i],
@@ -65,7 +73,7 @@ source = c2.selectbox("Source", [None, "practice", "demo", "eval"], format_func=
 limit = c3.number_input("Newest episodes", 1, 5000, 100)
 if st.button("Build export"):
     try:
-        with st.spinner("Writing parquet..."):
+        with st.spinner("Writing parquet and encoding video..."):
             blob, summary = dataio.export_lerobot(db, task_id=ex_task, source=source, limit=int(limit))
     except ValueError as e:
         st.error(md(e))

@@ -12,11 +12,15 @@ and nothing is imported. A good one has its episodes written to the database (so
 ``demo``) in ONE transaction, and the folder is renamed into ``data/datasets/<name>`` last;
 if any step fails the folder is removed and the transaction rolled back.
 
-Export: episodes to a LeRobot-style dataset (the v2.1 layout: ``meta/info.json``,
-``meta/episodes.jsonl``, ``meta/tasks.jsonl``, ``data/chunk-000/episode_NNNNNN.parquet``)
-with the camera frames embedded in the parquet as JPEG images (LeRobot's ``image`` feature:
-a struct of ``bytes`` and ``path``) instead of mp4 video, so no video encoder is needed.
-``README.md`` inside the export documents every column. Zipped for download.
+An archive holding a LeRobot v3.0 dataset instead (``meta/info.json`` at its root or in its
+one top folder) is unpacked under the same limits, converted by ``core/datasets/lerobot.py``
+(``import_lerobot``: the task's image size and action size, the task's backend), and the
+converted folder goes through the same checks and the same all-or-nothing database write.
+
+Export: episodes to a LeRobot v3.0 dataset (``core/datasets/lerobot.py``,
+``export_lerobot_v3``: data parquet, mp4 videos, ``meta/info.json``, ``meta/stats.json``,
+``meta/tasks.parquet``, ``meta/episodes/``), with ``README.md`` documenting Dojo's extra
+columns. Zipped for download.
 """
 from __future__ import annotations
 
@@ -36,10 +40,13 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.datasets import from_db
+from core.datasets import lerobot as lr
+from core.datasets import lerobot_export as lrx
 from storage import repo
-from storage.models import Episode, Frame, Step, Task
+from storage.models import Episode, Step, Task
 from ui import archive as limits  # its limits are read at call time (the tests lower them)
-from ui.archive import ArchiveError, Source, extract, npz_unpacked_size, size
+from ui.archive import ArchiveError, Extracted, Source, extract, npz_unpacked_size, size
 
 FORMAT = "dojo-demos"  # the same constants as core/learning/dataset.py, which imports torch
 VERSION = 1
@@ -179,7 +186,12 @@ def _check_episode(name: str, path: Path) -> tuple[Optional[DemoEpisode], list[s
 def _unpack_and_check(source: Source, filename: str, dest: Path) -> ValidArchive:
     """Unpack into ``dest`` (which must not exist) and check every file; on any problem
     ``dest`` is removed and ArchiveError lists them all."""
-    ex = extract(source, filename, dest)
+    return _check_unpacked(extract(source, filename, dest), dest)
+
+
+def _check_unpacked(ex: Extracted, dest: Path) -> ValidArchive:
+    """Check every file of an unpacked dataset (``ex.root``, inside ``dest``); on any problem
+    ``dest`` is removed and ArchiveError lists them all."""
     try:
         problems = list(ex.problems)
         members = set(ex.files)
@@ -251,6 +263,7 @@ class ImportResult:
     episodes: int
     frames: int
     episode_ids: list[int]
+    lerobot: Optional[dict[str, Any]] = None  # import_lerobot's summary, for a LeRobot v3.0 archive
 
 
 def import_archive(db, source: Source, filename: str, task_id: int, *, actor, datasets_dir: Path) -> ImportResult:
@@ -261,7 +274,8 @@ def import_archive(db, source: Source, filename: str, task_id: int, *, actor, da
         task = s.get(Task, task_id)
         if task is None:
             raise ArchiveError([f"task {task_id} does not exist"])
-        task_backend, task_name = task.backend, task.name
+        task_backend, task_name, task_config = task.backend, task.name, dict(task.env_config or {})
+        task_action_dim = _task_action_dim(s, task_id, task_config)
     # Before the upload is touched: importing training data is a supervisor's action, and
     # unpacking costs the server disk and CPU.
     repo.require_role(actor, "enqueue_job")
@@ -269,7 +283,11 @@ def import_archive(db, source: Source, filename: str, task_id: int, *, actor, da
     # Unpacked next to its final place, so the last step is a rename on the same disk.
     tmp = datasets_dir / f".import-{uuid.uuid4().hex[:8]}"
     try:
-        archive = _unpack_and_check(source, filename, tmp)
+        ex = extract(source, filename, tmp)
+        converted = None
+        if "meta/info.json" in ex.files:  # a LeRobot dataset: converted first, then checked like any other
+            ex, converted = _convert_lerobot(ex, tmp, task_config, task_backend, task_action_dim)
+        archive = _check_unpacked(ex, tmp)
         assert archive.root is not None
         if archive.meta.get("backend") != task_backend:
             raise ArchiveError([f"dataset.json: backend {archive.meta.get('backend')!r} does not match task "
@@ -303,133 +321,82 @@ def import_archive(db, source: Source, filename: str, task_id: int, *, actor, da
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     shutil.rmtree(tmp, ignore_errors=True)  # what is left when the dataset was the archive's top folder
-    return ImportResult(path=final, episodes=len(ids), frames=archive.n_frames, episode_ids=ids)
+    return ImportResult(path=final, episodes=len(ids), frames=archive.n_frames, episode_ids=ids, lerobot=converted)
+
+
+def _task_action_dim(s: Session, task_id: int, env_config: dict[str, Any]) -> Optional[int]:
+    """The task's action size: its config's, else that of an episode already stored for it."""
+    if isinstance(env_config.get("action_dim"), int):
+        return env_config["action_dim"]
+    action = env_config.get("action")
+    if isinstance(action, dict) and isinstance(action.get("dim"), int):  # a remote robot's spec
+        return action["dim"]
+    ids = list(s.scalars(select(Episode.id).where(Episode.task_id == task_id).limit(20)))
+    return _action_dim(s, ids) if ids else None
+
+
+def _convert_lerobot(ex: Extracted, tmp: Path, task_config: dict[str, Any], backend: str,
+                     action_dim: Optional[int]) -> tuple[Extracted, dict[str, Any]]:
+    """The unpacked LeRobot v3.0 dataset as a Dojo dataset in ``tmp/.dojo`` (the raw files go with
+    ``tmp``); its problems as ArchiveError, like any archive's."""
+    if ex.problems:  # refused names (links, '..' paths): the archive is refused as a whole
+        raise ArchiveError(list(ex.problems))
+    out = tmp / ".dojo"
+    size_ = task_config.get("image_size")
+    try:
+        summary = lr.import_lerobot(ex.root, out, image_size=size_ if isinstance(size_, int) else None,
+                                    expect_action_dim=action_dim, backend=backend, env_config=task_config)
+    except lr.LeRobotError as e:
+        raise ArchiveError([f"LeRobot dataset: {e}"]) from None
+    except (OSError, ValueError, KeyError, TypeError) as e:  # a corrupt parquet or video file
+        raise ArchiveError([f"LeRobot dataset: unreadable ({type(e).__name__}: {e})"]) from None
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    return Extracted(root=out, files=files), summary
 
 
 # --- exporting --------------------------------------------------------------------------------
 
-EXPORT_README = """# Dojo episode export (LeRobot-style, v2.1 layout)
+EXPORT_README = """# Dojo episode export (LeRobot v3.0)
 
-meta/info.json        dataset description: fps, features (name -> dtype, shape), counts
-meta/episodes.jsonl   one line per episode: episode_index, tasks [instruction], length, and
-                      Dojo's own fields (dojo_episode_id, source, checkpoint_id, outcomes)
-meta/tasks.jsonl      one line per distinct instruction: task_index, task
-data/chunk-000/episode_NNNNNN.parquet   one row per frame (Apache Parquet):
-  observation.image   struct<bytes: binary, path: string>  JPEG camera frame (LeRobot "image")
-  action              list<float32>  action taken at this frame (null on the last frame)
-  timestamp           float32        seconds since the episode start (frame_index / fps)
-  frame_index         int64          t within the episode
-  episode_index       int64
-  index               int64          row number across the whole export
-  task_index          int64          row of meta/tasks.jsonl
-  next.reward         float32        reward r_t = d(o_t,g) - d(o_t+1,g) where recorded
-  next.done           bool           true on the last frame
-  steps_to_go         float32        d(o_t, g): the model's steps-to-go estimate
-  detector_fired      bool           the success detector had fired by this frame
-Outcomes per episode (meta/episodes.jsonl): detector_success, override_success (a
-supervisor's), label_success (a reviewer's), gt_success (the simulator's), null if unknown.
-Read with pyarrow/pandas (pd.read_parquet) or LeRobot's dataset loader for image features.
+A LeRobot v3.0 dataset (LeRobotDataset loads it; layout and mapping in Dojo's
+docs/dataset-format.md, "LeRobot"):
+meta/info.json, meta/stats.json, meta/tasks.parquet, meta/episodes/chunk-000/file-000.parquet,
+data/chunk-*/file-*.parquet (one row per frame), videos/observation.images.camera/chunk-*/file-*.mp4.
+Per-frame columns beyond LeRobot's own (index, episode_index, frame_index, timestamp, task_index,
+action, observation.state):
+  dojo.d                 float32  d(o_t, g): the model's steps-to-go estimate (NaN: not recorded)
+  dojo.reward            float32  reward r_t where recorded (NaN otherwise)
+  dojo.detector_fired    bool     the success detector had fired by this frame
+  dojo.gt_success        int8     the episode's ground truth (the simulator's): 1, 0, -1 unknown
+  dojo.override_success  int8     a supervisor's override of the outcome: 1, 0, -1 none
+  dojo.action_valid      bool     false on the last frame (Dojo takes no action there; the column
+                                  repeats the previous action so every row has one)
+Per-episode columns in meta/episodes: dojo/episode_id, dojo/source, dojo/seed, dojo/checkpoint_id,
+dojo/session_id, dojo/detector_success, dojo/label_success (a reviewer's).
 """
 
 
 def export_lerobot(db, *, task_id: Optional[int] = None, source: Optional[str] = None,
                    session_id: Optional[int] = None, limit: int = 100, fps: int = 10) -> tuple[bytes, dict[str, Any]]:
-    """Zip bytes of the newest ``limit`` finished episodes matching the filters, and a summary."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    with db.read() as s:
-        q = select(Episode).where(Episode.status == "finished").order_by(Episode.id.desc()).limit(limit)
-        for col, v in ((Episode.task_id, task_id), (Episode.source, source), (Episode.session_id, session_id)):
-            if v is not None:
-                q = q.where(col == v)
-        episodes = list(s.scalars(q))[::-1]
-        if not episodes:
-            raise ValueError("no finished episodes match the filters; nothing to export")
-        tasks: dict[str, int] = {}
+    """Zip bytes of the newest ``limit`` finished episodes matching the filters as a LeRobot
+    v3.0 dataset, and a summary. Episodes are read from the database one at a time."""
+    ids = from_db.select_episode_ids(db, task_id=task_id, source=source, session_id=session_id, limit=limit)
+    if not ids:
+        raise ValueError("no finished episodes match the filters; nothing to export")
+    with tempfile.TemporaryDirectory(prefix="dojo-export-") as work:
+        root = Path(work) / "lerobot"
+        try:
+            summary = lrx.export_lerobot_v3(from_db.db_episodes(db, ids), root, fps=fps, robot_type="dojo",
+                                           readme=EXPORT_README)
+        except lr.LeRobotError as e:
+            raise ValueError(f"export failed: {e}") from None
         buf = io.BytesIO()
-        index = 0
-        image_shape = None
-        ep_lines = []
-        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:
-            for ei, ep in enumerate(episodes):
-                steps = list(s.execute(select(Step.t, Step.action, Step.d, Step.reward, Step.detector_fired,
-                                              Step.frame_t).where(Step.episode_id == ep.id).order_by(Step.t)))
-                frames = {t: data for t, data in s.execute(select(Frame.t, Frame.data).where(Frame.episode_id == ep.id))}
-                task_index = tasks.setdefault(ep.instruction or "", len(tasks))
-                n = len(steps)
-                if image_shape is None and frames:
-                    image_shape = _jpeg_shape(next(iter(frames.values())))
-                fired = False
-                rows: dict[str, list] = {k: [] for k in ("observation.image", "action", "timestamp", "frame_index",
-                                                          "episode_index", "index", "task_index", "next.reward",
-                                                          "next.done", "steps_to_go", "detector_fired")}
-                for i, (t, action, d, reward, det, frame_t) in enumerate(steps):
-                    fired = fired or bool(det)
-                    img = frames.get(frame_t) if frame_t is not None else None
-                    rows["observation.image"].append(
-                        None if img is None else {"bytes": img, "path": f"episode_{ei:06d}/frame_{t:06d}.jpg"})
-                    rows["action"].append(None if action is None else [float(a) for a in action])
-                    rows["timestamp"].append(t / fps)
-                    rows["frame_index"].append(t)
-                    rows["episode_index"].append(ei)
-                    rows["index"].append(index)
-                    rows["task_index"].append(task_index)
-                    rows["next.reward"].append(reward)
-                    rows["next.done"].append(i == n - 1)
-                    rows["steps_to_go"].append(d)
-                    rows["detector_fired"].append(fired)
-                    index += 1
-                table = pa.table({
-                    "observation.image": pa.array(rows["observation.image"],
-                                                  pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
-                    "action": pa.array(rows["action"], pa.list_(pa.float32())),
-                    "timestamp": pa.array(rows["timestamp"], pa.float32()),
-                    "frame_index": pa.array(rows["frame_index"], pa.int64()),
-                    "episode_index": pa.array(rows["episode_index"], pa.int64()),
-                    "index": pa.array(rows["index"], pa.int64()),
-                    "task_index": pa.array(rows["task_index"], pa.int64()),
-                    "next.reward": pa.array(rows["next.reward"], pa.float32()),
-                    "next.done": pa.array(rows["next.done"], pa.bool_()),
-                    "steps_to_go": pa.array(rows["steps_to_go"], pa.float32()),
-                    "detector_fired": pa.array(rows["detector_fired"], pa.bool_()),
-                })
-                pbuf = io.BytesIO()
-                pq.write_table(table, pbuf)
-                zf.writestr(f"data/chunk-000/episode_{ei:06d}.parquet", pbuf.getvalue())
-                ep_lines.append({"episode_index": ei, "tasks": [ep.instruction or ""], "length": n,
-                                 "dojo_episode_id": ep.id, "source": ep.source, "checkpoint_id": ep.checkpoint_id,
-                                 "robot_id": ep.robot_id, "seed": ep.seed,
-                                 "detector_success": ep.detector_success, "override_success": ep.override_success,
-                                 "label_success": ep.label_success, "gt_success": ep.gt_success})
-            action_dim = _action_dim(s, [e.id for e in episodes])
-            info = {
-                "codebase_version": "v2.1", "robot_type": "dojo-sim", "fps": fps,
-                "total_episodes": len(episodes), "total_frames": index, "total_tasks": len(tasks),
-                "chunks_size": 1000, "total_chunks": 1, "splits": {"train": f"0:{len(episodes)}"},
-                "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
-                "video_path": None,
-                "features": {
-                    "observation.image": {"dtype": "image", "shape": list(image_shape or (0, 0, 3)),
-                                          "names": ["height", "width", "channel"]},
-                    "action": {"dtype": "float32", "shape": [action_dim or 0], "names": None},
-                    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-                    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-                    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-                    "index": {"dtype": "int64", "shape": [1], "names": None},
-                    "task_index": {"dtype": "int64", "shape": [1], "names": None},
-                    "next.reward": {"dtype": "float32", "shape": [1], "names": None},
-                    "next.done": {"dtype": "bool", "shape": [1], "names": None},
-                    "steps_to_go": {"dtype": "float32", "shape": [1], "names": None},
-                    "detector_fired": {"dtype": "bool", "shape": [1], "names": None},
-                },
-            }
-            zf.writestr("meta/info.json", json.dumps(info, indent=2))
-            zf.writestr("meta/episodes.jsonl", "".join(json.dumps(x) + "\n" for x in ep_lines))
-            zf.writestr("meta/tasks.jsonl", "".join(json.dumps({"task_index": i, "task": t}) + "\n"
-                                                    for t, i in tasks.items()))
-            zf.writestr("README.md", EXPORT_README)
-    return buf.getvalue(), {"episodes": len(episodes), "frames": index, "tasks": len(tasks)}
+        with zipfile.ZipFile(buf, "w", zipfile.ZIP_STORED) as zf:  # parquet and mp4 are compressed already
+            for p in sorted(root.rglob("*")):
+                if p.is_file():
+                    zf.write(p, p.relative_to(root).as_posix())
+    return buf.getvalue(), {"episodes": summary["episodes"], "frames": summary["frames"], "tasks": summary["tasks"],
+                            "format": "lerobot v3.0", "codec": summary["codec"]}
 
 
 def _action_dim(s: Session, ids: list[int]) -> Optional[int]:
@@ -437,10 +404,3 @@ def _action_dim(s: Session, ids: list[int]) -> Optional[int]:
         if a is not None:  # JSON null (the last frame's action) is not SQL NULL
             return len(a)
     return None
-
-
-def _jpeg_shape(data: bytes) -> tuple[int, int, int]:
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as im:
-        return (im.height, im.width, len(im.getbands()))

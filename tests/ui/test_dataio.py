@@ -154,25 +154,25 @@ def test_a_database_failure_leaves_no_files(db, admin, seeded, tmp_path, monkeyp
     assert count(db) == before and list(tmp_path.iterdir()) == []
 
 
-def test_export_is_lerobot_style_parquet(db, seeded):
+def test_export_is_lerobot_v3(db, seeded):
     import pyarrow.parquet as pq
 
     blob, summary = dataio.export_lerobot(db, task_id=seeded.task_id, source="practice", limit=3)
-    assert summary["episodes"] == 3
+    assert summary["episodes"] == 3 and summary["frames"] == 60 and summary["format"] == "lerobot v3.0"
     zf = zipfile.ZipFile(io.BytesIO(blob))
     names = set(zf.namelist())
-    assert {"meta/info.json", "meta/episodes.jsonl", "meta/tasks.jsonl", "README.md",
-            "data/chunk-000/episode_000000.parquet"} <= names
+    assert {"meta/info.json", "meta/stats.json", "meta/tasks.parquet", "meta/episodes/chunk-000/file-000.parquet",
+            "data/chunk-000/file-000.parquet", "videos/observation.images.camera/chunk-000/file-000.mp4",
+            "README.md"} <= names
     info = json.loads(zf.read("meta/info.json"))
-    assert info["codebase_version"] == "v2.1" and info["features"]["observation.image"]["dtype"] == "image"
-    assert info["features"]["action"]["shape"] == [2]
-    table = pq.read_table(io.BytesIO(zf.read("data/chunk-000/episode_000000.parquet")))
-    assert table.num_rows == 20
-    img = table.column("observation.image")[0].as_py()
-    assert img["bytes"][:2] == b"\xff\xd8"  # JPEG
-    assert table.column("next.done").to_pylist()[-1] is True
-    eps = [json.loads(x) for x in zf.read("meta/episodes.jsonl").decode().splitlines()]
-    assert len(eps) == 3 and "gt_success" in eps[0]
+    assert info["codebase_version"] == "v3.0" and info["features"]["observation.images.camera"]["dtype"] == "video"
+    assert info["features"]["action"]["shape"] == [2] and info["total_frames"] == 60
+    table = pq.read_table(io.BytesIO(zf.read("data/chunk-000/file-000.parquet")))
+    assert table.num_rows == 60 and table.column("action")[0].as_py() == pytest.approx([0.1, -0.2])
+    assert table.column("dojo.action_valid").to_pylist()[19] is False
+    assert table.column("dojo.d")[0].as_py() > 0
+    eps = pq.read_table(io.BytesIO(zf.read("meta/episodes/chunk-000/file-000.parquet"))).to_pylist()
+    assert len(eps) == 3 and "dojo/episode_id" in eps[0] and eps[0]["length"] == 20
 
 
 def test_export_with_nothing_matching(db):
