@@ -24,6 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from core import cli_data, cli_tasks  # the data and tasks commands, each in its own module
+
 DEFAULT_DATA_DIR = Path(os.environ.get("DOJO_DATA", "data"))
 
 
@@ -461,6 +463,8 @@ COMMANDS = {
     "pipeline": ("demos -> sft -> eval on the bundled Block2Block task", _pipeline_options, cmd_pipeline),
     "refine-labels": ("re-train a reward model's steps-to-go head on a session's judged episodes in the "
                       "database (the web app's refine job)", _refine_labels_options, cmd_refine_labels),
+    "data": cli_data.COMMAND,  # import | export
+    "tasks": cli_tasks.COMMAND,  # catalog | add | list
 }
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from storage import repo
-from ui import actions, bootstrap, queries
+from ui import actions, bootstrap, new_task, prepare, queries
 from ui.app_state import act, can, get_db, require_login
 from ui.text import md
 
@@ -16,12 +16,19 @@ st.title("Tasks & fleet")
 with db.read() as s:
     tasks = repo.list_tasks(s)
 if not tasks:
-    st.info("No task yet. ./scripts/run.sh seeds the demo task (Block2Block tabletop) on its first start.")
+    st.info("No task yet. ./scripts/run.sh seeds the demo task (Block2Block tabletop) on its first start; "
+            "a supervisor can create one here (New task).")
+    new_task.section(user)
     st.stop()
 
 names = [t.name for t in tasks]
 default = names.index(bootstrap.DEMO_TASK) if bootstrap.DEMO_TASK in names else 0
-task = tasks[st.selectbox("Task", range(len(tasks)), index=default, format_func=lambda i: names[i])]
+pick = f"tasks_task_{len(tasks)}"  # a new widget when the list changes: an index never points at another task
+if (created := new_task.take_created()) in names:  # the task the New task section just made
+    st.session_state[pick] = names.index(created)
+elif pick not in st.session_state:
+    st.session_state[pick] = default
+task = tasks[st.selectbox("Task", range(len(tasks)), key=pick, format_func=lambda i: names[i])]
 
 
 @st.fragment(run_every=3)
@@ -56,7 +63,65 @@ def jobs_table() -> None:
             st.code(failed[0]["error"] or "no error recorded")
 
 
+@st.fragment(run_every=3)
+def prepare_section() -> None:
+    """Any task, step by step: each step a job with its progress, time left, cancel and last message."""
+    with db.read() as s:
+        ready = prepare.readiness(s, task.id)
+    st.subheader("Prepare this task")
+    st.caption(md(ready.missing))
+    for step in ready.steps:
+        job = step.job
+        c1, c2 = st.columns([5, 1])
+        state = "done" if step.done else (job["status"] if job else "not started")
+        text = f"{step.name}: {state}" + (f" · {step.detail}" if step.detail else "")
+        if job and job["status"] in prepare.ACTIVE:
+            left = prepare.time_left_s(job)
+            text += f" · job {job['id']}" + (f", about {left / 60:.0f} min left" if left is not None else "")
+            c1.progress(min(1.0, job["progress"]), text=md(text))
+            if c2.button("Cancel", key=f"cancel_prep{job['id']}", disabled=not can(user, "cancel_job")):
+                act(user, "cancel_job", repo.cancel_job, job["id"], success=f"job {job['id']} cancelled")
+                st.rerun()
+        else:
+            c1.markdown(md(text))
+        if job and (job["error"] or job["message"]):
+            c1.caption(md((job["error"] or job["message"])[-300:]))  # the job's last words
+
+
+def prepare_forms() -> None:
+    with db.read() as s:
+        ready = prepare.readiness(s, task.id)
+    may = can(user, "enqueue_job")
+    c1, c2 = st.columns(2)
+    with c1.form("prep_demos"):
+        st.markdown("**Demonstrations** (the task's scripted expert)")
+        n = st.number_input("Episodes", 1, 100_000, prepare.DEFAULT_DEMOS)
+        workers = st.number_input("Expert processes", 1, 16, 1)
+        if st.form_submit_button("Generate demonstrations", disabled=not may):
+            if act(user, "enqueue_job", prepare.enqueue_demos, task.id, int(n), int(workers),
+                   success="demonstrations queued") is not None:
+                st.rerun()
+    with c2.form("prep_sft"):
+        st.markdown("**Stage 1** (behavioural cloning + steps-to-go)")
+        options = {d["id"]: f"job {d['id']}: {d['episodes']} episodes" for d in ready.demos_jobs}
+        demos_job = st.selectbox("Demonstrations", list(options), format_func=options.get,
+                                 placeholder="generate demonstrations first")
+        epochs = st.number_input("Epochs", 1, 500, prepare.DEFAULT_EPOCHS)
+        minutes = st.number_input("Time cap (minutes)", 1.0, 1440.0, prepare.DEFAULT_SFT_MINUTES)
+        d_model = st.selectbox("Model width", (64, 128, 256), index=1, help="d_model of the trunk")
+        if st.form_submit_button("Train Stage 1", disabled=not may or not options):
+            if act(user, "enqueue_job", prepare.enqueue_sft, task.id, int(demos_job), epochs=int(epochs),
+                   max_minutes=float(minutes), policy={"d_model": int(d_model)},
+                   success="Stage 1 queued") is not None:
+                st.rerun()
+
+
 preparation()
+prepare_section()
+with db.read() as s:
+    not_ready = prepare.readiness(s, task.id).next_step in ("demonstrations", "Stage 1")
+with st.expander("Prepare: demonstrations and Stage 1", expanded=not_ready):  # open while the task lacks them
+    prepare_forms()
 left, right = st.columns([3, 2])
 with left:
     st.subheader("Practice sessions")
@@ -213,4 +278,5 @@ for t in tokens:
         act(user, "control_robot", repo.revoke_robot_token, t.id, success="token revoked")
         st.rerun()
 
+new_task.section(user)
 jobs_table()

@@ -1,0 +1,119 @@
+"""Preparing any task from the Tasks page: demonstrations -> Stage 1 -> evaluation -> practice,
+each step a job (progress, time left, cancel, its last message), and what the task still
+lacks with the next step offered.
+
+Functions over the database (``readiness``, ``enqueue_demos``, ``enqueue_sft``, ``time_left_s``)
+that the page's "Prepare" section calls. The jobs themselves are the worker's ``demos``,
+``sft``, ``eval`` and ``practice`` (``python -m core.worker --params``): a demos or sft job for a
+task takes the task's backend and env_config, so any task the catalog can build is prepared
+the same way. The bundled demo task's automatic chain (ui/bootstrap.py) is unchanged.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from storage import repo
+from storage.models import Checkpoint, Job, utcnow
+
+STEPS = ("demonstrations", "Stage 1", "evaluation", "practice")
+STEP_KINDS = {"demonstrations": "demos", "Stage 1": "sft", "evaluation": "eval", "practice": "practice"}
+ACTIVE = ("queued", "running")
+# Sizes a 2-core laptop finishes in minutes; a lab changes them in the form.
+DEFAULT_DEMOS = 200
+DEFAULT_EPOCHS = 8
+DEFAULT_SFT_MINUTES = 15.0
+DEFAULT_EVAL_EPISODES = 50
+
+
+@dataclass
+class Step:
+    name: str
+    done: bool
+    job: Optional[dict[str, Any]] = None  # the newest job of this step for the task
+    detail: str = ""
+
+
+@dataclass
+class Readiness:
+    steps: list[Step] = field(default_factory=list)
+    demos_jobs: list[dict[str, Any]] = field(default_factory=list)  # finished demos jobs: id, dataset, episodes
+    next_step: Optional[str] = None
+    missing: str = ""
+
+
+def _job_row(j: Job) -> dict[str, Any]:
+    return {"id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0.0),
+            "message": j.message or "", "error": (j.error or "")[-800:], "started": j.started_at,
+            "created": j.created_at, "result": j.result or {}}
+
+
+def time_left_s(job: dict[str, Any], now: Optional[dt.datetime] = None) -> Optional[float]:
+    """Seconds left, extrapolated from the running job's progress; None when unknown."""
+    p, started = job.get("progress") or 0.0, job.get("started")
+    if job.get("status") != "running" or started is None or not 0.02 <= p < 1.0:
+        return None
+    spent = ((now or utcnow()) - started).total_seconds()
+    return max(0.0, spent * (1.0 - p) / p)
+
+
+def readiness(s: Session, task_id: int) -> Readiness:
+    """Which steps the task has done, the job of each, and the next step to offer."""
+    jobs: dict[str, Job] = {}
+    demos: list[dict[str, Any]] = []
+    for j in s.scalars(select(Job).where(Job.task_id == task_id).order_by(Job.id)):
+        jobs[j.kind] = j
+        if j.kind == "demos" and j.status == "done" and (j.result or {}).get("dataset"):
+            demos.append({"id": j.id, "dataset": j.result["dataset"], "episodes": j.result.get("episodes")})
+    ckpts = list(s.scalars(select(Checkpoint).where(Checkpoint.task_id == task_id)))
+    sft = [c for c in ckpts if c.stage == "sft"]
+    evaluated = [c for c in ckpts if c.eval_success is not None]
+    practised = any(c.stage == "si" for c in ckpts) or (jobs.get("practice") is not None
+                                                        and jobs["practice"].status in ACTIVE + ("done",))
+    done = {"demonstrations": bool(demos) or bool(sft), "Stage 1": bool(sft), "evaluation": bool(evaluated),
+            "practice": practised}
+    details = {"demonstrations": f"{len(demos)} dataset(s)" if demos else "",
+               "Stage 1": f"{len(sft)} Stage-1 checkpoint(s)" if sft else "",
+               "evaluation": (f"best evaluated success {max(c.eval_success for c in evaluated):.0%}"
+                              if evaluated else ""), "practice": ""}
+    out = Readiness(demos_jobs=list(reversed(demos)))
+    for name in STEPS:
+        j = jobs.get(STEP_KINDS[name])
+        out.steps.append(Step(name, done[name], _job_row(j) if j is not None else None, details[name]))
+    for st in out.steps:
+        if not st.done:
+            out.next_step = st.name
+            break
+    wants = {"demonstrations": "no demonstrations yet: generate them with the scripted expert, or import a "
+                               "dataset on the Data page",
+             "Stage 1": "no Stage-1 checkpoint yet: train one on a finished demonstrations job",
+             "evaluation": "no evaluated checkpoint yet: evaluate one (practice needs an evaluated start to compare "
+                           "against)",
+             "practice": "ready: start a practice session"}
+    out.missing = wants.get(out.next_step or "", "")
+    return out
+
+
+def enqueue_demos(s: Session, task_id: int, n: int, workers: int = 1, *, actor) -> Job:
+    """A demos job for the task (its backend and env_config; the dataset in <data>/demos/job<J>)."""
+    if not 1 <= int(n) <= 100_000:
+        raise ValueError(f"demonstrations: ask for 1..100000 episodes, got {n}")
+    return repo.enqueue_job(s, "demos", {"n": int(n), "workers": max(1, int(workers))}, task_id=task_id, actor=actor)
+
+
+def enqueue_sft(s: Session, task_id: int, demos_job: int, *, epochs: int, max_minutes: float,
+                policy: Optional[dict[str, Any]] = None, actor) -> Job:
+    """A Stage-1 job on a finished demonstrations job's dataset; its checkpoint joins the task."""
+    dj = s.get(Job, demos_job)
+    if dj is None or dj.task_id != task_id or dj.kind != "demos" or dj.status != "done":
+        raise ValueError(f"job {demos_job} is not a finished demonstrations job of this task")
+    if not 1 <= int(epochs) <= 500 or not 0 < float(max_minutes) <= 24 * 60:
+        raise ValueError("Stage 1: epochs must be 1..500 and the time cap 0..1440 minutes")
+    params: dict[str, Any] = {"demos_job": int(demos_job), "epochs": int(epochs), "max_minutes": float(max_minutes)}
+    if policy:
+        params["policy"] = dict(policy)
+    return repo.enqueue_job(s, "sft", params, task_id=task_id, actor=actor)
