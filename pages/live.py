@@ -41,6 +41,8 @@ if len(robots) > GRID:
     pages = (len(robots) + GRID - 1) // GRID
     page = st.number_input(f"Robots page (of {pages})", 1, pages, 1) - 1
     robots = robots[page * GRID:(page + 1) * GRID]
+with db.read() as s:  # each card's instruction until its frames bring one: the running or last episode's
+    last_eps = queries.last_episodes(s, [r.id for r in robots])
 
 if sessions:
     st.caption(" · ".join(f"session {p.id} ({md(tasks[p.task_id].name) if p.task_id in tasks else p.task_id}): "
@@ -61,7 +63,10 @@ for row_start in range(0, len(robots), COLUMNS):
         threshold = task.detector_threshold if task is not None else None
         with col:
             # Our own template (the robot name is escaped); scripts run so the card can open its socket.
-            st.iframe(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel, threshold=threshold),
+            last = last_eps.get(robot.id)
+            st.iframe(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel, threshold=threshold,
+                                task_name=task.name if task is not None else None,
+                                instruction=last.instruction if last is not None else None),
                       height=CARD_HEIGHT)
             if robot.status == "stopped":
                 if st.button("Resume robot", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
@@ -92,13 +97,15 @@ def fleet_status() -> None:
     ids = [r.id for r in robots]
     with db.read() as s:
         running = queries.running_episodes(s, ids)
+        last = queries.last_episodes(s, ids)
         summary = {r["robot_id"]: r for r in repo.robot_summary(s)}
     rows = []
     for r in robots:
         ep = running.get(r.id)
         sm = summary.get(r.id, {})
+        seen = last.get(r.id)  # the running episode, else the robot's last one
         rows.append({"robot": r.name, "status": sm.get("status", r.status),
-                     "episode": ep.id if ep else None, "instruction": ep.instruction if ep else "",
+                     "episode": ep.id if ep else None, "instruction": (seen.instruction or "") if seen else "",
                      "checkpoint": ep.checkpoint_id if ep else None,
                      "override": None if ep is None else ep.override_success,
                      "episodes": sm.get("episodes", 0), "successes": sm.get("successes", 0)})

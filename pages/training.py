@@ -1,13 +1,14 @@
 """Training: success against practice episodes (per task, per checkpoint), returns, losses,
 the detector's precision/recall against human labels, human effort beside the success gain,
-and the checkpoint lineage with promote and roll back."""
+the checkpoint lineage with promote and roll back, an eval job of any checkpoint, and every
+evaluated checkpoint compared (intervals, and the paired gain of two on the same seeds)."""
 from __future__ import annotations
 
 import streamlit as st
 
 from storage import repo
 from core.method.stats import format_points
-from ui import charts, queries
+from ui import actions, charts, evaluation, queries
 from ui.actions import REFINE_OPTIONS
 from ui.app_state import act, can, get_db, require_login
 from ui.text import md
@@ -168,6 +169,11 @@ st.subheader("Checkpoints")
 if not checkpoints:
     st.caption("No checkpoints yet: Stage-1 training and each practice iteration add one.")
     st.stop()
+with db.read() as s:
+    eval_jobs = evaluation.eval_jobs(s, task_id)
+    outcomes = evaluation.eval_outcomes(s, task_id)
+evaluated_rows = evaluation.evaluated_rows(checkpoints, eval_jobs)
+by_checkpoint = {r["checkpoint_id"]: r for r in evaluated_rows}
 table = [{"id": c.id, "stage": c.stage, "parent": c.parent_id, "iteration": c.iteration,
           "eval success": c.eval_success, "eval episodes": c.eval_episodes, "promoted": c.promoted,
           "created": c.created_at, "path": c.path} for c in checkpoints]
@@ -181,6 +187,7 @@ with db.read() as s:
 st.markdown("Lineage: " + " → ".join(f"#{c.id} ({c.stage}{' it ' + str(c.iteration) if c.stage == 'si' else ''}"
                                      f"{', ' + format(c.eval_success, '.0%') if c.eval_success is not None else ''})"
                                      f"{' ★' if c.promoted else ''}" for c in chain))
+st.markdown(f"#{pick}: " + evaluation.describe_evaluation(by_checkpoint.get(pick)))
 may = can(user, "promote")
 b1, b2, _ = st.columns([1, 1, 3])
 if b1.button("Promote", disabled=not may, help="serve it to the fleet; refused if its evaluated success is worse"):
@@ -191,3 +198,55 @@ if b2.button("Roll back to it", disabled=not may, help="serve this earlier check
         st.rerun()
 if not may:
     st.caption(f"Promotion and roll back need role supervisor; you are {user.role}.")
+
+st.subheader("Evaluate a checkpoint")
+may_job = can(user, "enqueue_job")
+e1, e2 = st.columns([1, 2], vertical_alignment="bottom")
+seeds = e1.number_input("Test seeds", min_value=1, max_value=actions.EVAL_MAX_SEEDS, value=actions.EVAL_DEFAULT_SEEDS,
+                        key="eval_seeds", help="episodes of the greedy policy, one per test seed (the same seeds "
+                                               "for every checkpoint, never used to select one)")
+if e2.button(f"Evaluate #{pick} on {int(seeds)} test seeds", disabled=not may_job,
+             help="queues an eval job; its success, interval and detector figures land on the checkpoint"):
+    if act(user, "enqueue_job", actions.queue_evaluation, task_id, pick, int(seeds),
+           success=f"eval job queued for checkpoint {pick}: progress below and on Tasks & fleet") is not None:
+        st.rerun()
+if not may_job:
+    st.caption(f"Queueing an evaluation needs role supervisor; you are {user.role}.")
+if eval_jobs:
+    st.dataframe(evaluation.job_table(eval_jobs), hide_index=True, width="stretch", key="eval_jobs",
+                 column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0),
+                                "success": st.column_config.NumberColumn(format="%.2f")})
+
+st.subheader("Compare evaluated checkpoints")
+if not evaluated_rows:
+    st.caption("No checkpoint of this task is evaluated yet.")
+    st.stop()
+fmt2 = st.column_config.NumberColumn(format="%.2f")
+st.dataframe(evaluation.table(evaluated_rows), hide_index=True, width="stretch", key="eval_table",
+             column_config={k: fmt2 for k in ("success", "95 % low", "95 % high", "detector precision",
+                                              "detector recall", "steps-to-go error", "paired gain vs start")})
+st.plotly_chart(charts.evaluated_checkpoints(evaluated_rows), width="stretch", key="eval_compare")
+ev_ids = [r["checkpoint_id"] for r in evaluated_rows]
+if len(ev_ids) < 2:
+    st.caption("A paired comparison needs two evaluated checkpoints.")
+    st.stop()
+label = {r["checkpoint_id"]: f"{r['checkpoint']} {r['origin']}" + (f" ({r['seeds']} seeds)" if r["seeds"] != "-" else "")
+         for r in evaluated_rows}
+p1, p2 = st.columns(2)
+base = p1.selectbox("Baseline", ev_ids, index=0, format_func=label.get, key="cmp_a")
+other = p2.selectbox("Compared with", ev_ids, index=len(ev_ids) - 1, format_func=label.get, key="cmp_b")
+gain = evaluation.compare(base, other, outcomes, evaluated_rows) if base != other else None
+if base == other:
+    st.caption("Pick two different checkpoints.")
+elif gain is not None:
+    seeds_txt = f"on the same {gain['n']} seeds" if gain["n"] else "on the same seeds"
+    st.markdown(f"**#{other} vs #{base}, {seeds_txt}: {format_points(gain['gain'])} pts, 95 % interval "
+                f"[{format_points(gain['lo'])}, {format_points(gain['hi'])}]: {gain['verdict']}.**",
+                help=f"From {gain['source']}. Newcombe's paired interval" +
+                     (f"; {gain['gained']} seeds newly succeed, {gain['lost']} no longer do, exact McNemar "
+                      f"p = {gain['p']:.3g}" if gain["p"] is not None else "") + ".")
+else:
+    st.info(f"#{base} and #{other} have no per-seed outcomes on common seeds, so no paired gain: compare their "
+            "intervals above (weaker: overlapping intervals can hide a real gain). The eval job stores only its "
+            "totals; a paired gain needs evaluation episodes with their seeds, or practice's own evaluation "
+            "against its start.")

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from sqlalchemy.orm import Session
 
-from core.method.jobs import REFINE_PARAMS
+from core.method.jobs import EVAL_PARAMS, REFINE_PARAMS
 from storage import repo
 from storage.models import PracticeSession
 
@@ -21,6 +21,25 @@ REFINE_OPTIONS: tuple[tuple[str, str, Any, str], ...] = (
 )
 """The refine job's options the Training page offers (name, label, default, hint); the
 defaults are the job's own (``core.method.jobs.REFINE_PARAMS``)."""
+
+
+EVAL_MAX_SEEDS = 1000
+EVAL_DEFAULT_SEEDS = int(EVAL_PARAMS["episodes"]["default"])
+
+
+def queue_evaluation(s: Session, task_id: int, checkpoint_id: int, seeds: int, *, actor) -> Any:
+    """An ``eval`` job (core/worker/jobs/evaluate.py) of one of the task's checkpoints on the first
+    ``seeds`` test seeds (``EVAL_SEED0`` on: the same for every checkpoint, never selected on).
+    Its result lands on the checkpoint (``set_evaluation``); it promotes nothing."""
+    from core.method.seeds import EVAL_SEED0
+
+    ck = repo.get_checkpoint(s, int(checkpoint_id))
+    if ck.task_id != task_id:
+        raise ValueError(f"checkpoint {ck.id} is not one of this task's")
+    if not 1 <= int(seeds) <= EVAL_MAX_SEEDS:
+        raise ValueError(f"seeds must be 1 to {EVAL_MAX_SEEDS}, got {seeds}")
+    params = {"checkpoint_id": ck.id, "episodes": int(seeds), "seed0": EVAL_SEED0, "promote": False}
+    return repo.enqueue_job(s, "eval", params, task_id=task_id, actor=actor)
 
 
 class NoCheckpoint(ValueError):

@@ -65,6 +65,26 @@ def success_by_checkpoint(stats: Iterable[Any], evaluated: Optional[dict[int, tu
     return fig
 
 
+def evaluated_checkpoints(rows: Sequence[dict[str, Any]]) -> go.Figure:
+    """Every evaluated checkpoint of a task (ui.evaluation.evaluated_rows), oldest first: its
+    success with the 95 % interval, one trace per set of seeds (figures on different seeds are
+    not paired; their intervals alone say whether two differ)."""
+    fig = _fig("Evaluated checkpoints, 95 % intervals", "checkpoint", "success rate")
+    labels = [f"{r['checkpoint']} {r['origin']}" for r in rows]
+    for seeds in dict.fromkeys(r["seeds"] for r in rows):
+        pts = [(lab, r) for lab, r in zip(labels, rows) if r["seeds"] == seeds]
+        fig.add_scatter(x=[lab for lab, _ in pts], y=[r["success"] for _, r in pts], mode="markers",
+                        marker=dict(size=10), name=f"{seeds} seeds" if seeds != "-" else "seeds not recorded",
+                        text=[f"n={r['episodes']}" for _, r in pts],
+                        error_y=dict(type="data", symmetric=False,
+                                     array=[(r["hi"] - r["success"]) if r["hi"] is not None else 0 for _, r in pts],
+                                     arrayminus=[(r["success"] - r["lo"]) if r["lo"] is not None else 0
+                                                 for _, r in pts]))
+    fig.update_xaxes(type="category", categoryorder="array", categoryarray=labels)
+    fig.update_yaxes(range=[0, 1])
+    return fig
+
+
 def returns(curve: Sequence[dict[str, Any]]) -> go.Figure:
     fig = _fig("Mean return per block of episodes", "practice episodes", "return")
     full, partial = _split_blocks(curve)

@@ -12,8 +12,13 @@ the Streamlit side only re-runs when a person clicks a button.
 Each card subscribes to its own robot (``{"type": "subscribe", "robots": [name]}``) and
 reads ``{"type": "frame"}`` messages: ``robot`` (name), ``robot_id``, ``step``, ``d``,
 ``detector`` {count, patience, threshold, fired}, ``checkpoint_id``, ``episode_uid`` /
-``episode_id``, ``status``, ``jpeg`` (base64); and ``{"type": "episode"}`` events (the
-last outcome). Frames per second actually drawn are shown on the card and exposed as
+``episode_id``, ``status``, ``instruction``, ``jpeg`` (base64); and ``{"type": "episode"}`` events (the
+last outcome). The card also shows the robot's task (from the page) and the running episode's
+instruction (from the frames; before the first frame, the one the page read from the episodes
+table), and a click on the camera frame enlarges it: an overlay over the whole card that goes on
+updating live (a button there makes it full screen). In the card and not in a Streamlit dialog
+because the frames only exist in the browser: a dialog would need a server round trip and could
+only show a stored, still frame. Frames per second actually drawn are shown on the card and exposed as
 ``document.body.dataset.fps`` (read by the end-to-end test).
 """
 from __future__ import annotations
@@ -24,13 +29,24 @@ from typing import Optional
 
 from ui.config import Telemetry
 
-CARD_HEIGHT = 300
+CARD_HEIGHT = 340
 
 _TEMPLATE = r"""<!doctype html>
 <html><head><meta charset="utf-8"><style>
  body { margin:0; font:12px system-ui, sans-serif; color:#e8e8e8; background:#0e1117; }
- .card { border:1px solid #333; border-radius:8px; padding:6px; height:__H__px; box-sizing:border-box; }
- .top { display:flex; gap:6px; height:150px; overflow:hidden; }
+ .card { position:relative; border:1px solid #333; border-radius:8px; padding:6px; height:__H__px; box-sizing:border-box; }
+ .top { display:flex; gap:6px; height:160px; overflow:hidden; }
+ #frame { cursor:zoom-in; }
+ .instr { margin-top:3px; height:30px; overflow:hidden; display:-webkit-box; -webkit-line-clamp:2;
+          -webkit-box-orient:vertical; line-height:15px; color:#cfd8e3; font-style:italic; }
+ .zoom { position:absolute; inset:0; background:rgba(8,10,14,.96); border-radius:8px; display:flex;
+         flex-direction:column; align-items:center; padding:4px; box-sizing:border-box; z-index:10; }
+ .zoom[hidden] { display:none; }
+ .zoom img { width:auto; height:auto; max-width:100%; max-height:calc(100% - 36px); flex:1 1 auto; min-height:0;
+             aspect-ratio:1 / 1; object-fit:contain; cursor:zoom-out; align-self:center; }
+ .zoom .cap { width:100%; display:flex; gap:6px; align-items:center; height:30px; }
+ .zoom .cap span { flex:1; min-width:0; overflow:hidden; text-overflow:ellipsis; white-space:nowrap; }
+ .zoom button { background:#333; color:#eee; border:1px solid #555; border-radius:4px; font-size:11px; cursor:pointer; }
  img { width:min(150px, 55%); height:auto; aspect-ratio:1 / 1; align-self:flex-start; flex:none;
        image-rendering:pixelated; background:#222; border-radius:4px; }
  .meta { flex:1; min-width:0; display:flex; flex-direction:column; gap:3px; overflow:hidden; }
@@ -41,12 +57,13 @@ _TEMPLATE = r"""<!doctype html>
  .badge.fired { background:#1f7a3a; } .badge.near { background:#8a6d1a; } .badge.off { background:#6b2222; }
  canvas { width:100%; height:110px; margin-top:4px; background:#161a22; border-radius:4px; }
  .dim { color:#999; }
-</style></head><body data-fps="0" data-frames="0">
+</style></head><body data-fps="0" data-frames="0" data-zoom="0">
 <div class="card">
  <div class="top">
-  <img id="frame" alt="live camera frame">
+  <img id="frame" alt="live camera frame" title="click to enlarge">
   <div class="meta">
    <div class="name" id="name"></div>
+   <div class="dim">task <span id="task">-</span></div>
    <div class="wrap">detector <span id="det" class="badge">waiting</span></div>
    <div>d(o,g) <b id="d">-</b> &nbsp; step <b id="step">-</b></div>
    <div>checkpoint <b id="ckpt">-</b></div>
@@ -55,14 +72,37 @@ _TEMPLATE = r"""<!doctype html>
    <div class="dim"><span id="fps">0.0</span> frames/s · <span id="conn">connecting</span></div>
   </div>
  </div>
+ <div class="instr" id="instr"></div>
  <canvas id="curve" width="600" height="220"></canvas>
+ <div class="zoom" id="zoom" hidden>
+  <div class="cap"><span id="zcap"></span><button id="zfull" type="button">full screen</button><button id="zclose" type="button" title="close (Esc)">&#x2715;</button></div>
+  <img id="big" alt="live camera frame, enlarged" title="click to close">
+ </div>
 </div>
 <script>
 (function () {
   const CFG = __CFG__;
   const $ = (id) => document.getElementById(id);
   $("name").textContent = CFG.name;  // user text goes in as text only, never into markup
-  const img = $("frame"), canvas = $("curve"), ctx = canvas.getContext("2d");
+  $("task").textContent = CFG.task || "-"; $("task").title = CFG.task || "";  // the whole name on hover
+  const img = $("frame"), canvas = $("curve"), ctx = canvas.getContext("2d"), zoom = $("zoom"), big = $("big");
+  function setInstruction(text) {  // textContent and a title property: never markup
+    const t = text === undefined || text === null ? "" : String(text);
+    $("instr").textContent = t ? "\u201c" + t + "\u201d" : "no instruction yet";
+    $("instr").title = t;
+    $("zcap").textContent = CFG.name + (t ? " \u00b7 " + t : "");
+  }
+  setInstruction(CFG.instruction);
+  function openZoom() { if (img.src) big.src = img.src; zoom.hidden = false; document.body.dataset.zoom = "1"; }
+  function closeZoom() {
+    if (document.fullscreenElement) { try { document.exitFullscreen(); } catch (e) { /* not full screen */ } }
+    zoom.hidden = true; document.body.dataset.zoom = "0";
+  }
+  img.addEventListener("click", openZoom);
+  big.addEventListener("click", closeZoom);
+  $("zclose").addEventListener("click", closeZoom);
+  $("zfull").addEventListener("click", () => { try { zoom.requestFullscreen(); } catch (e) { /* not allowed here */ } });
+  document.addEventListener("keydown", (e) => { if (e.key === "Escape") closeZoom(); });
   let curve = [], lastStep = -1, lastEpisode = null, stamps = [], total = 0, threshold = CFG.threshold;
 
   function mine(m) {
@@ -130,9 +170,12 @@ _TEMPLATE = r"""<!doctype html>
     let frame = pick(m, ["frame", "jpeg", "image"]);
     if (typeof frame === "string" && frame.length) {
       img.src = frame.startsWith("data:") ? frame : "data:image/jpeg;base64," + frame;
+      if (!zoom.hidden) big.src = img.src;  // the enlarged view stays live
       const now = performance.now(); stamps.push(now); total += 1;
       while (stamps.length && now - stamps[0] > 2000) stamps.shift();
     }
+    const instr = pick(m, ["instruction"]);
+    if (instr !== undefined && typeof instr !== "object") setInstruction(instr);
     $("step").textContent = step === undefined ? "-" : step;
     $("d").textContent = d === undefined || d === null ? "-" : Number(d).toFixed(1);
     const ck = pick(m, ["checkpoint", "checkpoint_id", "policy_version"]);
@@ -186,10 +229,14 @@ _TEMPLATE = r"""<!doctype html>
 """
 
 
-def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float]) -> str:
-    """The HTML for one robot's live card (matched to telemetry by name or robots.id)."""
+def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float],
+              task_name: Optional[str] = None, instruction: Optional[str] = None) -> str:
+    """The HTML for one robot's live card (matched to telemetry by name or robots.id).
+    ``task_name``: the robot's task; ``instruction``: its running (or last) episode's, shown
+    until the frames bring their own."""
     cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
            "ticket": telemetry.ticket, "threshold": threshold}
+    cfg.update({k: v for k, v in (("task", task_name), ("instruction", instruction)) if v is not None})
     # No user text is substituted into markup: the name travels inside the script-safe config and
     # the card sets it with textContent. One pass over the template, so no value is ever scanned
     # for placeholders (a robot named "__CFG__<img onerror=...>" once became live HTML that way).

@@ -27,6 +27,19 @@ def running_episodes(s: Session, robot_ids: Optional[list[int]] = None) -> dict[
     return {ep.robot_id: ep for ep in s.scalars(q)}
 
 
+def last_episodes(s: Session, robot_ids: list[int]) -> dict[int, Episode]:
+    """robot id -> its running episode, else its newest one (any status): what the Live page
+    shows as the robot's instruction between episodes (an evaluation phase, a finished job)."""
+    out = running_episodes(s, robot_ids)
+    rest = [r for r in robot_ids if r not in out]
+    if rest:
+        newest = (select(func.max(Episode.id)).where(Episode.robot_id.in_(rest))
+                  .group_by(Episode.robot_id))
+        for ep in s.scalars(select(Episode).where(Episode.id.in_(newest))):
+            out[ep.robot_id] = ep
+    return out
+
+
 def practice_outcomes(s: Session, task_id: Optional[int] = None, *, source: str = "practice",
                       limit: int = 50_000) -> list[dict[str, Any]]:
     """Finished episodes in the order they ended: checkpoint, effective outcome (override

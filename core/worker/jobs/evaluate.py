@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from core.method.seeds import EVAL_SEED0
 from core.worker.checkpoints import promote_if_not_worse, reward_for, resolve_start
 from core.worker.job import JobContext
 from core.worker.params import check_params
@@ -19,14 +20,18 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     path, cid, metrics = resolve_start(w.db, p, ctx.task_id)
     reward = reward_for(path, metrics, p["reward_checkpoint"])
     ctx.message = f"evaluating {path} on {p['episodes']} episodes"
+    outcomes: list[int] = []  # per seed, in seed order: two checkpoints on the same seeds pair up
+    seed0 = EVAL_SEED0 if p["seed0"] is None else int(p["seed0"])
     res = evaluate_checkpoint(path, p["episodes"], reward_checkpoint=reward, threshold=p["threshold"],
-                              patience=p["patience"], seed0=p["seed0"], n_envs=p["n_envs"], device=p["device"],
-                              progress=False)
+                              patience=p["patience"], seed0=seed0, n_envs=p["n_envs"], device=p["device"],
+                              progress=False, outcomes=outcomes)
     promoted, refused = False, None
     if cid is not None:
         with w.db.write() as s:
             ck = repo.set_evaluation(s, cid, float(res["success"]), int(res["episodes"]),
-                                     metrics={"eval": {k: res[k] for k in KEPT if k in res}, "eval_seeds": "test"})
+                                     metrics={"eval": {**{k: res[k] for k in KEPT if k in res}, "seed0": seed0,
+                                                       "outcomes": [int(bool(o)) for o in outcomes]},
+                                              "eval_seeds": "test"})
             repo.log_metrics(s, {"eval_success": float(res["success"])}, float(ck.iteration or 0),
                              checkpoint_id=cid, task_id=ck.task_id, job_id=ctx.job_id)
             if p["promote"]:

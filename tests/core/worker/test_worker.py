@@ -95,6 +95,8 @@ def test_bad_jobs_fail_with_a_fix_and_the_worker_goes_on(tmp_path, stage1):
     assert j2.status == "failed" and "nope.pt" in j2.error and "Fix:" in j2.error
     assert j3.status == "done", j3.error
     assert ck.eval_episodes == 2 and ck.eval_success is not None and ck.promoted
+    kept = ck.metrics["eval"]  # each test seed's outcome, so two checkpoints pair up seed by seed
+    assert len(kept["outcomes"]) == 2 and sum(kept["outcomes"]) / 2 == ck.eval_success and kept["seed0"] == 1_000_000
     assert j3.result["checkpoint_id"] == ck.id and j3.result["promoted"] is True
 
 
