@@ -18,7 +18,7 @@ Remote tasks keep the robot spec in ``env_config``::
      "action": {"dim": 2, "low": [-1.0, -1.0], "high": [1.0, 1.0]}, "max_steps": 80}
 
 the shape of a robot's register message (docs/remote_protocol.md). A robot matches the task
-(:func:`robot_matches_task`) when its registered camera height and width, action dim, action
+(``core.worker.robot_messages.robot_matches_task``) when its registered camera height and width, action dim, action
 bounds (within 1e-6) and proprio dim are the task's, its ``max_steps`` (if it sends one) is not
 below the task's, and its ``tasks`` list is empty, holds ``"*"`` or names the task.
 """
@@ -29,6 +29,7 @@ import json
 import sys
 import time
 from typing import Any
+
 
 KINDS = ("tabletop", "metaworld", "gym", "remote")
 REMOTE_DEFAULT = {"camera": {"height": 64, "width": 64}, "proprio_dim": 2,
@@ -270,35 +271,6 @@ def check_remote(cfg: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
                "proprio_dim": spec.proprio_dim, "image_shape": [spec.height, spec.width, 3],
                "max_steps": spec.max_steps}
     return out, figures
-
-
-def robot_matches_task(env_config: dict[str, Any], robot_spec: dict[str, Any], task_name: str | None = None) -> bool:
-    """Whether a robot that registered with ``robot_spec`` (``RobotSpec.to_json()``: camera,
-    action, proprio_dim, max_steps, tasks) can be offered the remote task with ``env_config``."""
-    import numpy as np
-
-    try:
-        cam, rcam = env_config["camera"], robot_spec["camera"]
-        act, ract = env_config["action"], robot_spec["action"]
-        if (int(cam["height"]), int(cam["width"])) != (int(rcam["height"]), int(rcam["width"])):
-            return False
-        dim = int(act["dim"])
-        if dim != int(ract["dim"]):
-            return False
-        for side, default in (("low", -1.0), ("high", 1.0)):
-            want = np.broadcast_to(np.asarray(act.get(side, default), float), (dim,))
-            got = np.broadcast_to(np.asarray(ract.get(side, default), float), (dim,))
-            if not np.allclose(want, got, atol=1e-6, rtol=0.0):
-                return False
-        if env_config.get("proprio_dim") is not None and robot_spec.get("proprio_dim") != env_config["proprio_dim"]:
-            return False
-        if env_config.get("max_steps") and robot_spec.get("max_steps") and \
-                int(robot_spec["max_steps"]) < int(env_config["max_steps"]):
-            return False
-    except (KeyError, TypeError, ValueError):
-        return False
-    tasks = list(robot_spec.get("tasks") or [])
-    return not tasks or "*" in tasks or (task_name is not None and task_name in tasks)
 
 
 def _figures(env, report, started: float) -> dict[str, Any]:

@@ -95,22 +95,29 @@ def prepare_forms() -> None:
     c1, c2 = st.columns(2)
     with c1.form("prep_demos"):
         st.markdown("**Demonstrations** (the task's scripted expert)")
+        if not ready.can_generate:
+            st.caption("A remote-robot task has no scripted expert: import recorded demonstrations on the Data "
+                       "page (a LeRobot v3.0 or Dojo archive).")
         n = st.number_input("Episodes", 1, 100_000, prepare.DEFAULT_DEMOS)
         workers = st.number_input("Expert processes", 1, 16, 1)
-        if st.form_submit_button("Generate demonstrations", disabled=not may):
+        if st.form_submit_button("Generate demonstrations", disabled=not may or not ready.can_generate):
             if act(user, "enqueue_job", prepare.enqueue_demos, task.id, int(n), int(workers),
                    success="demonstrations queued") is not None:
                 st.rerun()
     with c2.form("prep_sft"):
         st.markdown("**Stage 1** (behavioural cloning + steps-to-go)")
-        options = {d["id"]: f"job {d['id']}: {d['episodes']} episodes" for d in ready.demos_jobs}
-        demos_job = st.selectbox("Demonstrations", list(options), format_func=options.get,
-                                 placeholder="generate demonstrations first")
+        options = {("job", d["id"]): f"job {d['id']}: {d['episodes']} episodes" for d in ready.demos_jobs}
+        options.update({("data", d["path"]): f"imported {d['file'] or d['path']}: {d['episodes']} episodes"
+                        for d in ready.imported})
+        source = st.selectbox("Demonstrations", list(options), format_func=options.get,
+                              placeholder="generate or import demonstrations first")
         epochs = st.number_input("Epochs", 1, 500, prepare.DEFAULT_EPOCHS)
         minutes = st.number_input("Time cap (minutes)", 1.0, 1440.0, prepare.DEFAULT_SFT_MINUTES)
         d_model = st.selectbox("Model width", (64, 128, 256), index=1, help="d_model of the trunk")
         if st.form_submit_button("Train Stage 1", disabled=not may or not options):
-            if act(user, "enqueue_job", prepare.enqueue_sft, task.id, int(demos_job), epochs=int(epochs),
+            kind, ref = source
+            if act(user, "enqueue_job", prepare.enqueue_sft, task.id, ref if kind == "job" else None,
+                   data=ref if kind == "data" else None, epochs=int(epochs),
                    max_minutes=float(minutes), policy={"d_model": int(d_model)},
                    success="Stage 1 queued") is not None:
                 st.rerun()

@@ -49,12 +49,19 @@ class NoCheckpoint(ValueError):
 def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]:
     """Practice job params (core.worker.params, derived from PracticeConfig): start from the task's
     promoted checkpoint (its recorded Stage-1 reward model stays frozen), on a fleet of
-    ``fleet_size`` simulator processes."""
+    ``fleet_size`` simulator processes, or of connected robots for a remote-robot task."""
     promoted = repo.get_promoted(s, task_id)
+    task = repo.get_task(s, task_id)
+    if promoted is None and task.backend == "remote":
+        # Real robots: no simulator to evaluate Stage 1 in, so nothing gets promoted by an
+        # evaluation; practice starts from the task's newest Stage-1 checkpoint instead.
+        promoted = next(iter(repo.list_checkpoints(s, task_id=task_id, stage="sft", limit=1)), None)
     if promoted is None:
         raise NoCheckpoint("this task has no promoted checkpoint to practise from yet: wait for Stage-1 training "
                            "to finish (Jobs below), or promote a checkpoint on the Training page")
-    return {"checkpoint_id": promoted.id, "fleet": {"kind": "process", "size": int(fleet_size)}}
+    # A remote-robot task practises on the robots that connect to the worker's /robot endpoint.
+    kind = "remote" if task.backend == "remote" else "process"
+    return {"checkpoint_id": promoted.id, "fleet": {"kind": kind, "size": int(fleet_size)}}
 
 
 def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None,

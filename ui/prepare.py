@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from storage import repo
-from storage.models import Checkpoint, Job, utcnow
+from storage.models import AuditEntry, Checkpoint, Job, Task, utcnow
 
 STEPS = ("demonstrations", "Stage 1", "evaluation", "practice")
 STEP_KINDS = {"demonstrations": "demos", "Stage 1": "sft", "evaluation": "eval", "practice": "practice"}
@@ -42,6 +42,8 @@ class Step:
 class Readiness:
     steps: list[Step] = field(default_factory=list)
     demos_jobs: list[dict[str, Any]] = field(default_factory=list)  # finished demos jobs: id, dataset, episodes
+    imported: list[dict[str, Any]] = field(default_factory=list)  # datasets imported on the Data page: path, episodes
+    can_generate: bool = True  # a scripted expert exists (not for a remote-robot task)
     next_step: Optional[str] = None
     missing: str = ""
 
@@ -69,18 +71,21 @@ def readiness(s: Session, task_id: int) -> Readiness:
         jobs[j.kind] = j
         if j.kind == "demos" and j.status == "done" and (j.result or {}).get("dataset"):
             demos.append({"id": j.id, "dataset": j.result["dataset"], "episodes": j.result.get("episodes")})
+    imported = imported_datasets(s, task_id)
     ckpts = list(s.scalars(select(Checkpoint).where(Checkpoint.task_id == task_id)))
     sft = [c for c in ckpts if c.stage == "sft"]
     evaluated = [c for c in ckpts if c.eval_success is not None]
     practised = any(c.stage == "si" for c in ckpts) or (jobs.get("practice") is not None
                                                         and jobs["practice"].status in ACTIVE + ("done",))
-    done = {"demonstrations": bool(demos) or bool(sft), "Stage 1": bool(sft), "evaluation": bool(evaluated),
+    done = {"demonstrations": bool(demos) or bool(imported) or bool(sft), "Stage 1": bool(sft), "evaluation": bool(evaluated),
             "practice": practised}
-    details = {"demonstrations": f"{len(demos)} dataset(s)" if demos else "",
+    details = {"demonstrations": f"{len(demos) + len(imported)} dataset(s)" if demos or imported else "",
                "Stage 1": f"{len(sft)} Stage-1 checkpoint(s)" if sft else "",
                "evaluation": (f"best evaluated success {max(c.eval_success for c in evaluated):.0%}"
                               if evaluated else ""), "practice": ""}
-    out = Readiness(demos_jobs=list(reversed(demos)))
+    task = s.get(Task, task_id)
+    out = Readiness(demos_jobs=list(reversed(demos)), imported=imported,
+                    can_generate=task is None or task.backend != "remote")
     for name in STEPS:
         j = jobs.get(STEP_KINDS[name])
         out.steps.append(Step(name, done[name], _job_row(j) if j is not None else None, details[name]))
@@ -88,8 +93,10 @@ def readiness(s: Session, task_id: int) -> Readiness:
         if not st.done:
             out.next_step = st.name
             break
-    wants = {"demonstrations": "no demonstrations yet: generate them with the scripted expert, or import a "
-                               "dataset on the Data page",
+    wants = {"demonstrations": ("no demonstrations yet: generate them with the scripted expert, or import a "
+                                "dataset on the Data page") if out.can_generate else
+                               "no demonstrations yet: a remote-robot task has no scripted expert; import recorded "
+                               "demonstrations (a LeRobot v3.0 or Dojo archive) on the Data page",
              "Stage 1": "no Stage-1 checkpoint yet: train one on a finished demonstrations job",
              "evaluation": "no evaluated checkpoint yet: evaluate one (practice needs an evaluated start to compare "
                            "against)",
@@ -98,22 +105,44 @@ def readiness(s: Session, task_id: int) -> Readiness:
     return out
 
 
+def imported_datasets(s: Session, task_id: int) -> list[dict[str, Any]]:
+    """Datasets imported for the task on the Data page (its audit entries), newest first."""
+    out = []
+    for e in s.scalars(select(AuditEntry).where(AuditEntry.action == "import_dataset").order_by(AuditEntry.id.desc())):
+        d = e.details or {}
+        if d.get("task_id") == task_id and d.get("path"):
+            out.append({"path": str(d["path"]), "episodes": d.get("episodes"), "file": d.get("file")})
+    return out
+
+
 def enqueue_demos(s: Session, task_id: int, n: int, workers: int = 1, *, actor) -> Job:
     """A demos job for the task (its backend and env_config; the dataset in <data>/demos/job<J>)."""
     if not 1 <= int(n) <= 100_000:
         raise ValueError(f"demonstrations: ask for 1..100000 episodes, got {n}")
+    task = s.get(Task, task_id)
+    if task is not None and task.backend == "remote":
+        raise ValueError("a remote-robot task has no scripted expert: import recorded demonstrations on the Data page")
     return repo.enqueue_job(s, "demos", {"n": int(n), "workers": max(1, int(workers))}, task_id=task_id, actor=actor)
 
 
-def enqueue_sft(s: Session, task_id: int, demos_job: int, *, epochs: int, max_minutes: float,
-                policy: Optional[dict[str, Any]] = None, actor) -> Job:
-    """A Stage-1 job on a finished demonstrations job's dataset; its checkpoint joins the task."""
-    dj = s.get(Job, demos_job)
-    if dj is None or dj.task_id != task_id or dj.kind != "demos" or dj.status != "done":
-        raise ValueError(f"job {demos_job} is not a finished demonstrations job of this task")
+def enqueue_sft(s: Session, task_id: int, demos_job: Optional[int] = None, *, epochs: int, max_minutes: float,
+                data: Optional[str] = None, policy: Optional[dict[str, Any]] = None, actor) -> Job:
+    """A Stage-1 job on a finished demonstrations job's dataset, or on a dataset imported for the
+    task (``data``, its path); its checkpoint joins the task."""
+    if data is not None:
+        if data not in {d["path"] for d in imported_datasets(s, task_id)}:
+            raise ValueError(f"{data} is not a dataset imported for this task")
+    else:
+        dj = s.get(Job, demos_job) if demos_job is not None else None
+        if dj is None or dj.task_id != task_id or dj.kind != "demos" or dj.status != "done":
+            raise ValueError(f"job {demos_job} is not a finished demonstrations job of this task")
     if not 1 <= int(epochs) <= 500 or not 0 < float(max_minutes) <= 24 * 60:
         raise ValueError("Stage 1: epochs must be 1..500 and the time cap 0..1440 minutes")
-    params: dict[str, Any] = {"demos_job": int(demos_job), "epochs": int(epochs), "max_minutes": float(max_minutes)}
+    source = {"data": data} if data is not None else {"demos_job": int(demos_job)}
+    params: dict[str, Any] = {**source, "epochs": int(epochs), "max_minutes": float(max_minutes)}
+    task = s.get(Task, task_id)
+    if task is not None and task.backend == "remote":
+        params["eval_episodes"] = 0  # no simulator to evaluate in: the robots are the only environment
     if policy:
         params["policy"] = dict(policy)
     return repo.enqueue_job(s, "sft", params, task_id=task_id, actor=actor)

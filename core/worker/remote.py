@@ -57,8 +57,9 @@ from core.worker.message_guard import ErrorTally, internal_error, json_type, loa
 # are re-exported for code that imports them from here.
 from core.worker.robot_messages import (MAX_SIDE, REGISTER_MAX_BYTES, ROBOT_NAME_RULE,  # noqa: F401
                                         ProtocolError, RobotSpec, decode_image,  # noqa: F401
-                                        parse_observation, parse_register, request_id_of)
-from core.worker.telemetry import CLOSE_UNAUTHORIZED, PROTOCOL, WebsocketServer, refuse_credential, send_error
+                                        parse_observation, parse_register, request_id_of,
+                                        robot_matches_task)
+from core.worker.telemetry import PROTOCOL, WebsocketServer, refuse_credential, send_error
 
 CLOSE_DUPLICATE = 4409
 REGISTER_TIMEOUT_S = 10.0
@@ -275,17 +276,19 @@ class RemoteFleet:
 
     A slot is bound to a robot by name; a robot that reconnects with the same name gets its
     slot back, and a slot whose robot stays away is given to another compatible robot.
-    ``image_size`` (H, W) resizes observations to what the policy expects.
+    ``image_size`` (H, W) resizes observations to what the policy expects. ``task_spec``: the
+    env_config of a remote-robot task; then a robot is compatible when its registered spec
+    matches it (``robot_matches_task``), else when it can do ``task`` with ``action_dim``.
     """
 
     def __init__(self, hub: RemoteHub, size: int, *, task: str | None = None, action_dim: int | None = None,
                  image_size: tuple[int, int] | None = None, max_steps: int | None = None,
                  wait_s: float = 60.0, min_robots: int | None = None, step_timeout_s: float = 10.0,
-                 reset_timeout_s: float = 60.0):
+                 reset_timeout_s: float = 60.0, task_spec: dict[str, Any] | None = None):
         if hub.server is None or hub.server.loop is None:
             raise RuntimeError("the remote hub is not being served; start the worker with its websocket "
                                "server (no --no-server) to use remote robots")
-        self.hub, self.task, self.action_dim = hub, task, action_dim
+        self.hub, self.task, self.action_dim, self.task_spec = hub, task, action_dim, task_spec
         self.image_size = tuple(image_size) if image_size else None
         self.size = max(1, int(size))
         self.step_timeout_s, self.reset_timeout_s = float(step_timeout_s), float(reset_timeout_s)
@@ -306,6 +309,8 @@ class RemoteFleet:
     pipelined = True  # robots act while the learner works (see ``core.learning.rollout.rollout_groups``)
 
     def compatible(self, robot: RemoteRobot) -> bool:
+        if self.task_spec is not None:  # a remote-robot task: the robot's whole spec must match it
+            return robot_matches_task(self.task_spec, robot.spec.to_json(), self.task)
         return robot.spec.can_do(self.task) and (self.action_dim is None or robot.spec.action_dim == self.action_dim)
 
     @property

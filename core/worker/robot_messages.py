@@ -299,3 +299,32 @@ def parse_observation(msg: dict[str, Any], spec: RobotSpec) -> tuple[dict[str, A
     obs = {OBS_IMAGE: image, OBS_PROPRIO: proprio, OBS_INSTRUCTION: instruction}
     return obs, {"info": info, "terminated": terminated, "truncated": truncated, "reward": reward,
                  "knows_success": success is not None}
+
+
+def robot_matches_task(env_config: dict[str, Any], robot_spec: dict[str, Any], task_name: str | None = None) -> bool:
+    """Whether a robot that registered with ``robot_spec`` (``RobotSpec.to_json()``: camera,
+    action, proprio_dim, max_steps, tasks) can be offered the remote task with ``env_config``."""
+    import numpy as np
+
+    try:
+        cam, rcam = env_config["camera"], robot_spec["camera"]
+        act, ract = env_config["action"], robot_spec["action"]
+        if (int(cam["height"]), int(cam["width"])) != (int(rcam["height"]), int(rcam["width"])):
+            return False
+        dim = int(act["dim"])
+        if dim != int(ract["dim"]):
+            return False
+        for side, default in (("low", -1.0), ("high", 1.0)):
+            want = np.broadcast_to(np.asarray(act.get(side, default), float), (dim,))
+            got = np.broadcast_to(np.asarray(ract.get(side, default), float), (dim,))
+            if not np.allclose(want, got, atol=1e-6, rtol=0.0):
+                return False
+        if env_config.get("proprio_dim") is not None and robot_spec.get("proprio_dim") != env_config["proprio_dim"]:
+            return False
+        if env_config.get("max_steps") and robot_spec.get("max_steps") and \
+                int(robot_spec["max_steps"]) < int(env_config["max_steps"]):
+            return False
+    except (KeyError, TypeError, ValueError):
+        return False
+    tasks = list(robot_spec.get("tasks") or [])
+    return not tasks or "*" in tasks or (task_name is not None and task_name in tasks)

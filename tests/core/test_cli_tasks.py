@@ -13,7 +13,7 @@ import gymnasium as gym
 import pytest
 
 from core import cli
-from core.cli_tasks import robot_matches_task
+from core.worker.robot_messages import robot_matches_task
 from storage import init_db, repo
 from tests.sim_backends.test_gym_adapter import PointEnv
 

@@ -105,3 +105,12 @@ def test_extra_practice_params_merge_and_validate(seeded):
     check_params("practice", job.params)
     with db.write() as s:
         repo.stop_session(s, ps.id, actor=sup)
+
+
+def test_a_remote_robot_task_practises_on_connected_robots(seeded):
+    db = init_db(seeded.url)
+    with db.write() as s:
+        t = repo.create_task(s, "arm-remote", "remote", {"camera": {"height": 64, "width": 64}, "action": {"dim": 2}})
+        ck = repo.add_checkpoint(s, "sft", "/x/arm.pt", task_id=t.id)  # never evaluated: no simulator
+        params = actions.practice_params(s, t.id, 2)
+    assert params["fleet"] == {"kind": "remote", "size": 2} and params["checkpoint_id"] == ck.id

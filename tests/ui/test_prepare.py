@@ -81,3 +81,27 @@ def test_time_left_is_extrapolated_from_progress():
     assert prepare.time_left_s(job, now) == pytest.approx(180)
     assert prepare.time_left_s({**job, "progress": 0.0}, now) is None
     assert prepare.time_left_s({**job, "status": "queued"}, now) is None
+
+
+def test_a_remote_task_prepares_from_imported_demonstrations(db, task_and_sup):
+    """No scripted expert for real robots: generating is refused with the way out, a dataset
+    imported for the task (its audit entry) counts and trains Stage 1."""
+    _tid, uid = task_and_sup
+    with db.write() as s:
+        t = repo.create_task(s, "arm", "remote", {"camera": {"height": 64, "width": 64}, "action": {"dim": 2}})
+        tid = t.id
+        repo.audit(s, "sup", "import_dataset", ("dataset", "arm-demos"),
+                   {"file": "arm.zip", "episodes": 12, "task_id": tid, "path": "/data/datasets/arm-demos"})
+    with db.read() as s:
+        r = prepare.readiness(s, tid)
+    assert not r.can_generate and r.imported == [{"path": "/data/datasets/arm-demos", "episodes": 12,
+                                                  "file": "arm.zip"}]
+    assert r.next_step == "Stage 1"
+    with pytest.raises(ValueError, match="no scripted expert"), db.write() as s:
+        prepare.enqueue_demos(s, tid, 10, actor=_user(s, uid))
+    with db.write() as s:
+        job = prepare.enqueue_sft(s, tid, data="/data/datasets/arm-demos", epochs=2, max_minutes=3, actor=_user(s, uid))
+        assert job.params["data"] == "/data/datasets/arm-demos" and "demos_job" not in job.params
+        assert job.params["eval_episodes"] == 0  # nothing to evaluate in but the robots
+    with pytest.raises(ValueError, match="not a dataset imported for this task"), db.write() as s:
+        prepare.enqueue_sft(s, tid, data="/etc", epochs=2, max_minutes=3, actor=_user(s, uid))

@@ -195,8 +195,10 @@ def _make_fleet(w: Any, kind: str, size: int, fp: dict[str, Any], st: _Start, cf
             raise JobParamsError("fleet kind 'remote' needs the worker's websocket server (start it without "
                                  "--no-server) so robots can connect to /robot")
         im = int(st.policy_config.get("image_size", 64))
+        remote_task = st.task is not None and st.task.backend == "remote"  # made by `core.cli tasks add`
         return RemoteFleet(w.hub, size, task=st.task.name, action_dim=int(st.policy_config.get("action_dim", 2)),
                            image_size=(im, im), wait_s=float(fp.get("wait_s", 120)),
                            min_robots=fp.get("min_robots"), step_timeout_s=float(fp.get("step_timeout_s", 10)),
-                           max_steps=fp.get("max_steps"))
+                           max_steps=fp.get("max_steps"),
+                           task_spec=dict(st.task.env_config) if remote_task else None)
     raise JobParamsError(f"fleet kind {kind!r}: use process, local or remote")

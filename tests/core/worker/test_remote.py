@@ -250,3 +250,15 @@ def test_practice_job_over_remote_tabletop_robots(tmp_path, stage1, tokens):
     got = {m["robot"] for m in frames if m.get("type") == "frame" and m.get("jpeg")}
     assert got == {"remote-a", "remote-b"}
     assert base64.b64decode(next(m for m in frames if m.get("jpeg"))["jpeg"])[:2] == b"\xff\xd8"
+
+
+def test_a_remote_robot_task_takes_only_robots_whose_spec_matches(hub):
+    """A task made with `core.cli tasks add --backend remote`: its fleet binds the robots whose
+    registered camera, action and proprio spec match it, and no other."""
+    a, stop_a, _ = _serve(hub, "arm-16")
+    spec = {"camera": {"height": 16, "width": 16}, "action": {"dim": 2, "low": -1.0, "high": 1.0}, "proprio_dim": 2}
+    fleet = RemoteFleet(hub, 1, task="arm task", task_spec=spec, wait_s=5)
+    assert fleet.slots == ["arm-16"]
+    with pytest.raises(RuntimeError, match="waited 1 s for 1 remote robot"):
+        RemoteFleet(hub, 1, task="arm task", task_spec={**spec, "camera": {"height": 32, "width": 32}}, wait_s=1)
+    stop_a.set()
