@@ -1,18 +1,12 @@
-"""The seven security findings re-tried, as an attacker would, against a running Dojo (launcher:
-worker + web app) while a practice session runs on N simulated robots.
+"""The seven security findings of issue 31 re-tried, as an attacker would, against a running Dojo
+(scripts/launch.py: worker + web app, on free ports) while practice runs on N simulated robots.
 
     python -m bench.hostile_replay [--robots 4] [--keep DIR] [--flood 500]
 
-Set-up as tests/e2e: a tiny Stage-1 checkpoint, a fresh data folder and SQLite database (demo
-task, checkpoint promoted, users admin / viewer1 / guesser), ``scripts/launch.py --no-prepare``
-on free ports, a long practice session. Order (log-in throttling last, so the other log-ins
-work): 1 markup robot names; 2 the secret on command lines and in the viewer's page, the ticket
-on /robot, a robot token on /telemetry; 4 a raw robot's bad fields; 5 a 3 x 500 message flood
-(log lines counted); 3 a 1 GiB zip bomb on the Data page in Chromium (app RSS sampled every 50
-ms); 7 bad ``core.cli`` commands; 6 20 wrong passwords in the log-in form. Then: same worker
-pid, practice still recording, no stored count down, health answers. One table row per
-hostile input; last line ``RESULT {json}``. Needs Chromium (DOJO_CHROMIUM) and Playwright.
-"""
+Set-up as tests/e2e (a tiny Stage-1 checkpoint, a fresh SQLite database). Log-in throttling
+goes last so the other log-ins work. Then: same worker pid, practice still recording, no stored
+count down, health answers. One table row per hostile input; last line ``RESULT {json}``.
+Needs Chromium (DOJO_CHROMIUM) and Playwright."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +34,7 @@ from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
 from bench.common import free_port, print_result, wait_until  # noqa: E402
+from storage.credentials import mint_viewer_ticket  # noqa: E402
 from storage.models import AuditEntry, Checkpoint, Episode, Frame, Step  # noqa: E402
 
 CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
@@ -569,9 +564,8 @@ def main(argv: list[str] | None = None) -> int:
             cred = attempt("2 credentials", f2_credentials, dojo, browser, token)
             if robot_ws:
                 attempt("4 hostile robot", f4_robot, robot_ws)
-            from storage.credentials import mint_viewer_ticket
-            flood_r = attempt("5 log flooding", f5_flood, dojo, mint_viewer_ticket(dojo.secret, "viewer1", "replay"),
-                              args.flood)
+            ticket = mint_viewer_ticket(dojo.secret, "viewer1", "replay")
+            flood_r = attempt("5 log flooding", f5_flood, dojo, ticket, args.flood)
             upload_r = attempt("3 uploads", f3_upload, dojo, browser, tmp)
             attempt("7 commands", f7_commands, dojo, tmp)
             login_r = attempt("6 log-in", f6_login, dojo, browser)
@@ -584,7 +578,7 @@ def main(argv: list[str] | None = None) -> int:
         result.update({"robots": args.robots, "rows": ROWS, "all_refused_as_expected": all(r["ok"] for r in ROWS),
                        "survival": sv, "upload": upload_r, "flood": flood_r, "login": login_r,
                        "dialogs": cred.get("dialogs"), "setup_s": round(t_setup, 1), "all_ok": all_ok})
-        rc = 0 if all_ok else 1
+        rc = int(not all_ok)
     except Exception as e:  # noqa: BLE001 - report what was done so far, then stop the launcher
         traceback.print_exc()
         print(f"[hostile_replay] FAILED: {type(e).__name__}: {e} (launcher log: {dojo.log_path})", flush=True)
