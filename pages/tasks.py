@@ -6,7 +6,7 @@ import streamlit as st
 
 from storage import repo
 from ui import actions, bootstrap, new_task, prepare, queries
-from ui.app_state import act, can, get_db, require_login
+from ui.app_state import CHOSEN_TASK, act, can, get_db, require_login
 from ui.text import md
 
 user = require_login()
@@ -26,9 +26,12 @@ default = names.index(bootstrap.DEMO_TASK) if bootstrap.DEMO_TASK in names else 
 pick = f"tasks_task_{len(tasks)}"  # a new widget when the list changes: an index never points at another task
 if (created := new_task.take_created()) in names:  # the task the New task section just made
     st.session_state[pick] = names.index(created)
-elif pick not in st.session_state:
-    st.session_state[pick] = default
+elif pick not in st.session_state:  # the task picked on another page, else the demo task
+    ids = [t.id for t in tasks]
+    chosen = st.session_state.get(CHOSEN_TASK)
+    st.session_state[pick] = ids.index(chosen) if chosen in ids else default
 task = tasks[st.selectbox("Task", range(len(tasks)), key=pick, format_func=lambda i: names[i])]
+st.session_state[CHOSEN_TASK] = task.id
 
 
 @st.fragment(run_every=3)
@@ -88,6 +91,7 @@ def prepare_section() -> None:
             c1.caption(md((job["error"] or job["message"])[-300:]))  # the job's last words
 
 
+@st.fragment(run_every=5)  # a demos job that finishes shows up in the Stage-1 form without a page switch
 def prepare_forms() -> None:
     with db.read() as s:
         ready = prepare.readiness(s, task.id)
@@ -248,7 +252,9 @@ for r in robots:
     seen = r["last_seen"].strftime("%H:%M:%S") if r["last_seen"] else "never"
     c1.markdown(f"**{md(r['name'])}** · {md(r['status'])} · last seen {seen} · {r['episodes']} episodes, "
                 f"{r['successes']} successes")
-    if r["status"] in ("stopped", "paused"):
+    if r["status"] == "offline":  # not driven by any worker now: nothing to bring on or take off
+        c2.caption("offline")
+    elif r["status"] in ("stopped", "paused"):
         if c2.button("Bring online", key=f"on{r['robot_id']}", disabled=not can(user, "control_robot")):
             act(user, "control_robot", repo.set_robot_status, r["robot_id"], "online")
             st.rerun()

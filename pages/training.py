@@ -10,7 +10,7 @@ from storage import repo
 from core.method.stats import format_points
 from ui import actions, charts, evaluation, queries
 from ui.actions import REFINE_OPTIONS
-from ui.app_state import act, can, get_db, require_login
+from ui.app_state import CHOSEN_TASK, act, can, get_db, require_login
 from ui.text import md
 
 user = require_login()
@@ -23,7 +23,10 @@ if not tasks:
     st.info("No task yet.")
     st.stop()
 names = {t.id: t.name for t in tasks}
-task_id = st.selectbox("Task", list(names), format_func=names.get)
+ids = list(names)
+chosen = st.session_state.get(CHOSEN_TASK)
+task_id = st.selectbox("Task", ids, index=ids.index(chosen) if chosen in ids else 0, format_func=names.get)
+st.session_state[CHOSEN_TASK] = task_id
 bucket = st.select_slider("Episodes per point", [5, 10, 20, 50, 100], value=50)
 
 with db.read() as s:

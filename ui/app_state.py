@@ -19,6 +19,7 @@ from storage.models import User
 from ui.text import md
 
 USER_KEY = "dojo_user_id"
+CHOSEN_TASK = "dojo_task_id"  # the task picked on one page, kept when the user moves to another
 T = TypeVar("T")
 
 

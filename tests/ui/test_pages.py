@@ -305,3 +305,17 @@ def test_a_supervisor_makes_a_robot_token_sees_it_once_and_revokes_it(app, seede
 def test_a_viewer_cannot_make_or_revoke_robot_tokens(app):
     at = _ok(app("tasks", "viewer").run())
     assert _button(at, "Create token").disabled
+
+
+def test_the_task_picked_on_one_page_is_the_one_the_next_page_shows(app, seeded):
+    from ui.app_state import CHOSEN_TASK
+
+    db = init_db(seeded.url)
+    with db.write() as s:
+        other = repo.get_or_create_task(s, "picked elsewhere", "tabletop", {"family": "block2location"}).id
+    for page in ("training", "tasks"):
+        at = app(page, "viewer")
+        at.session_state[CHOSEN_TASK] = other
+        _ok(at.run())
+        shown = at.selectbox[0]
+        assert (shown.value == other) if page == "training" else (shown.format_func(shown.value) == "picked elsewhere")

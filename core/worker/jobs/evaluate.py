@@ -25,7 +25,7 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     res = evaluate_checkpoint(path, p["episodes"], reward_checkpoint=reward, threshold=p["threshold"],
                               patience=p["patience"], seed0=seed0, n_envs=p["n_envs"], device=p["device"],
                               progress=False, outcomes=outcomes)
-    promoted, refused = False, None
+    promoted, refused, already = False, None, False
     if cid is not None:
         with w.db.write() as s:
             ck = repo.set_evaluation(s, cid, float(res["success"]), int(res["episodes"]),
@@ -34,9 +34,11 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
                                               "eval_seeds": "test"})
             repo.log_metrics(s, {"eval_success": float(res["success"])}, float(ck.iteration or 0),
                              checkpoint_id=cid, task_id=ck.task_id, job_id=ctx.job_id)
+            already = ck.promoted
             if p["promote"]:
                 refused = promote_if_not_worse(s, ck, p["promote_tolerance"])
             promoted = ck.promoted
-    ctx.message = (f"success {res['success']:.3f} on {res['episodes']} episodes"
-                   + (" (promoted)" if promoted else "") + (f"; {refused}" if refused else ""))
+    state = " (promoted)" if promoted and not already else " (the promoted checkpoint)" if promoted else ""
+    ctx.message = (f"success {res['success']:.3f} on {res['episodes']} episodes" + state
+                   + (f"; {refused}" if refused else ""))
     return {**res, "checkpoint_id": cid, "promoted": promoted}
