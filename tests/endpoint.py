@@ -3,12 +3,18 @@ viewer tickets signed with it, and robot tokens in a real (migrated) SQLite data
 the same ``core.worker.access`` classes the worker uses."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 from core.worker.access import RobotAccess, ViewerAccess
 from storage import init_db, repo
 from storage.credentials import mint_viewer_ticket
 
+ROOT = Path(__file__).resolve().parents[1]
 SECRET = "test-worker-secret-" + "x" * 32
 
 
@@ -36,3 +42,30 @@ class RobotTokens:
         with self.db.write() as s:
             for t in repo.list_robot_tokens(s, include_revoked=False):
                 repo.revoke_robot_token(s, t.id)
+
+
+@contextmanager
+def web_app(data: Path, telemetry_port: int):
+    """The real web app (``streamlit run app.py``) over ``<data>/dojo.sqlite`` on a free loopback
+    port, reading live telemetry from ``telemetry_port``; yields its URL once it answers."""
+    from bench.common import free_port, wait_until
+
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOJO_", "DATABASE_URL"))}
+    env.update({"DOJO_DATA": str(data), "DOJO_DB": str(data / "dojo.sqlite"), "DOJO_TELEMETRY_PORT": str(telemetry_port)})
+    with open(data / "app.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+                                 "--server.address", "127.0.0.1", "--server.headless", "true"],
+                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+        def up():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
+            except OSError:
+                return False
+        try:
+            wait_until(up, 60, "the web app to answer")
+            yield f"http://127.0.0.1:{port}"
+        finally:
+            proc.terminate()
+            proc.wait(20)

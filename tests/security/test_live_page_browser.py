@@ -9,17 +9,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.common import free_port, wait_until
+from bench.common import wait_until
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,11 +40,11 @@ HOSTILE_INSTRUCTION = "<img src=x onerror=\"window.__pwned='instr'\"> push the r
 def live_site(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
-    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api", reason="playwright is pinned in requirements.txt: run scripts/setup.sh")
     from core.worker.access import ViewerAccess
     from core.worker.remote import RemoteHub
     from core.worker.telemetry import TelemetryHub, WebsocketServer, encode_jpeg
-    from tests.endpoint import RobotTokens
+    from tests.endpoint import RobotTokens, web_app
     from storage import init_db, repo
     from storage.credentials import load_worker_secret
     from ui import bootstrap
@@ -61,7 +58,6 @@ def live_site(tmp_path_factory):
             robot = repo.register_robot(s, name, task_id=task.id)
             robot.status = "online"
     db.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOJO_", "DATABASE_URL"))}
     secret = load_worker_secret(data)  # the file the web app reads too (DOJO_DATA)
     tele, hub = TelemetryHub(ViewerAccess(secret)), RemoteHub(RobotTokens(data).access)
     srv = WebsocketServer({"/telemetry": tele.handler, "/robot": hub.handler}, port=0)
@@ -85,26 +81,11 @@ def live_site(tmp_path_factory):
 
     feeder = threading.Thread(target=publish, daemon=True)
     feeder.start()
-    port = free_port()
-    env.update({"DOJO_DATA": str(data), "DOJO_DB": str(data / "dojo.sqlite"), "DOJO_TELEMETRY_PORT": str(srv.port)})
-    log = open(data / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def up():
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
-        except OSError:
-            return False
     try:
-        wait_until(up, 60, "the web app to answer")
-        yield {"url": f"http://127.0.0.1:{port}", "secret": secret, "telemetry": srv}
+        with web_app(data, srv.port) as url:
+            yield {"url": url, "secret": secret, "telemetry": srv}
     finally:
         stop.set()
-        proc.terminate()
-        proc.wait(20)
-        log.close()
         srv.stop()
 
 

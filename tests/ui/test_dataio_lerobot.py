@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-pytest.importorskip("av")
 
 from core.datasets import lerobot_export as lrx  # noqa: E402
 from storage import init_db, repo  # noqa: E402

@@ -7,17 +7,15 @@ Screenshots: data/artifacts/ui/ (git-ignored)."""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from bench.common import free_port, wait_until
+from bench.common import wait_until
+from tests.endpoint import web_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "ui"
@@ -32,7 +30,7 @@ STORED_INSTRUCTION = "push the red moon to the blue cube"
 def live_site(tmp_path_factory):
     if not Path(CHROMIUM).exists():
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
-    pytest.importorskip("playwright.sync_api")
+    pytest.importorskip("playwright.sync_api", reason="playwright is pinned in requirements.txt: run scripts/setup.sh")
     from core.worker.access import ViewerAccess
     from core.worker.telemetry import TelemetryHub, WebsocketServer, encode_jpeg
     from storage import init_db, repo
@@ -51,7 +49,6 @@ def live_site(tmp_path_factory):
             robot.status, ids[name] = "online", robot.id
         repo.start_episode(s, uid="quiet-1", task_id=task.id, robot_id=ids[QUIET], instruction=STORED_INSTRUCTION)
     db.dispose()
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DOJO_", "DATABASE_URL"))}
     secret = load_worker_secret(data)
     tele = TelemetryHub(ViewerAccess(secret))
     srv = WebsocketServer({"/telemetry": tele.handler}, port=0)
@@ -74,26 +71,11 @@ def live_site(tmp_path_factory):
 
     feeder = threading.Thread(target=publish, daemon=True)
     feeder.start()
-    port = free_port()
-    env.update({"DOJO_DATA": str(data), "DOJO_DB": str(data / "dojo.sqlite"), "DOJO_TELEMETRY_PORT": str(srv.port)})
-    log = open(data / "app.log", "w")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-                             "--server.address", "127.0.0.1", "--server.headless", "true"],
-                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def up():
-        try:
-            return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
-        except OSError:
-            return False
     try:
-        wait_until(up, 60, "the web app to answer")
-        yield {"url": f"http://127.0.0.1:{port}", "task": task_name}
+        with web_app(data, srv.port) as url:
+            yield {"url": url, "task": task_name}
     finally:
         stop.set()
-        proc.terminate()
-        proc.wait(20)
-        log.close()
         srv.stop()
 
 

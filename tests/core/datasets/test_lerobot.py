@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("av")
 import pyarrow.parquet as pq  # noqa: E402
 
 from core.datasets import lerobot as lr  # noqa: E402
