@@ -25,26 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from core import cli_data, cli_tasks  # the data and tasks commands, each in its own module
+from core.method.jobs import json_object
 
 DEFAULT_DATA_DIR = Path(os.environ.get("DOJO_DATA", "data"))
-
-
-def _json_object(text: str | None, flag: str) -> dict[str, Any] | None:
-    if not text:
-        return None
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag} must be a JSON object, e.g. '{{\"task\": \"push-v3\"}}' ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{flag} must be a JSON object, got {type(cfg).__name__}")
-    return cfg
 
 
 def _env_config(args) -> dict[str, Any]:
     """Backend config from --env-config JSON plus the per-backend shortcuts
     (--family for tabletop, --task for metaworld, --image-size for all)."""
-    cfg: dict[str, Any] = _json_object(getattr(args, "env_config", None), "--env-config") or {}
+    cfg: dict[str, Any] = json_object(getattr(args, "env_config", None), "--env-config") or {}
     backend = getattr(args, "backend", "tabletop")
     if backend == "tabletop":
         cfg.setdefault("family", args.family)
@@ -75,7 +64,7 @@ def practice_config(args):
 
     kw = _config_kwargs(PracticeConfig, args)
     if "env_config" in kw:
-        kw["env_config"] = _json_object(kw["env_config"], "--env-config")
+        kw["env_config"] = json_object(kw["env_config"], "--env-config")
     return PracticeConfig(**kw)
 
 
@@ -103,7 +92,7 @@ def cmd_eval(args) -> dict[str, Any]:
                                    tolerance=args.tolerance,
                                    seed0=args.seed0, n_envs=args.n_envs, device=args.device,
                                    progress=not args.quiet, backend=args.backend,
-                                   env_config=_json_object(args.env_config, "--env-config"), outcomes=outcomes)
+                                   env_config=json_object(args.env_config, "--env-config"), outcomes=outcomes)
 
     after: list[int] = []
     out = run(args.checkpoint, after)

@@ -30,6 +30,8 @@ import sys
 import time
 from typing import Any
 
+from core.method.jobs import json_object
+
 
 KINDS = ("tabletop", "metaworld", "gym", "remote")
 REMOTE_DEFAULT = {"camera": {"height": 64, "width": 64}, "proprio_dim": 2,
@@ -132,18 +134,6 @@ def catalog() -> dict[str, Any]:
 
 # --- building and checking -----------------------------------------------------------------
 
-def _json_object(text: str | None, flag: str) -> dict[str, Any]:
-    if not text:
-        return {}
-    try:
-        cfg = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{flag} must be a JSON object ({e})") from e
-    if not isinstance(cfg, dict):
-        raise ValueError(f"{flag} must be a JSON object, got {type(cfg).__name__}")
-    return cfg
-
-
 def _numbers(text: str, flag: str) -> float | list[float]:
     try:
         vals = [float(x) for x in str(text).split(",") if x.strip()]
@@ -167,7 +157,7 @@ def task_config(args) -> tuple[str, dict[str, Any], str | None]:
     backend = args.backend
     if backend not in KINDS:
         raise ValueError(f"unknown backend {backend!r}; tasks can be made for {', '.join(KINDS)}")
-    cfg = _json_object(args.env_config, "--env-config")
+    cfg = json_object(args.env_config, "--env-config") or {}
     said = _phrasings(args)
     for flag, value, kinds in (("--family", args.family, ("tabletop",)), ("--task", args.task, ("metaworld",)),
                                ("--env-id", args.env_id, ("gym",)),

@@ -6,7 +6,7 @@ from typing import Any, Optional
 
 from sqlalchemy.orm import Session
 
-from core.method.jobs import EVAL_PARAMS, REFINE_PARAMS
+from core.method.jobs import EVAL_PARAMS, REFINE_PARAMS, json_object
 from storage import repo
 from storage.models import PracticeSession
 
@@ -99,15 +99,4 @@ def override_running(s: Session, robot_id: int, success: bool, *, actor) -> Opti
 
 def parse_extra(text: str) -> dict[str, Any]:
     """The Tasks page's "extra params" box: a JSON object, or empty."""
-    import json
-
-    text = (text or "").strip()
-    if not text:
-        return {}
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ValueError(f"extra params must be a JSON object, e.g. {{\"check_episodes\": 0}} ({e})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"extra params must be a JSON object, got {type(value).__name__}")
-    return value
+    return json_object(text, "extra params", '{"check_episodes": 0}') or {}

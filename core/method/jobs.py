@@ -8,6 +8,8 @@ refine defaults from here (Training page) and storage checks kinds against ``JOB
 """
 from __future__ import annotations
 
+import json
+
 import dataclasses
 from typing import Any, Iterable
 
@@ -106,3 +108,18 @@ def check_params(kind: str, params: dict[str, Any] | None, spec: ParamSpec) -> d
             raise JobParamsError(f"{kind} job: param {name!r} must be {s['type']}, got {v!r}")
         out[name] = float(v) if s["type"] == "float" else v
     return out
+
+
+def json_object(text: str | None, what: str, example: str = '{"task": "push-v3"}') -> dict[str, Any] | None:
+    """``text`` parsed as a JSON object (None when empty), or ValueError naming ``what`` (a flag or
+    a form field) with an example: the one reader of user-typed JSON configs and params."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{what} must be a JSON object, e.g. '{example}' ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{what} must be a JSON object, got {type(value).__name__}")
+    return value
