@@ -9,30 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from sqlalchemy import func, select
-
 
 from core.datasets import lerobot_export as lrx  # noqa: E402
-from storage import init_db, repo  # noqa: E402
-from storage.models import Episode, User  # noqa: E402
+from storage import repo  # noqa: E402
+from storage.models import Episode  # noqa: E402
 from tests.core.datasets import lerobot_builder as B  # noqa: E402
+from tests.ui.test_dataio import admin, count, db  # noqa: E402,F401 - the same fixtures and row count
 from ui import dataio  # noqa: E402
-
-
-@pytest.fixture
-def db(seeded):
-    return init_db(seeded.url)
-
-
-@pytest.fixture
-def admin(db, seeded):
-    with db.read() as s:
-        return s.get(User, seeded.user_ids["admin"])
-
-
-def count(db):
-    with db.read() as s:
-        return s.scalar(select(func.count()).select_from(Episode))
 
 
 def zip_folder(root: Path) -> bytes:
