@@ -47,6 +47,8 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
+from core.method.action_units import bounds_to_unit, unit_to_bounds
+
 CODEBASE_VERSION = "v3.0"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
@@ -308,13 +310,10 @@ class LeRobotReader:
 
     def scale(self, a: np.ndarray) -> np.ndarray:
         """The dataset's actions -> [-1, 1] per dimension (0 where a dimension never varies)."""
-        span = self.action_high - self.action_low
-        safe = np.where(span > 0, span, 1.0)
-        s = np.where(span > 0, 2.0 * (a - self.action_low) / safe - 1.0, 0.0)
-        return np.clip(s, -1.0, 1.0).astype(np.float32)
+        return bounds_to_unit(a, self.action_low, self.action_high)
 
     def unscale(self, a: np.ndarray) -> np.ndarray:
-        return (self.action_low + (np.asarray(a, np.float64) + 1.0) / 2.0 * (self.action_high - self.action_low))
+        return unit_to_bounds(a, self.action_low, self.action_high)
 
     def meta_counts(self) -> dict[str, Any]:
         return {"total_episodes": self.info.get("total_episodes"), "total_frames": self.info.get("total_frames"),

@@ -220,25 +220,33 @@ def load_datasets(spec: str | Path | list | tuple, limit: int | None = None
     tasks: list[dict[str, Any]] = []
     episodes: list[Episode] = []
     first: dict[str, Any] | None = None
+    bounds: dict[str, Any] = {}  # dataset -> its action units (an imported dataset's action_low/high)
     for k, d in enumerate(dirs):
         meta, eps = load_episodes(d, limit)
         for e in eps:
             e.source = k
         first = first or meta
+        bounds[str(d)] = [meta.get("action_low"), meta.get("action_high")]
         task = {"backend": meta["backend"], "env_config": meta["env_config"]}
         if task not in tasks:
             tasks.append(task)
         episodes.extend(eps)
     assert first is not None
+    units = {"action_low": first.get("action_low"), "action_high": first.get("action_high")}
+    if len({json.dumps(b) for b in bounds.values()}) > 1:
+        raise DatasetError(
+            f"datasets {sorted(bounds)} record actions in different units (action_low/action_high in their "
+            f"dataset.json: {bounds}); one model acts in one set of units: import them with the same bounds "
+            "(the same robot), or train on them separately")
     if len(tasks) == 1:
-        return {**first, "datasets": [str(d) for d in dirs]}, episodes
+        return {**first, **units, "datasets": [str(d) for d in dirs]}, episodes
     shapes = {(e.frames.shape[1:], e.proprio.shape[1], e.actions.shape[1]) for e in episodes}
     if len(shapes) > 1:
         raise DatasetError(
             f"datasets {[str(d) for d in dirs]} disagree on (image shape, proprio size, action size): "
             f"{sorted(shapes)}; one model reads them all, so generate them with the same image_size "
             f"and a backend with the same action and proprioception sizes")
-    return {"backend": "multitask", "env_config": {"tasks": tasks},
+    return {"backend": "multitask", "env_config": {"tasks": tasks}, **units,
             "datasets": [str(d) for d in dirs]}, episodes
 
 

@@ -25,6 +25,7 @@ from torch import nn
 
 from core.learning import action_bins as A
 from core.method import steps_to_go
+from core.method.action_units import check_bounds, unit_to_bounds
 from core.learning.stg_targets import soft_stg_targets
 from core.learning.encoders import GoalKeypoints, TextEncoder, TextGrounding, build_image_encoder
 
@@ -54,6 +55,12 @@ class PolicyConfig:
     """Continuous action dimensions, each predicted as a categorical over bins."""
     action_bins: int = 9
     """Bins per action dimension, evenly spaced over [-1, 1]."""
+    action_low: tuple[float, ...] | None = None
+    """The robot's action units, when they are not [-1, 1] (an imported dataset's bounds, set by
+    Stage 1 from its dataset.json): the policy acts in [-1, 1] and the rollout sends
+    ``core.method.action_units.unit_to_bounds(a, action_low, action_high)``. None: [-1, 1]."""
+    action_high: tuple[float, ...] | None = None
+    """Upper bounds, with ``action_low``."""
     stg_cap: int = 60
     """Largest steps-to-go label; labels above it are clipped into the last bin."""
     stg_bin_width: int = 1
@@ -118,6 +125,16 @@ class PolicyConfig:
             raise ValueError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if self.image_size < 16:
             raise ValueError(f"image_size must be >= 16 pixels, got {self.image_size}")
+        if (self.action_low is None) != (self.action_high is None):
+            raise ValueError("give both action_low and action_high, or neither")
+        if self.action_low is not None:
+            low, high = check_bounds(self.action_low, self.action_high, self.action_dim, "PolicyConfig")
+            object.__setattr__(self, "action_low", low)  # frozen: JSON's lists become tuples once, here
+            object.__setattr__(self, "action_high", high)
+
+    def to_robot_units(self, a):
+        """A policy action (in [-1, 1]) as the robot takes it: mapped into its bounds when it has any."""
+        return a if self.action_low is None else unit_to_bounds(a, self.action_low, self.action_high)
 
     @property
     def n_stg_bins(self) -> int:

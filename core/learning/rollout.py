@@ -270,8 +270,9 @@ class _Rollout:
     def submit(self, cmds: dict[int, tuple[str, Any]]) -> None:
         for i, cmd in cmds.items():
             self.slots[i].pending = cmd
-        if cmds:
-            self.ops.submit(cmds)
+        if cmds:  # the pending command keeps the policy's action (recorded, trained on); the robot gets its units
+            self.ops.submit({i: (c, self.policy.config.to_robot_units(a) if c == "step" else a)
+                             for i, (c, a) in cmds.items()})
 
     def infer(self, active: list[_Slot]) -> tuple[Any, Any]:
         """Actions and d(o, g) for the active robots, in one batched call per model."""

@@ -194,6 +194,8 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
     if (h, w) != (pcfg.image_size, pcfg.image_size) or episodes[0].proprio.shape[1] != pcfg.proprio_dim:
         pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
                                    action_dim=episodes[0].actions.shape[1])
+    if meta.get("action_low") is not None:  # an imported dataset's units: the checkpoint maps actions back to them
+        pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
     return _SFTData(meta=meta, train_eps=train_eps, val_eps=val_eps, pcfg=pcfg, train_table=train_table,
                     val_table=val_table, fingerprint=episodes_fingerprint(train_eps + val_eps))

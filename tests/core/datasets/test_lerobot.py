@@ -256,6 +256,14 @@ def test_stage1_trains_on_an_imported_dataset(handmade, tmp_path):
     assert res["last"]["epoch"] == 1
     run = json.loads((tmp_path / "run/run.json").read_text())
     assert run["train_episodes"] + run["val_episodes"] == len(B.LENGTHS)
+    # The dataset's bounds travel into the checkpoint, so its actions go back to the robot in its units.
+    from core.learning.checkpoint import load_checkpoint
+
+    meta = json.loads((tmp_path / "d/dataset.json").read_text())
+    policy, _ = load_checkpoint(res["best_policy"])
+    assert list(policy.config.action_low) == pytest.approx(meta["action_low"])
+    assert list(policy.config.action_high) == pytest.approx(meta["action_high"])
+    np.testing.assert_allclose(policy.config.to_robot_units(np.ones(3)), meta["action_high"])
 
 
 def test_cli_exports_stored_episodes_from_the_database(tmp_path, capsys):

@@ -243,3 +243,56 @@ def test_may_start_holds_robots_back_the_same_way_for_any_group_count(models, fl
     free, _ = run(1, lambda steps: True)  # a predicate that always allows = no predicate
     plain = _roll(policy, reward, fleet, seeds, 1)
     assert [(r.seed, r.length) for r in free] == [(r.seed, r.length) for r in plain]
+
+
+class _Recording:
+    """A tabletop env that remembers the actions it was sent."""
+
+    def __init__(self):
+        self.env = make_env("tabletop", ENV)
+        self.max_steps, self.sent = self.env.max_steps, []
+
+    def reset(self, seed):
+        return self.env.reset(seed=seed)
+
+    def step(self, a):
+        self.sent.append(np.asarray(a, np.float64))
+        return self.env.step(np.clip(a, -1, 1))
+
+    def close(self):
+        self.env.close()
+
+
+def test_a_policy_with_action_bounds_sends_robot_units_and_records_its_own():
+    """The checkpoint's bounds (an imported dataset's units) map each action on its way to the
+    robot; the episode keeps the policy's [-1, 1] action, which REINFORCE's log-probability needs."""
+    from core.method.action_units import unit_to_bounds
+
+    low, high = (-0.05, 10.0), (0.05, 20.0)
+    torch.manual_seed(0)
+    policy = DojoPolicy(tiny_config(action_low=low, action_high=high))
+    envs = []
+
+    def make():
+        envs.append(_Recording())
+        return envs[-1]
+
+    recs = run_episodes(policy, make, [7], n_envs=1, greedy=True, stop_on_ground_truth=False)
+    sent, recorded = np.array(envs[0].sent), np.array(recs[0].actions)
+    assert len(sent) == len(recorded) == recs[0].length > 0
+    assert recorded.min() >= -1 and recorded.max() <= 1
+    np.testing.assert_allclose(sent, unit_to_bounds(recorded, low, high))
+    assert sent[:, 1].min() >= 10.0 and np.abs(sent[:, 0]).max() <= 0.05
+
+
+def test_policy_config_keeps_the_bounds_through_json_and_refuses_bad_ones():
+    from core.learning.policy import PolicyConfig
+
+    cfg = tiny_config(action_low=[-2, 0], action_high=[2, 1])
+    back = PolicyConfig.from_dict(__import__("json").loads(cfg.to_json()))
+    assert back.action_low == (-2.0, 0.0) and back.action_high == (2.0, 1.0) and back == cfg
+    assert tiny_config().to_robot_units(np.array([0.5, -1.0])).tolist() == [0.5, -1.0]  # no bounds: [-1, 1] itself
+    with pytest.raises(ValueError, match="need 2 values"):
+        tiny_config(action_low=[0.0], action_high=[1.0])
+    with pytest.raises(ValueError, match="both"):
+        tiny_config(action_low=[0.0, 0.0])
