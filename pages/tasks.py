@@ -115,14 +115,19 @@ def prepare_forms() -> None:
                         for d in ready.imported})
         source = st.selectbox("Demonstrations", list(options), format_func=options.get,
                               placeholder="generate or import demonstrations first")
+        others = {d["path"]: f"{d['task']} · {d['source']}: {d['episodes']} episodes" for d in ready.other_tasks}
+        also = st.multiselect("Also train on (one model over several tasks)", list(others), format_func=others.get,
+                              help="datasets of other tasks with the same camera, proprioception and action sizes")
         epochs = st.number_input("Epochs", 1, 500, prepare.DEFAULT_EPOCHS)
         minutes = st.number_input("Time cap (minutes)", 1.0, 1440.0, prepare.DEFAULT_SFT_MINUTES)
-        d_model = st.selectbox("Model width", (64, 128, 256), index=1, help="d_model of the trunk")
+        c_w, c_e = st.columns(2)
+        d_model = c_w.selectbox("Model width", (64, 128, 256), index=1, help="d_model of the trunk")
+        encoder = c_e.selectbox("Image encoder", prepare.IMAGE_ENCODERS, format_func=prepare.IMAGE_ENCODERS.get)
         if st.form_submit_button("Train Stage 1", disabled=not may or not options):
             kind, ref = source
             if act(user, "enqueue_job", prepare.enqueue_sft, task.id, ref if kind == "job" else None,
-                   data=ref if kind == "data" else None, epochs=int(epochs),
-                   max_minutes=float(minutes), policy={"d_model": int(d_model)},
+                   data=ref if kind == "data" else None, epochs=int(epochs), also=also,
+                   max_minutes=float(minutes), policy={"d_model": int(d_model), "image_encoder": encoder},
                    success="Stage 1 queued") is not None:
                 st.rerun()
 

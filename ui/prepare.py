@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,6 +28,8 @@ DEFAULT_DEMOS = 200
 DEFAULT_EPOCHS = 8
 DEFAULT_SFT_MINUTES = 15.0
 DEFAULT_EVAL_EPISODES = 50
+# The Stage-1 image encoders a page offers (PolicyConfig.image_encoder); the ImageNet weights ship in a package.
+IMAGE_ENCODERS = {"scratch": "small CNN from scratch", "efficientnet_lite0": "EfficientNet-Lite0 (ImageNet, frozen)"}
 
 
 @dataclass
@@ -43,6 +45,7 @@ class Readiness:
     steps: list[Step] = field(default_factory=list)
     demos_jobs: list[dict[str, Any]] = field(default_factory=list)  # finished demos jobs: id, dataset, episodes
     imported: list[dict[str, Any]] = field(default_factory=list)  # datasets imported on the Data page: path, episodes
+    other_tasks: list[dict[str, Any]] = field(default_factory=list)  # other tasks' datasets (datasets_of_other_tasks)
     can_generate: bool = True  # a scripted expert exists (not for a remote-robot task)
     next_step: Optional[str] = None
     missing: str = ""
@@ -85,7 +88,7 @@ def readiness(s: Session, task_id: int) -> Readiness:
                               if evaluated else ""), "practice": ""}
     task = s.get(Task, task_id)
     out = Readiness(demos_jobs=list(reversed(demos)), imported=imported,
-                    can_generate=task is None or task.backend != "remote")
+                    other_tasks=datasets_of_other_tasks(s, task_id), can_generate=task is None or task.backend != "remote")
     for name in STEPS:
         j = jobs.get(STEP_KINDS[name])
         out.steps.append(Step(name, done[name], _job_row(j) if j is not None else None, details[name]))
@@ -115,6 +118,23 @@ def imported_datasets(s: Session, task_id: int) -> list[dict[str, Any]]:
     return out
 
 
+def datasets_of_other_tasks(s: Session, task_id: int) -> list[dict[str, Any]]:
+    """Finished demonstrations and imported datasets of every other task (path, task name, episodes):
+    what one Stage-1 model over several tasks can add to this task's data."""
+    names = {t.id: t.name for t in s.scalars(select(Task))}
+    out: list[dict[str, Any]] = []
+    for j in s.scalars(select(Job).where(Job.kind == "demos", Job.status == "done", Job.task_id.is_not(None),
+                                         Job.task_id != task_id).order_by(Job.id.desc())):
+        if (j.result or {}).get("dataset"):
+            out.append({"path": str(j.result["dataset"]), "task": names.get(j.task_id, str(j.task_id)),
+                        "episodes": j.result.get("episodes"), "source": f"job {j.id}"})
+    for tid, name in names.items():
+        if tid != task_id:
+            out += [{"path": d["path"], "task": name, "episodes": d["episodes"], "source": f"imported {d['file'] or ''}"}
+                    for d in imported_datasets(s, tid)]
+    return out
+
+
 def enqueue_demos(s: Session, task_id: int, n: int, workers: int = 1, *, actor) -> Job:
     """A demos job for the task (its backend and env_config; the dataset in <data>/demos/job<J>)."""
     if not 1 <= int(n) <= 100_000:
@@ -126,9 +146,12 @@ def enqueue_demos(s: Session, task_id: int, n: int, workers: int = 1, *, actor) 
 
 
 def enqueue_sft(s: Session, task_id: int, demos_job: Optional[int] = None, *, epochs: int, max_minutes: float,
-                data: Optional[str] = None, policy: Optional[dict[str, Any]] = None, actor) -> Job:
+                data: Optional[str] = None, policy: Optional[dict[str, Any]] = None,
+                also: Sequence[str] = (), actor) -> Job:
     """A Stage-1 job on a finished demonstrations job's dataset, or on a dataset imported for the
-    task (``data``, its path); its checkpoint joins the task."""
+    task (``data``, its path); its checkpoint joins the task. ``also``: datasets of other tasks
+    (``datasets_of_other_tasks``) for one model over several tasks; its evaluations and practice
+    on this task then run this task's environment (core.worker.checkpoints.task_environment)."""
     if data is not None:
         if data not in {d["path"] for d in imported_datasets(s, task_id)}:
             raise ValueError(f"{data} is not a dataset imported for this task")
@@ -138,7 +161,15 @@ def enqueue_sft(s: Session, task_id: int, demos_job: Optional[int] = None, *, ep
             raise ValueError(f"job {demos_job} is not a finished demonstrations job of this task")
     if not 1 <= int(epochs) <= 500 or not 0 < float(max_minutes) <= 24 * 60:
         raise ValueError("Stage 1: epochs must be 1..500 and the time cap 0..1440 minutes")
-    source = {"data": data} if data is not None else {"demos_job": int(demos_job)}
+    others = {d["path"] for d in datasets_of_other_tasks(s, task_id)} if also else set()
+    for path in also:
+        if path not in others:
+            raise ValueError(f"{path} is not a finished or imported dataset of another task")
+    if also:  # several datasets: one comma-separated data spec (core.learning.dataset.load_datasets)
+        first = data if data is not None else str(s.get(Job, demos_job).result["dataset"])
+        source = {"data": ",".join([first, *dict.fromkeys(p for p in also if p != first)])}
+    else:
+        source = {"data": data} if data is not None else {"demos_job": int(demos_job)}
     params: dict[str, Any] = {**source, "epochs": int(epochs), "max_minutes": float(max_minutes)}
     task = s.get(Task, task_id)
     if task is not None and task.backend == "remote":

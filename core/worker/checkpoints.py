@@ -42,6 +42,21 @@ def resolve_start(db: Any, p: dict[str, Any], task_id: int | None) -> tuple[str,
         return ck.path, ck.id, dict(ck.metrics or {})
 
 
+def task_environment(db: Any, task_id: int | None, meta: dict[str, Any]) -> tuple[str | None, dict[str, Any] | None]:
+    """The environment a job for ``task_id`` runs a checkpoint in: the task's own when the model was
+    trained on several tasks (``multitask``) and this task is one of them, so an evaluation or a
+    practice session of the task is about that task; (None, None) otherwise (the checkpoint's own)."""
+    if task_id is None or meta.get("backend") != "multitask":
+        return None, None
+    with db.read() as s:
+        task = repo.get_task(s, task_id)
+    if task is None or task.backend in ("remote", "multitask"):
+        return None, None
+    trained = (meta.get("env_config") or {}).get("tasks") or []
+    mine = {"backend": task.backend, "env_config": dict(task.env_config or {})}
+    return (task.backend, dict(task.env_config or {})) if mine in trained else (None, None)
+
+
 def reward_for(policy_path: str, metrics: dict[str, Any], given: str | None) -> str | None:
     """The frozen reward model for a policy: the one given, the one its row records, best_stg.pt
     beside it, or the one its checkpoint file records."""

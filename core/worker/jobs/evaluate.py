@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from core.method.seeds import EVAL_SEED0
-from core.worker.checkpoints import promote_if_not_worse, reward_for, resolve_start
+from core.worker.checkpoints import promote_if_not_worse, resolve_start, reward_for, task_environment
 from core.worker.job import JobContext
 from core.worker.params import check_params
 from storage import repo
@@ -19,12 +19,15 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     p = check_params("eval", ctx.params)
     path, cid, metrics = resolve_start(w.db, p, ctx.task_id)
     reward = reward_for(path, metrics, p["reward_checkpoint"])
-    ctx.message = f"evaluating {path} on {p['episodes']} episodes"
+    from core.learning.checkpoint import read_checkpoint
+
+    backend, env_config = task_environment(w.db, ctx.task_id, read_checkpoint(path)["meta"])
+    ctx.message = f"evaluating {path} on {p['episodes']} episodes" + (f" of {backend}" if backend else "")
     outcomes: list[int] = []  # per seed, in seed order: two checkpoints on the same seeds pair up
     seed0 = EVAL_SEED0 if p["seed0"] is None else int(p["seed0"])
     res = evaluate_checkpoint(path, p["episodes"], reward_checkpoint=reward, threshold=p["threshold"],
                               patience=p["patience"], seed0=seed0, n_envs=p["n_envs"], device=p["device"],
-                              progress=False, outcomes=outcomes)
+                              progress=False, outcomes=outcomes, backend=backend, env_config=env_config)
     promoted, refused, already = False, None, False
     if cid is not None:
         with w.db.write() as s:
@@ -41,4 +44,5 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     state = " (promoted)" if promoted and not already else " (the promoted checkpoint)" if promoted else ""
     ctx.message = (f"success {res['success']:.3f} on {res['episodes']} episodes" + state
                    + (f"; {refused}" if refused else ""))
-    return {**res, "checkpoint_id": cid, "promoted": promoted}
+    env = {"environment": {"backend": backend, "env_config": env_config}} if backend else {}  # one task of several
+    return {**res, **env, "checkpoint_id": cid, "promoted": promoted}

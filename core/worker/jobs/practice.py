@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from core.method.jobs import JobParamsError
-from core.worker.checkpoints import norm_path, resolve_start, reward_for
+from core.worker.checkpoints import norm_path, resolve_start, reward_for, task_environment
 from core.worker.job import JobContext, JobStopped
 from core.worker.params import check_params
 from core.worker.practice_recorder import PracticeRecorder
@@ -46,8 +46,10 @@ def _models(w: Any, ctx: JobContext, p: dict[str, Any]) -> tuple[_Start, dict[st
     if reward_path is None:
         raise JobParamsError("no reward checkpoint: pass reward_checkpoint (a Stage-1 best_stg.pt)")
     reward_meta = read_checkpoint(reward_path)["meta"]
-    backend = p["backend"] or reward_meta.get("backend", "tabletop")
-    env_config = dict(p["env_config"] if p["env_config"] is not None else reward_meta.get("env_config", {}))
+    own_backend, own_config = task_environment(w.db, ctx.task_id, reward_meta)  # one task of a multi-task model
+    backend = p["backend"] or own_backend or reward_meta.get("backend", "tabletop")
+    env_config = dict(p["env_config"] if p["env_config"] is not None else
+                      own_config if own_config is not None else reward_meta.get("env_config", {}))
     st = _Start(policy_path, reward_path, reward_meta, read_checkpoint(policy_path)["config"], backend, env_config)
     return st, {"start_id": start_id}
 
