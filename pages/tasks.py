@@ -68,7 +68,7 @@ def jobs_table() -> None:
 
 @st.fragment(run_every=3)
 def prepare_section() -> None:
-    """Any task, step by step: each step a job with its progress, time left, cancel and last message."""
+    """Any task, step by step: each step a job with its progress, time left, cancel and its log's tail."""
     with db.read() as s:
         ready = prepare.readiness(s, task.id)
     st.subheader("Prepare this task")
@@ -89,6 +89,9 @@ def prepare_section() -> None:
             c1.markdown(md(text))
         if job and (job["error"] or job["message"]):
             c1.caption(md((job["error"] or job["message"])[-300:]))  # the job's last words
+        if job and job["log_tail"]:
+            with c1.expander(f"Log of job {job['id']}"):
+                st.code(job["log_tail"], language=None)  # a code block: the text is shown, never rendered
 
 
 @st.fragment(run_every=5)  # a demos job that finishes shows up in the Stage-1 form without a page switch

@@ -76,7 +76,8 @@ def _held(job_id: int, worker: str):
 
 
 def heartbeat(s: Session, job_id: int, worker: str, *, progress: Optional[float] = None,
-              message: Optional[str] = None, state: Optional[dict[str, Any]] = None) -> bool:
+              message: Optional[str] = None, state: Optional[dict[str, Any]] = None,
+              log_tail: Optional[str] = None) -> bool:
     """Refresh the heartbeat (and progress in [0, 1], message, resume state). False means the
     job is no longer this worker's to run (cancelled, or re-queued after a stall): stop it."""
     values: dict[str, Any] = {"heartbeat_at": utcnow()}
@@ -86,6 +87,8 @@ def heartbeat(s: Session, job_id: int, worker: str, *, progress: Optional[float]
         values["message"] = message
     if state is not None:
         values["state"] = state
+    if log_tail is not None:
+        values["log_tail"] = log_tail
     res = s.execute(update(Job).where(_held(job_id, worker)).values(**values)
                     .execution_options(synchronize_session=False))
     return res.rowcount == 1
@@ -95,23 +98,28 @@ set_progress = heartbeat
 
 
 def finish_job(s: Session, job_id: int, worker: str, *, result: Optional[dict[str, Any]] = None,
-               message: Optional[str] = None) -> bool:
+               message: Optional[str] = None, log_tail: Optional[str] = None) -> bool:
     values: dict[str, Any] = {"status": "done", "progress": 1.0, "finished_at": utcnow(), "heartbeat_at": utcnow()}
     if result is not None:
         values["result"] = result
     if message is not None:
         values["message"] = message
+    if log_tail is not None:
+        values["log_tail"] = log_tail
     res = s.execute(update(Job).where(_held(job_id, worker)).values(**values)
                     .execution_options(synchronize_session=False))
     return res.rowcount == 1
 
 
-def fail_job(s: Session, job_id: int, worker: str, error: str, *, retry: bool = False) -> bool:
+def fail_job(s: Session, job_id: int, worker: str, error: str, *, retry: bool = False,
+             log_tail: Optional[str] = None) -> bool:
     """Record the error text (e.g. a traceback) for the UI. ``retry=True`` re-queues the job
     while it has attempts left."""
     job = s.get(Job, job_id, populate_existing=True)
     if job is None or job.status != "running" or job.claimed_by != worker:
         return False
+    if log_tail is not None:
+        job.log_tail = log_tail
     if retry and job.attempts < job.max_attempts:
         job.status, job.claimed_by, job.error = "queued", None, error
     else:

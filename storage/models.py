@@ -179,6 +179,7 @@ class Job(Base):
     progress: Mapped[float] = mapped_column(Float, default=0.0)
     message: Mapped[Optional[str]] = mapped_column(Text)
     error: Mapped[Optional[str]] = mapped_column(Text)
+    log_tail: Mapped[Optional[str]] = mapped_column(Text)  # the job's last log lines (core/worker/job.py)
     result: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)
     state: Mapped[Optional[dict[str, Any]]] = mapped_column(JSON)  # resume point, written with heartbeats
     session_id: Mapped[Optional[int]] = mapped_column(ForeignKey("sessions.id", ondelete="SET NULL"), index=True)

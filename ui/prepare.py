@@ -1,5 +1,5 @@
 """Preparing any task from the Tasks page: demonstrations -> Stage 1 -> evaluation -> practice,
-each step a job (progress, time left, cancel, its last message), and what the task still
+each step a job (progress, time left, cancel, the tail of its log), and what the task still
 lacks with the next step offered.
 
 Functions over the database (``readiness``, ``enqueue_demos``, ``enqueue_sft``, ``time_left_s``)
@@ -53,7 +53,8 @@ class Readiness:
 
 def _job_row(j: Job) -> dict[str, Any]:
     return {"id": j.id, "kind": j.kind, "status": j.status, "progress": float(j.progress or 0.0),
-            "message": j.message or "", "error": (j.error or "")[-800:], "started": j.started_at,
+            "message": j.message or "", "error": (j.error or "")[-800:], "log_tail": j.log_tail or "",
+            "started": j.started_at,
             "created": j.created_at, "result": j.result or {}}
 
 

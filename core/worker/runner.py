@@ -54,7 +54,7 @@ from sqlalchemy import select, update
 from core.method.jobs import JOB_KINDS
 from core.worker.checkpoints import jsonable
 from core.worker.errors import describe_error
-from core.worker.job import JobContext, JobStopped
+from core.worker.job import JobContext, JobLogHandler, JobStopped
 from core.worker.jobs import demos, evaluate, practice, refine, sft
 from storage import repo
 from storage.auth import prune_login_throttle
@@ -130,12 +130,15 @@ class Worker:
         return handled
 
     def run_job(self, ctx: JobContext) -> None:
+        handler = JobLogHandler(ctx)
+        logging.getLogger().addHandler(handler)
         log.info("job %d (%s) attempt %d: %s", ctx.job_id, ctx.kind, ctx.attempts, ctx.params)
         self._ctx = ctx
         try:
             result = JOB_RUNNERS[ctx.kind](self, ctx)
             with self.db.write() as s:
-                repo.finish_job(s, ctx.job_id, self.name, result=jsonable(result), message=ctx.message or "done")
+                repo.finish_job(s, ctx.job_id, self.name, result=jsonable(result), message=ctx.message or "done",
+                                log_tail=ctx.log_text())
             log.info("job %d done", ctx.job_id)
         except JobStopped as e:
             if e.reason == "worker stopping":
@@ -143,17 +146,19 @@ class Worker:
             elif e.reason == "session stopped":
                 with self.db.write() as s:
                     repo.finish_job(s, ctx.job_id, self.name, message=f"session stopped by a supervisor; "
-                                    f"{ctx.message}".strip("; "), result=jsonable(ctx.state or {}))
+                                    f"{ctx.message}".strip("; "), result=jsonable(ctx.state or {}),
+                                    log_tail=ctx.log_text())
             log.info("job %d stopped: %s", ctx.job_id, e.reason)
         except (Exception, SystemExit) as e:  # noqa: BLE001 - one bad job must not stop the worker
             log.error("job %d failed: %s", ctx.job_id, e)
             try:
                 with self.db.write() as s:
-                    repo.fail_job(s, ctx.job_id, self.name, describe_error(ctx.kind, e))
+                    repo.fail_job(s, ctx.job_id, self.name, describe_error(ctx.kind, e), log_tail=ctx.log_text())
             except Exception:  # noqa: BLE001
                 log.exception("could not record the failure of job %d", ctx.job_id)
         finally:
             self._ctx = None
+            logging.getLogger().removeHandler(handler)
 
     def _release(self, job_id: int, message: str) -> None:
         with self.db.write() as s:
@@ -168,7 +173,8 @@ class Worker:
                 if ctx is not None:
                     with self.db.write() as s:
                         alive = repo.heartbeat(s, ctx.job_id, self.name, progress=ctx.progress,
-                                               message=ctx.message or None, state=ctx.state)
+                                               message=ctx.message or None, state=ctx.state,
+                                               log_tail=ctx.log_text() or None)
                     if not alive:
                         ctx.cancelled.set()
                 self._sync_robots()

@@ -98,6 +98,31 @@ def test_bad_jobs_fail_with_a_fix_and_the_worker_goes_on(tmp_path, stage1):
     kept = ck.metrics["eval"]  # each test seed's outcome, so two checkpoints pair up seed by seed
     assert len(kept["outcomes"]) == 2 and sum(kept["outcomes"]) / 2 == ck.eval_success and kept["seed0"] == 1_000_000
     assert j3.result["checkpoint_id"] == ck.id and j3.result["promoted"] is True
+    # Each job keeps its log's tail: the progress messages and its own log records, not the next job's.
+    assert "evaluating" in j3.log_tail and "success" in j3.log_tail.splitlines()[-1]
+    assert "job %d failed" % missing not in j3.log_tail
+    assert "error: job %d failed" % missing in j2.log_tail
+
+
+def test_the_log_tail_keeps_the_newest_lines_each_cut_to_a_readable_length():
+    import logging
+
+    from core.worker.job import LOG_LINE_CHARS, LOG_TAIL_LINES, JobContext, JobLogHandler
+
+    ctx = JobContext(1, "eval", {}, None, None)
+    for i in range(LOG_TAIL_LINES + 5):
+        ctx.message = f"step {i}"
+    ctx.message = f"step {LOG_TAIL_LINES + 4}"  # the same message again is not a new line
+    lines = ctx.log_text().splitlines()
+    assert len(lines) == LOG_TAIL_LINES and lines[-1].endswith(f"step {LOG_TAIL_LINES + 4}")
+    assert lines[0].endswith("step 5")
+    h = JobLogHandler(ctx)
+    for name, level, msg in (("dojo.practice", logging.INFO, "x" * 1000), ("dojo.websocket", logging.WARNING, "w"),
+                             ("urllib3", logging.WARNING, "u"), ("dojo.worker", logging.WARNING, "careful\nnow")):
+        h.emit(logging.LogRecord(name, level, __file__, 1, msg, None, None))
+    new = ctx.log_text().splitlines()[-2:]
+    assert len(new[0]) == len("00:00:00 ") + LOG_LINE_CHARS and new[0].endswith("…")
+    assert new[1].endswith("warning: careful now")  # one line each; other loggers' records stay out
 
 
 def test_an_eval_job_that_cannot_calibrate_fails_once_with_the_fix_and_the_worker_stays_up(tmp_path, stage1):
