@@ -35,6 +35,57 @@ def wait_until(cond, timeout: float, what: str, every: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+class Launched:
+    """The one-command launcher (scripts/launch.py: worker + web app) on free ports over a data
+    folder and its SQLite database, for browser tests and benches; ``stop()`` is Ctrl-C (the
+    launcher stops the worker and the app) and returns its exit code."""
+
+    def __init__(self, data: Path, db_path: Path, admin_password: str, *, env: dict[str, str] | None = None,
+                 timeout_s: float = 90.0):
+        import subprocess
+        import sys
+
+        self.data, self.log_path = Path(data), Path(data) / "launcher.log"
+        self.port, self.tport = free_port(), free_port()
+        self.url, self.ws = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.tport}"
+        gl = os.environ.get("MUJOCO_GL", "egl")
+        full = {**os.environ, "MUJOCO_GL": gl, "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", gl),
+                **(env or {}), "DOJO_DATA": str(data), "DOJO_DB": str(db_path), "DOJO_ADMIN_PASSWORD": admin_password}
+        full.pop("DATABASE_URL", None)  # the given SQLite file, whatever the caller's shell points at
+        self.log = open(self.log_path, "w")
+        root = Path(__file__).resolve().parents[1]
+        self.proc = subprocess.Popen([sys.executable, "scripts/launch.py", "--port", str(self.port),
+                                      "--telemetry-port", str(self.tport), "--no-prepare"], cwd=root, env=full,
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        try:
+            wait_until(self.healthy, timeout_s, f"the web app to answer (log: {self.log_path})")
+        except BaseException:
+            self.stop()
+            raise
+
+    def healthy(self) -> bool:
+        import urllib.request
+
+        try:
+            return urllib.request.urlopen(self.url + "/_stcore/health", timeout=3).status == 200
+        except OSError:
+            return False
+
+    def stop(self, wait_s: float = 40.0) -> int | None:
+        import signal
+        import subprocess
+
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if not self.log.closed:
+            self.log.close()
+        return self.proc.wait()
+
+
 def print_result(result: dict[str, Any]) -> None:
     """The last line of every bench: ``RESULT {json}``."""
     print("RESULT " + json.dumps(result, sort_keys=True, default=float), flush=True)

@@ -14,14 +14,12 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import threading
 import time
 import traceback
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -33,7 +31,7 @@ from sqlalchemy import func, select  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from bench.common import free_port, print_result, wait_until  # noqa: E402
+from bench.common import Launched, print_result, wait_until  # noqa: E402
 from storage.credentials import mint_viewer_ticket  # noqa: E402
 from storage.models import AuditEntry, Checkpoint, Episode, Frame, Step  # noqa: E402
 
@@ -138,15 +136,9 @@ class Dojo:
             for name, role in (("admin", "admin"), ("viewer1", "viewer"), ("guesser", "admin")):
                 repo.create_user(s, name, PW[name], role)
             self.task_id = task.id
-        self.port, self.tport = free_port(), free_port()
-        env = {**self.env, "DOJO_DATA": str(self.data), "DOJO_DB": str(self.db_path),
-               "DOJO_ADMIN_PASSWORD": PW["admin"]}
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "scripts/launch.py", "--port", str(self.port), "--telemetry-port",
-                                      str(self.tport), "--no-prepare"], cwd=ROOT, env=env, stdout=self.log,
-                                     stderr=subprocess.STDOUT)
-        self.url, self.ws = f"http://127.0.0.1:{self.port}", f"ws://127.0.0.1:{self.tport}"
-        wait_until(self.healthy, 90, "the web app to answer")
+        self.app = Launched(self.data, self.db_path, PW["admin"], env=self.env)
+        self.proc, self.log, self.port, self.tport, self.url, self.ws = (
+            self.app.proc, self.app.log, self.app.port, self.app.tport, self.app.url, self.app.ws)
         self.secret = (self.data / "worker.secret").read_text().strip()
         self.worker_pid = wait_until(lambda: self.child("core.worker"), 30, "the worker process")
         self.app_pid = wait_until(lambda: self.child("streamlit"), 30, "the web app process")
@@ -162,10 +154,7 @@ class Dojo:
                      and "launch.py" not in cmdline(p)), None)
 
     def healthy(self) -> bool:
-        try:
-            return urllib.request.urlopen(self.url + "/_stcore/health", timeout=3).status == 200
-        except OSError:
-            return False
+        return self.app.healthy()
 
     def practice(self) -> tuple[int, int]:
         q = select(func.count()).select_from(Episode).where(Episode.source == "practice")
@@ -187,16 +176,7 @@ class Dojo:
 
     def stop(self) -> int | None:
         """Ctrl-C to the launcher (it stops the worker and the app); its exit code."""
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
-            try:
-                self.proc.wait(40)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-        self.log.close()
-        return self.proc.wait()
+        return None if self.proc is None else self.app.stop(40)
 
 
 def ws_connect(url: str):

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import free_port, wait_until
+from bench.common import Launched, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e"
@@ -77,32 +77,11 @@ def served(stage1, tmp_path_factory):
                                 detector_success=i == 0, gt_success=i != 0, detector_threshold=1.0)
         task_id = task.id
     db.dispose()
-    port, tport = free_port(), free_port()
-    env = {**os.environ, "DOJO_DATA": str(data), "DOJO_DB": str(db_path), "DOJO_ADMIN_PASSWORD": PASSWORD,
-           "MUJOCO_GL": os.environ.get("MUJOCO_GL", "egl")}
-    env.pop("DATABASE_URL", None)
-    log = open(data / "launcher.log", "w")
-    proc = subprocess.Popen([sys.executable, "scripts/launch.py", "--port", str(port), "--telemetry-port", str(tport),
-                             "--no-prepare"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = Launched(data, db_path, PASSWORD)
     try:
-        import urllib.request
-
-        def up():
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_until(up, 60, "the web app to answer")
-        yield {"url": f"http://127.0.0.1:{port}", "db": str(db_path), "task_id": task_id, "proc": proc,
-               "log": data / "launcher.log"}
+        yield {"url": app.url, "db": str(db_path), "task_id": task_id, "proc": app.proc, "log": app.log_path}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        app.stop(30)
 
 
 def _browser():

@@ -25,15 +25,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bench.common import free_port, wait_until
+from bench.common import Launched, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e-tasks"
@@ -56,32 +53,11 @@ def served(tmp_path_factory):
     data = tmp_path_factory.mktemp("e2e-tasks-data")
     db_path = data / "dojo.sqlite"
     init_db(str(db_path)).dispose()
-    port, tport = free_port(), free_port()
-    gl = os.environ.get("MUJOCO_GL", "egl")
-    env = {**os.environ, "DOJO_DATA": str(data), "DOJO_DB": str(db_path), "DOJO_ADMIN_PASSWORD": PASSWORD,
-           "MUJOCO_GL": gl, "PYOPENGL_PLATFORM": os.environ.get("PYOPENGL_PLATFORM", gl)}
-    env.pop("DATABASE_URL", None)
-    log = open(data / "launcher.log", "w")
-    proc = subprocess.Popen([sys.executable, "scripts/launch.py", "--port", str(port), "--telemetry-port", str(tport),
-                             "--no-prepare"], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    app = Launched(data, db_path, PASSWORD, timeout_s=60)
     try:
-        import urllib.request
-
-        def up():
-            try:
-                return urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2).status == 200
-            except OSError:
-                return False
-        wait_until(up, 60, "the web app to answer")
-        yield {"url": f"http://127.0.0.1:{port}", "db": str(db_path), "proc": proc, "log": data / "launcher.log"}
+        yield {"url": app.url, "db": str(db_path), "proc": app.proc, "log": app.log_path}
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        log.close()
+        app.stop(30)
 
 
 def _browser():
@@ -282,7 +258,7 @@ def _prepare(page, db, served, name: str, task_id: int, prefix: str) -> dict:
     t0 = time.monotonic()
     _click_queues(page, page.get_by_role("button", name=f"Evaluate #{ck_id} on {EVAL_SEEDS} test seeds"), db, task_id,
                   "eval")
-    ev = _wait_job(db, task_id, "eval", served["log"])
+    _wait_job(db, task_id, "eval", served["log"])
     times["eval_s"] = round(time.monotonic() - t0, 1)
     with db.read() as s:
         ck = repo.get_checkpoint(s, ck_id)
