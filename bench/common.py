@@ -35,6 +35,32 @@ def wait_until(cond, timeout: float, what: str, every: float = 0.5):
     raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
 
+def cmdline(pid: int) -> str:
+    """A process's command line ("" once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def descendants(root: int) -> list[int]:
+    """Every process below ``root`` (children, their children ...), from /proc."""
+    parent = {}
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == pid]
+        out += kids
+        todo += kids
+    return out
+
+
 class Launched:
     """The one-command launcher (scripts/launch.py: worker + web app) on free ports over a data
     folder and its SQLite database, for browser tests and benches; ``stop()`` is Ctrl-C (the

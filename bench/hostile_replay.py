@@ -31,7 +31,7 @@ from sqlalchemy import func, select  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from bench.common import Launched, print_result, wait_until  # noqa: E402
+from bench.common import Launched, cmdline, descendants, print_result, wait_until  # noqa: E402
 from storage.credentials import mint_viewer_ticket  # noqa: E402
 from storage.models import AuditEntry, Checkpoint, Episode, Frame, Step  # noqa: E402
 
@@ -56,30 +56,6 @@ def row(finding: str, given: str, got: str, ok: bool) -> None:
     ROWS.append({"finding": finding, "input": given, "got": got[:100] + ("..." if len(got) > 100 else ""),
                  "ok": bool(ok)})
     print(f"  [{'yes' if ok else 'NO '}] {finding} | {given} | {ROWS[-1]['got']}", flush=True)
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def descendants(root: int) -> list[int]:
-    parent = {}
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                parent[int(p.name)] = int((p / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                pass
-    out, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        kids = [c for c, pp in parent.items() if pp == pid]
-        out += kids
-        todo += kids
-    return out
 
 
 def mem_mb(pid: int) -> dict[str, float]:

@@ -336,7 +336,8 @@ def _practice_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     add(p, "--out", required=True,
         help="run directory (resumes from its last completed iteration; the settings it started with, kept in "
              "its run.json, must stay the same except the budget, evaluation, stopping bars and fleet)")
-    add(p, "--fleet-size", type=int, help="robots, one simulator process each (0 = one per core)")
+    add(p, "--fleet-size", type=int, help="robots, one simulator each (0 = one per core)")
+
     add(p, "--backend", help="practise on another backend than the reward model's")
     add(p, "--env-config", help="practise on another task (JSON backend config), e.g. a new object: "
         "'{\"family\": \"block2location\", \"blocks\": [], \"objects\": [\"banana\"]}'")
@@ -412,8 +413,13 @@ def _practice_advanced(p: argparse.ArgumentParser, show_all: bool, add) -> None:
         "torch's); 1 leaves the simulators a core on a 2-core machine")
     add(g, "--no-compile", dest="compile", action="store_const", const=False,
         help="eager rollout forward passes instead of torch.compile'd ones (or DOJO_NO_COMPILE=1)")
-    add(g, "--in-process", dest="processes", action="store_const", const=False,
-        help="simulators in this process instead of one process per robot")
+    add(g, "--in-process", dest="fleet_kind", action="store_const", const="local",
+        help="simulators in this process instead of one process per robot (--fleet local)")
+    g = _advanced(p, show_all, "where the robots run (docs/cluster.md)")
+    add(g, "--fleet", dest="fleet_kind", choices=["process", "local", "ray"],
+        help="one simulator process per robot on this machine (default), all in this process, or Ray actors "
+             "across a cluster's nodes")
+    add(g, "--ray-address", help="with --fleet ray: the cluster, 'auto' or HOST:PORT (default: Ray on this machine)")
 
 
 def _pipeline_options(p: argparse.ArgumentParser, show_all: bool) -> None:

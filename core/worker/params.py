@@ -28,7 +28,7 @@ def _sft_params() -> ParamSpec:
 def _practice_params() -> ParamSpec:
     from core.learning.practice.config import PracticeConfig
 
-    return spec_from_config(PracticeConfig, skip=("out", "policy_checkpoint", "reward_checkpoint", "processes",
+    return spec_from_config(PracticeConfig, skip=("out", "policy_checkpoint", "reward_checkpoint", "fleet_kind", "ray_address",
                                                   "fleet_size"), extra={
         "policy_checkpoint": {"type": "str", "default": None,
                               "help": "starting policy file; default: checkpoint_id's, else the task's promoted"},

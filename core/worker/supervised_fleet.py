@@ -19,8 +19,9 @@ class SupervisedFleet:
     ``on_failure(slot, RobotFailure)`` (the worker marks that episode aborted)."""
 
     def __init__(self, inner: Any, *, on_failure: Callable[[int, Any], None] | None = None,
-                 retry_s: float = 2.0):
+                 on_status: Callable[[int, bool], None] | None = None, retry_s: float = 2.0):
         self.inner = inner
+        self.on_status = on_status  # (robot, online): told when a robot is parked (False) and when it rejoins
         self.size = inner.size
         self.max_steps = inner.max_steps
         self.on_failure = on_failure
@@ -61,10 +62,15 @@ class SupervisedFleet:
         if isinstance(res, RobotFailure):
             if self._template is None:
                 return res
+            was = self.parked[i]
             self.parked[i], self.park_reason[i], self._parked_at[i] = True, res.message, time.monotonic()
+            if not was and self.on_status is not None:
+                self.on_status(i, False)
             obs = dict(self._template)
             obs["image"] = np.zeros_like(obs["image"])
             return obs, {"parked": res.message}
+        if self.parked[i] and self.on_status is not None:
+            self.on_status(i, True)
         self.parked[i] = False
         self._template = res[0]
         return res

@@ -67,7 +67,7 @@ def test_practice_on_the_gpu_compiles_updates_and_resumes(stage1, tmp_path, monk
     monkeypatch.setenv("DOJO_NO_COMPILE", "0")  # the default path: compiled rollout forwards
     monkeypatch.setenv("DOJO_COMPILE_MODE", mode)  # inductor's default, or unset: CUDA graphs on a GPU
     cfg = dict(policy_checkpoint=str(out / "best_policy.pt"), reward_checkpoint=str(out / "best_stg.pt"),
-               out=str(tmp_path / "si"), fleet_size=2, processes=True, tuples_per_iteration=64, minibatch=32,
+               out=str(tmp_path / "si"), fleet_size=2, fleet_kind="process", tuples_per_iteration=64, minibatch=32,
                check_episodes=2, min_precision=0.0, min_recall=0.0, eval_every=1, eval_episodes=2,
                max_episodes=2, plateau_evals=10, threshold_s=1.0, lr=1e-3, device=DEVICE)
     first = run_practice(PracticeConfig(**cfg), progress=False)

@@ -21,7 +21,7 @@ class PracticeRefused(RuntimeError):
 PRACTICE_MAY_CHANGE = frozenset({
     "out", "policy_checkpoint", "reward_checkpoint",  # paths: compared by content (..._sha256)
     "max_episodes", "eval_every", "eval_episodes", "plateau_evals", "stop_after_drops", "min_precision",
-    "min_recall", "fleet_size", "processes", "rollout_groups", "rollout_threads", "compile", "device",
+    "min_recall", "fleet_size", "fleet_kind", "ray_address", "rollout_groups", "rollout_threads", "compile", "device",
     "refine_min_labels"})
 
 
@@ -40,8 +40,12 @@ class PracticeConfig:
     env_config: dict[str, Any] | None = None
     fleet_size: int = 0
     """Robots (simulator processes); 0 = the machine's cores."""
-    processes: bool = True
-    """One simulator process per robot (False: all in this process, for tests)."""
+    fleet_kind: str = "process"
+    """Where the robots' simulators run: "process" (one process per robot on this machine),
+    "local" (all in this process, for tests) or "ray" (Ray actors across a cluster's nodes,
+    core/learning/ray_fleet.py, docs/cluster.md)."""
+    ray_address: str | None = None
+    """The Ray cluster for fleet_kind "ray": 'auto', 'HOST:PORT', or None to start Ray on this machine."""
     gamma: float = 0.9
     c: float = 0.05
     lr: float = 3e-5

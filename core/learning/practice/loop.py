@@ -22,7 +22,6 @@ import dataclasses
 import json
 import logging
 import time
-from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 
 from core.learning.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from core.learning.fleets import Fleet, LocalFleet, ProcessFleet
+from core.learning.fleets import Fleet, make_sim_fleet
 from core.learning.policy import compile_enabled
 from core.learning.practice.checks import check_refusal, checked_detector, demo_threshold, detector_check
 from core.learning.practice.config import PRACTICE_MAY_CHANGE, PracticeConfig, PracticeRefused, practice_settings
@@ -117,10 +116,8 @@ class _Practice:
                 self.opt.load_state_dict(payload["optimizer"])
 
     def make_fleet(self) -> Fleet:
-        k = self.cfg.resolved_fleet_size()
-        if self.cfg.processes:
-            return ProcessFleet(self.backend, self.env_config, k)
-        return LocalFleet(partial(_make_env, self.backend, self.env_config), k)
+        return make_sim_fleet(self.cfg.fleet_kind, self.backend, self.env_config, self.cfg.resolved_fleet_size(),
+                              ray_address=self.cfg.ray_address)
 
     def emit(self, event: Any) -> None:
         self.observer.on_event(event)
@@ -388,9 +385,3 @@ class _Collected:
             r, returns = self._returns(rec)
             self.ep_returns[k] = float(r.sum())
             self.buffer[start:start + rec.length] = episode_tuples(rec, returns)
-
-
-def _make_env(backend: str, env_config: dict[str, Any]):
-    from sim_backends.registry import make_env
-
-    return make_env(backend, env_config)

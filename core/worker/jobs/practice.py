@@ -16,9 +16,11 @@ from core.worker.checkpoints import norm_path, resolve_start, reward_for, task_e
 from core.worker.job import JobContext, JobStopped
 from core.worker.params import check_params
 from core.worker.practice_recorder import PracticeRecorder
+from core.learning.fleets import SIM_FLEET_KINDS, make_sim_fleet
+from core.learning.ray_fleet import RayClusterError
 from core.worker.supervised_fleet import SupervisedFleet
 from storage import repo
-from storage.models import Checkpoint, Job, Robot, Task
+from storage.models import Checkpoint, Job, Robot, Task, utcnow
 
 STOP_REASONS = {"session stopped": "session stopped by a supervisor", "cancelled": "job cancelled",
                 "worker stopping": "worker stopping"}
@@ -122,11 +124,13 @@ def run(w: Any, ctx: JobContext) -> dict[str, Any]:
     skip = {"fleet", "frame_every", "jpeg_quality", "promote", "promote_tolerance", "checkpoint_id"}
     kw = {k: v for k, v in p.items() if k not in skip and v is not None}
     kw.update(policy_checkpoint=st.policy_path, reward_checkpoint=st.reward_path, out=norm_path(out),
-              backend=st.backend, env_config=st.env_config, fleet_size=size, processes=kind == "process",
+              backend=st.backend, env_config=st.env_config, fleet_size=size, fleet_kind=kind, ray_address=fleet_p.get("address"),
               threshold_s=threshold, patience=patience)
     cfg = PracticeConfig(**kw)
     fleet = SupervisedFleet(_make_fleet(w, kind, size, fleet_p, st, cfg))
     sim_ids = _register_sim_robots(w, fleet, st.task_id) if kind != "remote" else {}
+    if sim_ids:
+        fleet.on_status = lambda i, online: _robot_status(w, fleet, sim_ids[i], i, online)
     recorder = PracticeRecorder(w, ctx, cfg, fleet, task_id=st.task_id, session_id=st.session_id,
                                 start_checkpoint_id=st.start_id, frame_every=p["frame_every"],
                                 jpeg_quality=p["jpeg_quality"], promote=p["promote"],
@@ -173,23 +177,39 @@ def _practise(w: Any, ctx: JobContext, cfg: Any, fleet: SupervisedFleet, recorde
             fleet.close()
 
 
+def _placement(fleet: SupervisedFleet, i: int) -> dict[str, Any] | None:
+    """Where robot ``i``'s simulator runs, for the fleet table: its Ray node (a Ray fleet)."""
+    node = getattr(fleet.inner, "node", None)
+    return {"node": node(i)} if node is not None else None
+
+
 def _register_sim_robots(w: Any, fleet: SupervisedFleet, task_id: int) -> dict[int, int]:
     with w.db.write() as s:
-        return {i: repo.register_robot(s, f"{w.name}/sim-{i}", "sim", task_id=task_id, worker=w.name).id
+        return {i: repo.register_robot(s, f"{w.name}/sim-{i}", "sim", task_id=task_id, worker=w.name,
+                                       spec=_placement(fleet, i)).id
                 for i in range(fleet.size)}
+
+
+def _robot_status(w: Any, fleet: SupervisedFleet, robot_id: int, i: int, online: bool) -> None:
+    """A simulated robot parked (its process or Ray actor is gone) shows offline; back, online,
+    with its node (Ray may have restarted its actor on another one)."""
+    with w.db.write() as s:
+        row = s.get(Robot, robot_id)
+        if row is None or row.status not in ("online", "offline"):  # a supervisor's stop or pause stands
+            return
+        row.status = "online" if online else "offline"
+        if online and _placement(fleet, i) is not None:
+            row.spec = {**(row.spec or {}), **_placement(fleet, i)}
+        row.last_seen = utcnow()
 
 
 def _make_fleet(w: Any, kind: str, size: int, fp: dict[str, Any], st: _Start, cfg: Any):
     env_config = {**st.env_config, "terminate_on_success": bool(cfg.ground_truth_reward)}
-    if kind == "process":
-        from core.learning.fleets import ProcessFleet
-
-        return ProcessFleet(st.backend, env_config, size)
-    if kind == "local":
-        from core.learning.fleets import LocalFleet
-        from sim_backends.registry import make_env
-
-        return LocalFleet(lambda: make_env(st.backend, env_config), size)
+    if kind in SIM_FLEET_KINDS:
+        try:
+            return make_sim_fleet(kind, st.backend, env_config, size, ray_address=fp.pop("address", None))
+        except RayClusterError as e:
+            raise JobParamsError(str(e)) from None
     if kind == "remote":
         from core.worker.remote import RemoteFleet
 
@@ -203,4 +223,4 @@ def _make_fleet(w: Any, kind: str, size: int, fp: dict[str, Any], st: _Start, cf
                            min_robots=fp.get("min_robots"), step_timeout_s=float(fp.get("step_timeout_s", 10)),
                            max_steps=fp.get("max_steps"),
                            task_spec=dict(st.task.env_config) if remote_task else None)
-    raise JobParamsError(f"fleet kind {kind!r}: use process, local or remote")
+    raise JobParamsError(f"fleet kind {kind!r}: use process, local, ray or remote")

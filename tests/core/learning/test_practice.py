@@ -83,7 +83,7 @@ def stage1(tmp_path_factory):
 
 def _cfg(stage1, out, **kw):
     base = dict(policy_checkpoint=str(stage1 / "best_policy.pt"), reward_checkpoint=str(stage1 / "best_stg.pt"),
-                out=str(out), fleet_size=2, processes=False, tuples_per_iteration=32, minibatch=16,
+                out=str(out), fleet_size=2, fleet_kind="local", tuples_per_iteration=32, minibatch=16,
                 check_episodes=3, min_precision=0.0, min_recall=0.0, eval_every=1, eval_episodes=2,
                 max_episodes=2, plateau_evals=10, threshold_s=1.0, lr=1e-4)
     base.update(kw)

@@ -408,7 +408,7 @@ def test_an_override_given_while_the_episode_is_in_the_buffer_changes_its_return
 
     p = practice_params(stage1, eval_every=0, max_episodes=2)
     cfg = PracticeConfig(policy_checkpoint=p["policy_checkpoint"], reward_checkpoint=p["reward_checkpoint"],
-                         out=str(tmp_path / "si"), env_config=p["env_config"], fleet_size=2, processes=False,
+                         out=str(tmp_path / "si"), env_config=p["env_config"], fleet_size=2, fleet_kind="local",
                          tuples_per_iteration=32, minibatch=16, check_episodes=0, eval_every=0, eval_episodes=0,
                          max_episodes=2, threshold_s=1.0)
     asked: dict[int, int] = {}
