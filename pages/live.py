@@ -66,7 +66,8 @@ for row_start in range(0, len(robots), COLUMNS):
             last = last_eps.get(robot.id)
             st.iframe(card_html(robot_id=robot.id, robot_name=robot.name, telemetry=tel, threshold=threshold,
                                 task_name=task.name if task is not None else None,
-                                instruction=last.instruction if last is not None else None),
+                                instruction=last.instruction if last is not None else None,
+                                node=queries.robot_node(robot)),
                       height=CARD_HEIGHT)
             if robot.status == "stopped":
                 if st.button("Resume robot", key=f"resume{robot.id}", disabled=not may_control, width="stretch"):
@@ -104,7 +105,7 @@ def fleet_status() -> None:
         ep = running.get(r.id)
         sm = summary.get(r.id, {})
         seen = last.get(r.id)  # the running episode, else the robot's last one
-        rows.append({"robot": r.name, "status": sm.get("status", r.status),
+        rows.append({"robot": r.name, "status": sm.get("status", r.status), "node": queries.robot_node(r),
                      "episode": ep.id if ep else None, "instruction": (seen.instruction or "") if seen else "",
                      "checkpoint": ep.checkpoint_id if ep else None,
                      "override": None if ep is None else ep.override_success,

@@ -164,7 +164,16 @@ with left:
     if not active:
         st.caption("No practice session running for this task.")
     with st.form("start_session"):
-        fleet = st.number_input("Robots (fleet size)", min_value=1, max_value=16, value=int(task.fleet_size or 1))
+        fleet = st.number_input("Robots (fleet size)", min_value=1, max_value=64, value=int(task.fleet_size or 1))
+        if task.backend != "remote":  # a remote task's fleet is the robots that connect
+            c_k, c_a = st.columns([3, 2])
+            where = c_k.selectbox("Where the robots run", list(actions.FLEET_CHOICES),
+                                  format_func=actions.FLEET_CHOICES.get)
+            ray_address = c_a.text_input("Ray address", value="", placeholder="auto or HEAD:6379",
+                                         help="with a Ray cluster: its head's HOST:PORT, 'auto' on one of its "
+                                              "nodes, empty for Ray on the worker's machine")
+        else:
+            where, ray_address = "process", ""
         refine = st.number_input("Refine the detector first on N labeled rollouts (simulated robots; 0 = off)",
                                  min_value=0, max_value=2000, value=0, step=50,
                                  help="the starting policy's own rollouts, labeled by the simulator's ground "
@@ -192,6 +201,10 @@ with left:
     if start:
         try:
             extra = actions.parse_extra(extra_text)
+            placed = actions.fleet_choice(where, ray_address)
+            if placed:  # the extra params' own fleet keys win
+                given = extra.get("fleet") if isinstance(extra.get("fleet"), dict) else {}
+                extra = {**extra, "fleet": {**placed["fleet"], **given}}
             if refine:
                 extra = {"refine_episodes": int(refine), **extra}
             if every:

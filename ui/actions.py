@@ -2,6 +2,8 @@
 happens or nothing does) and each enforcing the actor's role through storage."""
 from __future__ import annotations
 
+import re
+
 from typing import Any, Optional
 
 from sqlalchemy.orm import Session
@@ -62,6 +64,24 @@ def practice_params(s: Session, task_id: int, fleet_size: int) -> dict[str, Any]
     # A remote-robot task practises on the robots that connect to the worker's /robot endpoint.
     kind = "remote" if task.backend == "remote" else "process"
     return {"checkpoint_id": promoted.id, "fleet": {"kind": kind, "size": int(fleet_size)}}
+
+
+FLEET_CHOICES = {"process": "this machine: one simulator process per robot",
+                 "ray": "a Ray cluster: the robots as Ray actors on its nodes (docs/cluster.md)"}
+_RAY_ADDRESS = re.compile(r"auto|local|(ray://)?[A-Za-z0-9][A-Za-z0-9.\-]{0,252}:\d{1,5}")
+
+
+def fleet_choice(kind: str, address: str = "") -> dict[str, Any]:
+    """The practice job's extra params for where its simulated robots run (FLEET_CHOICES)."""
+    if kind not in FLEET_CHOICES:
+        raise ValueError(f"fleet: choose one of {sorted(FLEET_CHOICES)}, got {kind!r}")
+    if kind == "process":
+        return {}
+    address = (address or "").strip()
+    if address and not _RAY_ADDRESS.fullmatch(address):
+        raise ValueError(f"Ray address {address[:80]!r}: give HOST:PORT of the cluster's head (e.g. 10.0.0.5:6379), "
+                         "'auto' on a node of the cluster, or leave it empty for Ray on the worker's machine")
+    return {"fleet": {"kind": "ray", **({"address": address} if address else {})}}
 
 
 def start_practice(s: Session, task_id: int, *, fleet_size: int, actor, name: Optional[str] = None,

@@ -64,6 +64,7 @@ _TEMPLATE = r"""<!doctype html>
   <div class="meta">
    <div class="name" id="name"></div>
    <div class="dim">task <span id="task">-</span></div>
+   <div class="dim" id="nodeline" hidden>node <span id="node"></span></div>
    <div class="wrap">detector <span id="det" class="badge">waiting</span></div>
    <div>d(o,g) <b id="d">-</b> &nbsp; step <b id="step">-</b></div>
    <div>checkpoint <b id="ckpt">-</b></div>
@@ -85,6 +86,7 @@ _TEMPLATE = r"""<!doctype html>
   const $ = (id) => document.getElementById(id);
   $("name").textContent = CFG.name;  // user text goes in as text only, never into markup
   $("task").textContent = CFG.task || "-"; $("task").title = CFG.task || "";  // the whole name on hover
+  if (CFG.node) { $("node").textContent = CFG.node; $("nodeline").hidden = false; }  // its Ray node
   const img = $("frame"), canvas = $("curve"), ctx = canvas.getContext("2d"), zoom = $("zoom"), big = $("big");
   function setInstruction(text) {  // textContent and a title property: never markup
     const t = text === undefined || text === null ? "" : String(text);
@@ -230,13 +232,15 @@ _TEMPLATE = r"""<!doctype html>
 
 
 def card_html(*, robot_id: int, robot_name: str, telemetry: Telemetry, threshold: Optional[float],
-              task_name: Optional[str] = None, instruction: Optional[str] = None) -> str:
+              task_name: Optional[str] = None, instruction: Optional[str] = None,
+              node: Optional[str] = None) -> str:
     """The HTML for one robot's live card (matched to telemetry by name or robots.id).
     ``task_name``: the robot's task; ``instruction``: its running (or last) episode's, shown
-    until the frames bring their own."""
+    until the frames bring their own; ``node``: the cluster node its simulator runs on."""
     cfg = {"name": robot_name, "id": str(robot_id), "port": telemetry.port, "host": telemetry.host,
            "ticket": telemetry.ticket, "threshold": threshold}
-    cfg.update({k: v for k, v in (("task", task_name), ("instruction", instruction)) if v is not None})
+    cfg.update({k: v for k, v in (("task", task_name), ("instruction", instruction), ("node", node))
+                if v is not None})
     # No user text is substituted into markup: the name travels inside the script-safe config and
     # the card sets it with textContent. One pass over the template, so no value is ever scanned
     # for placeholders (a robot named "__CFG__<img onerror=...>" once became live HTML that way).

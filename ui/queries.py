@@ -19,6 +19,15 @@ from core.method.stats import wilson_interval
 EFFORT_ACTIONS = ("override", "label")
 
 
+def robot_node(robot: Any) -> str:
+    """Where a robot runs, for the Live page: its Ray node (a Ray fleet's robots), "remote" for a
+    robot that connected over the network, else the worker's machine."""
+    node = (robot.spec or {}).get("node") if isinstance(robot.spec, dict) else None
+    if node:
+        return str(node)
+    return "remote" if robot.kind == "remote" else f"{robot.worker or 'worker'} (local)"
+
+
 def running_episodes(s: Session, robot_ids: Optional[list[int]] = None) -> dict[int, Episode]:
     """robot id -> its running episode (the newest, if a crash left several)."""
     q = select(Episode).where(Episode.status == "running", Episode.robot_id.is_not(None)).order_by(Episode.id)

@@ -74,6 +74,26 @@ def test_tasks_page_starts_practice_with_a_detector_refinement(app, seeded):
         repo.stop_session(s, newest.id, actor=repo.get_user(s, "supervisor"))
 
 
+def test_tasks_page_starts_practice_on_a_ray_cluster_and_refuses_a_bad_address(app, seeded):
+    at = _ok(app("tasks", "supervisor").run())
+    next(sb for sb in at.selectbox if sb.label == "Where the robots run").set_value("ray")
+    next(t for t in at.text_input if t.label == "Ray address").set_value("<b>head</b>:6379")
+    at = _button(at, "Start practice session").click().run()
+    assert any("Ray address" in e.value and "HOST" in e.value for e in at.error), [e.value for e in at.error]
+    db = init_db(seeded.url)
+    with db.read() as s:
+        before = len(repo.list_sessions(s))
+    next(t for t in at.text_input if t.label == "Ray address").set_value("10.0.0.5:6379")
+    _ok(_button(at, "Start practice session").click().run())
+    with db.read() as s:
+        assert len(repo.list_sessions(s)) == before + 1
+        newest = repo.list_sessions(s, limit=1)[0]
+        job = repo.list_jobs(s, session_id=newest.id)[0]
+    assert job.params["fleet"] == {"kind": "ray", "size": job.params["fleet"]["size"], "address": "10.0.0.5:6379"}
+    with db.write() as s:
+        repo.stop_session(s, newest.id, actor=repo.get_user(s, "supervisor"))
+
+
 def test_reviewer_cannot_start_sessions(app, seeded):
     at = _ok(app("tasks", "reviewer").run())
     assert _button(at, "Start practice session").disabled
@@ -82,6 +102,7 @@ def test_reviewer_cannot_start_sessions(app, seeded):
 
 def test_live_page_grid_and_override(app, seeded):
     at = _ok(app("live", "supervisor").run())
+    assert all("node" in row for row in at.dataframe[0].value.to_dict("records"))  # where each robot runs
     assert sum(1 for b in at.button if b.label == "✓ Success") == len(seeded.robot_ids)
     robot = seeded.robot_ids[0]
     _ok(next(b for b in at.button if b.key == f"ov1{robot}").click().run())
