@@ -16,6 +16,14 @@
 # the CPU cores:
 #   docker build --build-arg TORCH_INDEX=https://download.pytorch.org/whl/cu128 -t dojo-gpu .
 #   docker run --rm --gpus all -p 8501:8501 -p 8765:8765 -v dojo-data:/app/data dojo-gpu
+#
+# The same image is every node of a Ray cluster for simulated robots (docs/cluster.md): the head
+#   docker run -d --network host -e RAY_AUTH_MODE=token -e RAY_AUTH_TOKEN dojo \
+#       ray start --head --port 6379 --num-cpus 0 --include-dashboard false --block
+# and each robot node
+#   docker run -d --network host -e RAY_AUTH_MODE=token -e RAY_AUTH_TOKEN dojo \
+#       ray start --address HEAD:6379 --num-cpus 8 --resources '{"dojo_robot": 8}' --block
+# (PYTHONPATH=/app below lets Ray's worker processes import Dojo's simulators.)
 FROM python:3.11-slim-bookworm
 
 ENV PYTHONUNBUFFERED=1 \
@@ -25,7 +33,8 @@ ENV PYTHONUNBUFFERED=1 \
     PYOPENGL_PLATFORM=egl \
     HF_HUB_OFFLINE=1 \
     TRANSFORMERS_OFFLINE=1 \
-    DOJO_DATA=/app/data
+    DOJO_DATA=/app/data \
+    PYTHONPATH=/app
 
 # Headless rendering libraries (the same list as scripts/setup.sh), and g++ for torch.compile's
 # CPU code generation (practice's rollout forward; without it practice runs eagerly and says so).

@@ -112,6 +112,16 @@ def test_defaults_build_the_dataclass_defaults():
     assert cli.practice_config(args) == PracticeConfig(policy_checkpoint="p", reward_checkpoint="r", out="o")
 
 
+def test_practice_chooses_where_its_robots_run():
+    parse = cli.build_parser().parse_args
+    base = ["practice", "--policy", "p", "--reward", "r", "--out", "o"]
+    cfg = cli.practice_config(parse(base + ["--fleet", "ray", "--ray-address", "auto"]))
+    assert (cfg.fleet_kind, cfg.ray_address) == ("ray", "auto")
+    assert cli.practice_config(parse(base + ["--in-process"])).fleet_kind == "local"
+    with pytest.raises(SystemExit):
+        parse(base + ["--fleet", "cloud"])
+
+
 def test_eval_and_pipeline_defaults_and_the_ones_kept_apart_from_a_dataclass():
     ev = {a.dest: a.default for a in _options(_sub("eval", show_all=True))}
     for name in ("patience", "tolerance", "seed0", "n_envs", "device"):

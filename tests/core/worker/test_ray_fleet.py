@@ -182,3 +182,16 @@ def test_a_cluster_that_cannot_be_reached_is_refused_with_the_address_and_the_fi
     assert "REFUSED" in out.stdout, out.stderr[-2000:]
     assert "127.0.0.1:1" in out.stdout and "ray start --head" in out.stdout and "docs/cluster.md" in out.stdout
     assert RayClusterError.__doc__
+
+
+def test_nothing_imports_ray_unless_a_ray_fleet_is_asked_for():
+    """The worker, its practice job, the CLI and the practice loop load without Ray (it costs
+    seconds and starts nothing then, but a process fleet must not depend on it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nimport core.worker.runner, core.worker.jobs.practice, core.cli, core.learning.practice.loop\n"
+            "import core.learning.ray_fleet\nprint('ray' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[3]))
+    assert out.stdout.strip() == "False", out.stderr[-2000:]
