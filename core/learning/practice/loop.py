@@ -29,7 +29,8 @@ import numpy as np
 import torch
 
 from core.learning.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
-from core.learning.fleets import Fleet, make_sim_fleet
+from core.learning.fleet_kinds import make_sim_fleet
+from core.learning.fleets import Fleet
 from core.learning.policy import compile_enabled
 from core.learning.practice.checks import check_refusal, checked_detector, demo_threshold, detector_check
 from core.learning.practice.config import PRACTICE_MAY_CHANGE, PracticeConfig, PracticeRefused, practice_settings

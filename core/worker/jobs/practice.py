@@ -16,7 +16,7 @@ from core.worker.checkpoints import norm_path, resolve_start, reward_for, task_e
 from core.worker.job import JobContext, JobStopped
 from core.worker.params import check_params
 from core.worker.practice_recorder import PracticeRecorder
-from core.learning.fleets import SIM_FLEET_KINDS, make_sim_fleet
+from core.learning.fleet_kinds import SIM_FLEET_KINDS, make_sim_fleet
 from core.learning.ray_fleet import RayClusterError
 from core.worker.supervised_fleet import SupervisedFleet
 from storage import repo
