@@ -61,6 +61,17 @@ def descendants(root: int) -> list[int]:
     return out
 
 
+CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
+"""Debian's Chromium, which the browser tests and benches drive through Playwright (no browser download)."""
+CHROMIUM_ARGS = ("--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage")
+
+
+def launch_chromium(pw):
+    """Headless Chromium from a Playwright instance, quiet (no sync, updates or background traffic)."""
+    return pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(CHROMIUM_ARGS))
+
+
 class Launched:
     """The one-command launcher (scripts/launch.py: worker + web app) on free ports over a data
     folder and its SQLite database, for browser tests and benches; ``stop()`` is Ctrl-C (the

@@ -31,11 +31,10 @@ from sqlalchemy import func, select  # noqa: E402
 from websockets.exceptions import ConnectionClosed  # noqa: E402
 from websockets.sync.client import connect  # noqa: E402
 
-from bench.common import Launched, cmdline, descendants, print_result, wait_until  # noqa: E402
+from bench.common import CHROMIUM, Launched, cmdline, descendants, launch_chromium, print_result, wait_until  # noqa: E402
 from storage.credentials import mint_viewer_ticket  # noqa: E402
 from storage.models import AuditEntry, Checkpoint, Episode, Frame, Step  # noqa: E402
 
-CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
 PW = {"admin": "replay-admin-password", "viewer1": "replay-viewer-password", "guesser": "replay-guesser-password"}
 EXTRA = {"check_episodes": 0, "eval_every": 1000, "max_episodes": 100000, "tuples_per_iteration": 100000}
 SUB5 = json.dumps({"type": "subscribe", "robots": 5})
@@ -514,8 +513,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[hostile_replay] set up in {t_setup:.0f} s; baseline {json.dumps(base)}", flush=True)
         (tmp := root / "attacker").mkdir()
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-                "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+            browser = launch_chromium(pw)
             robot_ws = attempt("1 script injection", f1_names, dojo, token)
             cred = attempt("2 credentials", f2_credentials, dojo, browser, token)
             if robot_ws:

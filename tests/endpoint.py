@@ -69,3 +69,19 @@ def web_app(data: Path, telemetry_port: int):
         finally:
             proc.terminate()
             proc.wait(20)
+
+
+def playwright_or_skip():
+    """``sync_playwright()``, or skip saying how to get what is missing (Chromium, playwright)."""
+    import pytest
+
+    from bench.common import CHROMIUM
+
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is pinned in requirements.txt: run scripts/setup.sh")
+    return sync_playwright()
+

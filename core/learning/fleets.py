@@ -113,7 +113,19 @@ def _robot_process(conn, backend: str, env_config: dict[str, Any]) -> None:
     env.close()
 
 
-class ProcessFleet:
+class SplitPhaseFleet:
+    """``reset`` and ``step`` for a fleet whose own pair is ``submit`` / ``collect``."""
+
+    def reset(self, i: int, seed: int):
+        self.submit({i: ("reset", seed)})
+        return self.collect([i])[i]
+
+    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
+        self.submit({i: ("step", a) for i, a in actions.items()})
+        return self.collect(list(actions))
+
+
+class ProcessFleet(SplitPhaseFleet):
     """One simulator process per robot; commands go out to all robots before any reply is
     read, so the robots step in parallel."""
 
@@ -169,14 +181,6 @@ class ProcessFleet:
     def collect(self, indices) -> dict[int, Any]:
         """The replies to the commands submitted to ``indices`` (in that order)."""
         return {i: self._failed.pop(i) if i in self._failed else self._ask(i) for i in indices}
-
-    def reset(self, i: int, seed: int):
-        self.submit({i: ("reset", seed)})
-        return self.collect([i])[i]
-
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
-        self.submit({i: ("step", a) for i, a in actions.items()})
-        return self.collect(list(actions))
 
     def close(self) -> None:
         for c in self.conns:

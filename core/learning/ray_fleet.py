@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from core.learning.fleets import RobotFailure, StepResult
+from core.learning.fleets import RobotFailure, SplitPhaseFleet, StepResult
 
 ROBOT_RESOURCE = "dojo_robot"
 """The custom resource a node offers per robot it may host (docs/cluster.md)."""
@@ -113,7 +113,7 @@ class _RobotActor:
         self.env.close()
 
 
-class RayFleet:
+class RayFleet(SplitPhaseFleet):
     """``size`` robots as Ray actors; see the module docstring."""
 
     pipelined = True  # robots step while the learner works (core.learning.rollout.rollout_groups)
@@ -232,14 +232,6 @@ class RayFleet:
         self.down.discard(i)
         log.info("ray fleet: robot %d is back on node %s", i, self.nodes[i])
         return True
-
-    def reset(self, i: int, seed: int):
-        self.submit({i: ("reset", seed)})
-        return self.collect([i])[i]
-
-    def step(self, actions: dict[int, np.ndarray]) -> dict[int, StepResult | RobotFailure]:
-        self.submit({i: ("step", a) for i, a in actions.items()})
-        return self.collect(list(actions))
 
     def close(self) -> None:
         import ray

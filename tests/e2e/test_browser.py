@@ -25,11 +25,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import Launched, free_port, wait_until
+from bench.common import Launched, free_port, launch_chromium, wait_until
+from tests.endpoint import playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e"
-CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "e2e-admin-password"
 ROBOTS = 8
 FPS_WINDOW_S = 6.0
@@ -84,16 +84,6 @@ def served(stage1, tmp_path_factory):
         app.stop(30)
 
 
-def _browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: pip install -r requirements.txt")
-    return sync_playwright()
-
-
 def _frame_counts(page) -> dict[str, tuple[int, float]]:
     """Per live card: (frames drawn so far, its own frames/s estimate)."""
     out = {}
@@ -117,10 +107,8 @@ def test_supervise_practice_in_a_browser(served):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     db = init_db(served["db"])
     t_start = time.monotonic()
-    with _browser() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+    with playwright_or_skip() as pw:
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1600, "height": 1300})
         page.set_default_timeout(30_000)
         page.goto(served["url"])
@@ -257,9 +245,8 @@ def test_a_chart_page_renders_on_a_fresh_servers_first_visit(page_name, tmp_path
 
         wait_until(up, 60, "the web app to answer")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        with _browser() as pw:
-            browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                         args=["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"])
+        with playwright_or_skip() as pw:
+            browser = launch_chromium(pw)
             page = browser.new_page(viewport={"width": 1400, "height": 1100})
             page.set_default_timeout(30_000)
             page.goto(f"http://127.0.0.1:{port}")

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.common import Launched, wait_until
+from bench.common import Launched, launch_chromium, wait_until
+from tests.endpoint import playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e-tasks"
-CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "e2e-admin-password"
 MW_NAME = "e2e drawer close"
 TT_NAME = "e2e block to location"
@@ -58,16 +58,6 @@ def served(tmp_path_factory):
         yield {"url": app.url, "db": str(db_path), "proc": app.proc, "log": app.log_path}
     finally:
         app.stop(30)
-
-
-def _browser():
-    if not Path(CHROMIUM).exists():
-        pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (scripts/test.sh does)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        pytest.skip("playwright is not installed: pip install -r requirements.txt")
-    return sync_playwright()
 
 
 # --- Streamlit widgets, by their labels -----------------------------------------------------
@@ -315,10 +305,8 @@ def test_new_tasks_to_practice_in_a_browser(served):
     db = init_db(served["db"])
     t_start = time.monotonic()
     timings = {}
-    with _browser() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage"])
+    with playwright_or_skip() as pw:
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         page.set_default_timeout(60_000)
         page.goto(served["url"])

@@ -8,7 +8,6 @@ register a robot. Screenshots: data/artifacts/security/ (git-ignored)."""
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 from pathlib import Path
@@ -16,12 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.common import wait_until
+from bench.common import CHROMIUM, launch_chromium, wait_until
 from websockets.sync.client import connect
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "security"
-CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "viewer-password-1"
 # Each would set window.__pwned (in its own frame or the page) if it ever became markup or script.
 HOSTILE_NAMES = [
@@ -109,8 +107,7 @@ def test_hostile_names_stay_text_and_a_viewer_holds_no_robot_credential(live_sit
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(30_000)
         dialogs: list[str] = []

@@ -6,7 +6,6 @@ one stored with the episode), and a click on the camera frame enlarges it, live.
 Screenshots: data/artifacts/ui/ (git-ignored)."""
 from __future__ import annotations
 
-import os
 import threading
 import time
 from pathlib import Path
@@ -14,12 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.common import wait_until
+from bench.common import CHROMIUM, launch_chromium, wait_until
 from tests.endpoint import web_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "ui"
-CHROMIUM = os.environ.get("DOJO_CHROMIUM", "/usr/bin/chromium")
 PASSWORD = "viewer-password-1"
 FED, QUIET = "robot-fed", "robot-quiet"  # one gets frames, the other none (its instruction comes from the table)
 FRAME_INSTRUCTION = "<b>push</b> the green star to the yellow pentagon"  # markup in it must show as text
@@ -107,8 +105,7 @@ def test_a_card_shows_task_and_instruction_and_enlarges_its_frame(live_site):
 
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=[
-            "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-dev-shm-usage"])
+        browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(30_000)
         page.goto(live_site["url"])
