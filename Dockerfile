@@ -50,9 +50,10 @@ WORKDIR /app
 # satisfied and no CUDA packages are pulled; TORCH_INDEX is where that build comes from (the CPU
 # one by default; a CUDA index for a GPU image, above).
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
-COPY requirements.txt .
+COPY requirements.txt requirements-nodeps.txt ./
 RUN pip install torch==2.13.0 --index-url "${TORCH_INDEX}" \
- && pip install -r requirements.txt
+ && pip install -r requirements.txt \
+ && pip install --no-deps -r requirements-nodeps.txt
 
 COPY --chown=dojo:dojo . .
 RUN mkdir -p /app/data && chown dojo:dojo /app/data

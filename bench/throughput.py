@@ -86,7 +86,8 @@ def step_latency_ms(policy, reward, backend: str, env_config: dict[str, Any], ba
     """One control step's inference: sample actions, d(o, g) from the reward model, d <= s."""
     import torch
 
-    from core.learning.policy import make_obs_batch
+    from core.learning.policy import FEATURES, FRAMES, make_obs_batch, shared_feature_key
+    from core.learning.rollout import policy_and_reward
     from core.method.stats import percentiles_ms
     from sim_backends.registry import make_env
 
@@ -103,10 +104,17 @@ def step_latency_ms(policy, reward, backend: str, env_config: dict[str, Any], ba
     policy.eval()
     reward.eval()
 
+    shared = shared_feature_key(policy, reward) is not None
+    # A frozen backbone shared by both models: the rollout encodes each robot's current frame
+    # and reuses its previous frame's features from the last step (the steady state timed here).
+    prev = policy.frozen_features(b[FRAMES][:, 1:]) if shared and n == 2 else None
+
     def once():
-        policy.act(b, greedy=False, generator=gen)
-        with torch.no_grad():
-            d = reward.steps_to_go(b).cpu().numpy()
+        step = dict(b)
+        if shared:
+            cur = policy.frozen_features(b[FRAMES][:, :1])
+            step[FEATURES] = cur if prev is None else torch.cat([cur, prev], 1)
+        _, d = policy_and_reward(policy, reward, step, greedy=False, generator=gen)
         return d <= s
 
     for _ in range(15):
@@ -146,6 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--no-compile", action="store_true",
                     help="eager forward passes only (default: practice's torch.compile'd rollout forward, "
                          "with the eager latency reported beside it)")
+    ap.add_argument("--image-encoder", default="scratch",
+                    help="the untrained model's image encoder when no --policy is given: scratch (default) or a "
+                         "pretrained backbone (efficientnet_lite0/1/2, mobilenet_v2), frozen: its features are "
+                         "computed once a frame for the policy and the reward model")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="time the per-step inference latency only (no simulators, no practice)")
     return ap
 
 
@@ -184,7 +198,7 @@ def load_models(args, dev) -> tuple[Any, Any, float, str, dict[str, Any]]:
         s = float((load_checkpoint(args.reward)[1] if args.reward else meta).get("threshold_s", 1.0))
     else:
         torch.manual_seed(0)
-        policy = DojoPolicy(PolicyConfig()).to(dev)
+        policy = DojoPolicy(PolicyConfig(image_encoder=args.image_encoder)).to(dev)
         reward, s = copy.deepcopy(policy), 1.0  # practice's reward model is a separate frozen network
     return policy, reward, s, backend, env_config
 
@@ -296,11 +310,24 @@ def main(argv=None) -> dict:
     k = max(1, args.fleet)
     t_all = time.perf_counter()
     policy, reward, s, backend, env_config = load_models(args, dev)
+    compiled = not args.no_compile and compile_enabled()
+    if args.latency_only:
+        torch.set_num_threads(min(2, torch.get_num_threads()))
+        lat = latencies(policy, reward, backend, env_config, k, s, compiled)
+        best = "compiled" if compiled else "eager"
+        result = {"image_encoder": policy.config.image_encoder, "frozen_features_shared": policy.feature_key is not None,
+                  "latency_p50_ms": lat[f"{best}1"]["p50"], "latency_p99_ms": lat[f"{best}1"]["p99"],
+                  f"latency_batch{k}_p50_ms": lat[f"{best}{k}"]["p50"],
+                  f"latency_batch{k}_p99_ms": lat[f"{best}{k}"]["p99"],
+                  "latency_eager_p50_ms": lat["eager1"]["p50"], "latency_eager_p99_ms": lat["eager1"]["p99"],
+                  "inference": best, "threads": torch.get_num_threads(), "cores": os.cpu_count(),
+                  "policy": args.policy or "default model, untrained"}
+        print_result(result)
+        return result
 
     bare = bare_steps_per_s(backend, env_config, k, args.bare_steps)
     print(f"bare: {k} processes, random actions + rendering: {bare:.0f} steps/s", flush=True)
 
-    compiled = not args.no_compile and compile_enabled()
     runs, episodes_timed = time_practice_rollouts(policy, reward, backend, env_config, k, s, args, thread_counts,
                                                   group_counts, compiled)
     by_setting = {key: float(np.median(v)) for key, v in runs.items()}

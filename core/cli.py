@@ -272,7 +272,8 @@ def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
 
     add = _adder(PolicyConfig)
     g = _advanced(p, show_all, "model (PolicyConfig in core/learning/policy.py)")
-    add(g, "--image-encoder", help="scratch | efficientnet_lite0 | hf:<local dir>")
+    add(g, "--image-encoder", help="scratch | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | "
+                                   "mobilenet_v2 | hf:<local dir>")
     add(g, "--text-encoder", help="minilm | scratch | hf:<local dir>")
     add(g, "--trunk", help="bert | hf:<local dir>")
     add(g, "--no-proprio", dest="use_proprio", action="store_const", const=False,

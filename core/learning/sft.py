@@ -402,6 +402,9 @@ def train_sft(cfg: SFTConfig, *, progress: bool = True, resume: bool = True,
     run = _build_run(cfg, out, data, device)
     if resuming:
         _resume_from(run, last)
+    if run.model.feature_key is not None:  # a frozen backbone: each demonstration frame is encoded once
+        for table in (data.train_table, data.val_table):
+            table.cache_features(run.model.frozen_features)
     # Everything that can be checked was: only now is the run folder made and run.json written.
     # Training writes checkpoints as it goes, so there is no folder to rename at the end; a
     # failure before the first checkpoint undoes this start (_undo_start).
