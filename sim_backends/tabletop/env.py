@@ -26,6 +26,7 @@ from sim_backends.base import (  # noqa: E402
     BackendError,
 )
 from sim_backends.tabletop import scene  # noqa: E402
+from sim_backends.tabletop.paraphrases import render_paraphrase  # noqa: E402
 from sim_backends.tabletop.instructions import (  # noqa: E402
     BLOCK2BLOCK, BLOCK2BLOCK_SUCCESS_DISTANCE, BLOCK2LOCATION_SUCCESS_DISTANCE, CATALOG_BLOCKS,
     DEFAULT_BLOCKS, EXTRA_OBJECTS, FAMILIES, LONE_NOUNS, REGIONS, Goal, InstructionError, parse_instruction,
@@ -44,6 +45,7 @@ FALL_Z = -0.01
 MAX_SANE_SPEED = 50.0  # m/s or rad/s; anything faster is a blow-up, not a push
 _BAD_STATE_WARNINGS = (mujoco.mjtWarning.mjWARN_BADQPOS, mujoco.mjtWarning.mjWARN_BADQVEL,
                        mujoco.mjtWarning.mjWARN_BADQACC)
+PHRASINGS = ("templates", "paraphrases")
 INSTRUCTION_CHARSET = string.ascii_letters + string.digits + " ,.'-"
 
 
@@ -80,6 +82,10 @@ class TabletopConfig:
     lone_nouns: str = "generic"
     """The words ``generic_name_prob`` draws from: "generic" (object, thing, item, block) or
     "household" (those and ~24 household object words: cup, ball, toy, ...)."""
+    phrasing: str = "templates"
+    """How sampled goals are worded: "templates" (the generator's phrasings, what demonstrations
+    use) or "paraphrases" (the held-out set in ``paraphrases.py``, for evaluation only: the same
+    scenes and goals seed for seed, other words)."""
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -112,6 +118,8 @@ class TabletopConfig:
             raise ValueError(f"TabletopConfig.timestep={self.timestep!r}; expected 0 < dt <= 0.02 s")
         if not (0.0 <= self.generic_name_prob <= 1.0):
             raise ValueError(f"TabletopConfig.generic_name_prob={self.generic_name_prob!r}; expected 0..1")
+        if self.phrasing not in PHRASINGS:
+            raise ValueError(f"TabletopConfig.phrasing={self.phrasing!r}; expected one of {PHRASINGS}")
         if self.lone_nouns not in LONE_NOUNS:
             raise ValueError(f"TabletopConfig.lone_nouns={self.lone_nouns!r}; expected one of {list(LONE_NOUNS)}")
         for name in ("block2block_success_distance", "block2location_success_distance"):
@@ -206,6 +214,12 @@ class TabletopEnv(gym.Env):
                 nouns = LONE_NOUNS[self.config.lone_nouns]
                 name = nouns[int(rng.integers(len(nouns)))]
             instruction = render_instruction(episode_goal, rng, name=name)
+            if self.config.phrasing == "paraphrases":
+                # Drawn from a copy of the generator: the episode (scene, goal, physics) stays
+                # the templates' one for this seed, so the two are compared seed for seed.
+                words = np.random.default_rng()
+                words.bit_generator.state = rng.bit_generator.state
+                instruction = render_paraphrase(episode_goal, words)
         self.episode_id += 1
         self._episode = _Episode(goal=episode_goal, instruction=instruction)
         obs = self._observe()
