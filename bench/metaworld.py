@@ -73,6 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--quick", action="store_true", help=f"3 tasks ({', '.join(QUICK_TASKS)}), ≤ 15 min")
     ap.add_argument("--tasks", help="MT10, MT50 or comma-separated task names (default: MT10; quick: 3 tasks)")
     ap.add_argument("--demos-per-task", type=int)
+    ap.add_argument("--image-encoder", default="scratch",
+                    help="Stage 1's image encoder: scratch (default) or a frozen pretrained backbone "
+                         "(efficientnet_lite0/1/2, mobilenet_v2; bench.pretraining compares them)")
     ap.add_argument("--epochs", type=int)
     ap.add_argument("--eval-per-task", type=int)
     ap.add_argument("--practice-episodes", type=int)
@@ -168,6 +171,8 @@ def run_tag(tasks, markers: dict[str, float], mesh_cell: float | None, plan: dic
         tag = f"{nt}tasks-n{plan['demos_per_task']}-e{plan['epochs']}-s{args.seed}"
     if args.image_size != 64:
         tag += f"-{args.image_size}px"
+    if args.image_encoder != "scratch":
+        tag += f"-{args.image_encoder}"
     if args.goal_observable:
         tag += "-goal"
     if markers:
@@ -254,6 +259,7 @@ def main(argv=None) -> dict:
     from core.learning.demos import generate_demos  # noqa: F401
     from core.learning.evaluate import evaluate_policy
     from core.learning.practice import PracticeConfig, run_practice  # noqa: F401
+    from core.learning.policy import PolicyConfig
     from core.learning.sft import SFTConfig, train_sft
     from core.method.stats import paired_gain  # noqa: F401
     from sim_backends.metaworld_backend.tasks import resolve_tasks
@@ -273,7 +279,8 @@ def main(argv=None) -> dict:
     with timer("stage1"):
         sft = train_sft(SFTConfig(data=",".join(dirs), out=str(run / "sft"), epochs=plan["epochs"],
                                   eval_every=max(1, plan["epochs"] // 2), eval_episodes=plan["select_per_task"] * nt,
-                                  seed=args.seed), progress=False)
+                                  seed=args.seed, policy=PolicyConfig(image_encoder=args.image_encoder)),
+                        progress=False)
     print(f"Stage 1: {sft['train_seconds'] / 60:.1f} min, last {json.dumps(sft['last'])[:300]}", flush=True)
     _, meta = load_checkpoint(sft["best_stg"])
     backend, env_config = meta["backend"], meta["env_config"]

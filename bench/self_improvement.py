@@ -149,10 +149,12 @@ def reward_signal(reward_ckpt: str, env_config: dict[str, Any], n: int = 20, see
 
 
 def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_success,
-              outcomes: dict[tuple[str, str], list[int]]) -> dict[str, Any]:
+              outcomes: dict[tuple[str, str], list[int]], policy=None) -> dict[str, Any]:
     """A new skill by practice: Stage 1 on blocks only (both instruction families, 10 % of
     the pool each), then practice on a banana it never saw, rewarded by the same frozen
-    steps-to-go model. Success on the banana before and after, on the same test seeds."""
+    steps-to-go model. Success on the banana before and after, on the same test seeds.
+    ``policy``: the PolicyConfig to train (default: the model's, with the plan's keypoint
+    query); ``root`` then must be that model's own folder (bench.pretraining gives one per arm)."""
     from core.learning.demos import generate_demos
     from core.learning.practice import PracticeConfig, run_practice
     from core.learning.sft import SFTConfig, train_sft
@@ -180,7 +182,8 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
     sft = train_sft(SFTConfig(data=",".join(map(str, dirs)), out=str(root / f"sft-both-10{tag}-s0"), max_episodes=n,
                               epochs=plan["epochs"][0.1], eval_every=max(1, plan["epochs"][0.1] // 3),
                               eval_episodes=plan["select_episodes"], seed=0,
-                              policy=PolicyConfig(keypoint_query=plan["novel_keypoint_query"])), progress=False)
+                              policy=policy or PolicyConfig(keypoint_query=plan["novel_keypoint_query"])),
+                    progress=False)
     both = test_success(sft["best_policy"], {"family": "block2location"})
     before = test_success(sft["best_policy"], NOVEL_ENV)
     print(f"novel: Stage 1 on blocks (both families, {2 * n} demos, {len(CATALOG_BLOCKS) * single if single else 0}"
