@@ -82,6 +82,9 @@ class TabletopConfig:
     lone_nouns: str = "generic"
     """The words ``generic_name_prob`` draws from: "generic" (object, thing, item, block) or
     "household" (those and ~24 household object words: cup, ball, toy, ...)."""
+    domain: str = "sim"
+    """How the table looks and behaves: "sim" (Dojo's tabletop) or "lab" (another table, light,
+    camera pose and field of view, block size and friction; ``scene.DOMAINS``), for Real2Sim."""
     phrasing: str = "templates"
     """How sampled goals are worded: "templates" (the generator's phrasings, what demonstrations
     use) or "paraphrases" (the held-out set in ``paraphrases.py``, for evaluation only: the same
@@ -118,6 +121,8 @@ class TabletopConfig:
             raise ValueError(f"TabletopConfig.timestep={self.timestep!r}; expected 0 < dt <= 0.02 s")
         if not (0.0 <= self.generic_name_prob <= 1.0):
             raise ValueError(f"TabletopConfig.generic_name_prob={self.generic_name_prob!r}; expected 0..1")
+        if self.domain not in scene.DOMAINS:
+            raise ValueError(f"TabletopConfig.domain={self.domain!r}; expected one of {list(scene.DOMAINS)}")
         if self.phrasing not in PHRASINGS:
             raise ValueError(f"TabletopConfig.phrasing={self.phrasing!r}; expected one of {PHRASINGS}")
         if self.lone_nouns not in LONE_NOUNS:
@@ -160,7 +165,7 @@ class TabletopEnv(gym.Env):
         self.image_shape = (cfg.image_size, cfg.image_size, 3)
         self.object_names = cfg.object_names
         self.model = mujoco.MjModel.from_xml_string(
-            scene.build_mjcf(self.object_names, cfg.image_size, cfg.timestep))
+            scene.build_mjcf(self.object_names, cfg.image_size, cfg.timestep, cfg.domain))
         self.data = mujoco.MjData(self.model)
         self._qadr = {n: self.model.jnt_qposadr[self.model.body(scene.body_name(n)).jntadr[0]]
                       for n in self.object_names}
@@ -349,9 +354,8 @@ class TabletopEnv(gym.Env):
         Stored with demonstrations as an optional auxiliary label: it teaches the
         policy's image encoder where the named objects are (the policy never sees it)."""
         goal = self.goal
-        pts = np.stack([self.object_xy(goal.block), self.goal_target(goal)]).astype(np.float64)
-        half = scene.CAMERA_EXTENT / 2.0
-        return np.stack([pts[:, 0] / half, -pts[:, 1] / half], 1).astype(np.float32)
+        pts = [(*self.object_xy(goal.block), 0.0), (*self.goal_target(goal), 0.0)]
+        return np.asarray(scene.project(scene.DOMAINS[self.config.domain], pts), np.float32)
 
     # ------------------------------------------------------------------ internals
     def _check_action(self, action: Any) -> np.ndarray:
