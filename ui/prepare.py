@@ -29,7 +29,8 @@ DEFAULT_EPOCHS = 8
 DEFAULT_SFT_MINUTES = 15.0
 DEFAULT_EVAL_EPISODES = 50
 # The Stage-1 image encoders a page offers (PolicyConfig.image_encoder); the ImageNet weights ship in a package.
-IMAGE_ENCODERS = {"scratch": "small CNN from scratch",
+IMAGE_ENCODERS = {"auto": "chosen by the data (measured best with / without keypoint labels)",
+                  "scratch": "small CNN from scratch",
                   "efficientnet_lite0": "EfficientNet-Lite0 (ImageNet, frozen)",
                   "efficientnet_lite1": "EfficientNet-Lite1 (ImageNet, frozen)",
                   "efficientnet_lite2": "EfficientNet-Lite2 (ImageNet, frozen)",

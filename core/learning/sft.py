@@ -30,7 +30,7 @@ from core.learning.dataset import (DatasetError, Episode, FrameTable, episodes_f
                                   load_datasets)
 from core.learning.evaluate import calibrate_on_demos, evaluate_policy
 from core.method.seeds import SELECT_SEED0
-from core.learning.policy import DojoPolicy, PolicyConfig
+from core.learning.policy import DojoPolicy, PolicyConfig, resolve_image_encoder
 
 
 # Stage-1 settings a resumed run may change: where the data lives (checked by name and
@@ -194,6 +194,8 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
     if (h, w) != (pcfg.image_size, pcfg.image_size) or episodes[0].proprio.shape[1] != pcfg.proprio_dim:
         pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
                                    action_dim=episodes[0].actions.shape[1])
+    # 'auto': the image encoder that measured best on data like this (with or without keypoint labels).
+    pcfg = resolve_image_encoder(pcfg, has_keypoints=any(e.keypoints is not None for e in episodes))
     if meta.get("action_low") is not None:  # an imported dataset's units: the checkpoint maps actions back to them
         pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)

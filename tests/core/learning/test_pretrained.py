@@ -213,4 +213,25 @@ def test_the_prepare_page_offers_every_packaged_backbone():
     from core.learning.encoders import PRETRAINED_IMAGE_ENCODERS
     from ui.prepare import IMAGE_ENCODERS
 
-    assert set(IMAGE_ENCODERS) == {"scratch", *PRETRAINED_IMAGE_ENCODERS}
+    assert set(IMAGE_ENCODERS) == {"auto", "scratch", *PRETRAINED_IMAGE_ENCODERS}
+    assert next(iter(IMAGE_ENCODERS)) == "auto"  # the form's default
+
+
+@pytest.mark.parametrize("labelled", [True, False])
+def test_auto_encoder_follows_whether_the_data_has_keypoint_labels(tmp_path, labelled):
+    from core.learning.checkpoint import load_checkpoint
+    from core.learning.dataset import write_episode, write_meta
+    from core.learning.sft import SFTConfig, train_sft
+
+    write_meta(tmp_path / "d", {"backend": "tabletop", "env_config": {"family": "block2block", "image_size": 32}})
+    for s in range(3):
+        e = _episode(5, s)
+        if labelled:
+            e.keypoints = np.zeros((5, 2, 2), np.float32)
+        write_episode(tmp_path / "d", e)
+    cfg = tiny_config()
+    assert cfg.image_encoder == P.IMAGE_ENCODER_AUTO
+    out = train_sft(SFTConfig(data=str(tmp_path / "d"), out=str(tmp_path / "run"), epochs=1, eval_every=0,
+                              policy=cfg), progress=False)
+    model, _ = load_checkpoint(out["best_stg"])
+    assert model.config.image_encoder == P.IMAGE_ENCODER_FOR_DATA[labelled] != P.IMAGE_ENCODER_AUTO
