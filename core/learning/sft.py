@@ -81,6 +81,10 @@ class SFTConfig:
     epochs 9-11 — the head grows over-confident, which cross-entropy punishes and d does not feel."""
     max_minutes: float | None = None
     """Stop training after this wall time (then evaluate and save as usual)."""
+    keypoint_labels: str = "all"
+    """Which frames' goal-keypoint labels Stage 1 uses, where the data has them: "all" (the
+    simulator's, every frame), "first" (each demonstration's first frame only: what a reviewer
+    clicking the object and its target once per demonstration would give) or "none"."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The model to train."""
 
@@ -101,9 +105,26 @@ class SFTConfig:
         if self.eval_every < 0 or self.eval_episodes < 0 or self.threads < 0:
             raise ValueError(f"eval_every, eval_episodes and threads must be >= 0 (0 = never / torch's default), "
                              f"got {self.eval_every}, {self.eval_episodes}, {self.threads}")
+        if self.keypoint_labels not in KEYPOINT_LABELS:
+            raise ValueError(f"keypoint_labels must be one of {KEYPOINT_LABELS}, got {self.keypoint_labels!r}")
         if self.max_minutes is not None and not self.max_minutes > 0:
             raise ValueError(f"max_minutes (--max-minutes) must be > 0, got {self.max_minutes}; leave it out for "
                              "no limit")
+
+
+KEYPOINT_LABELS = ("all", "first", "none")
+
+
+def keep_keypoint_labels(e: Episode, which: str) -> Episode:
+    """``e`` with only the keypoint labels ``which`` keeps (SFTConfig.keypoint_labels); the
+    others become unknown (NaN), which the auxiliary loss skips."""
+    if e.keypoints is None or which == "all":
+        return e
+    if which == "none":
+        return dataclasses.replace(e, keypoints=None)
+    kp = np.full_like(e.keypoints, np.nan)
+    kp[0] = e.keypoints[0]
+    return dataclasses.replace(e, keypoints=kp)
 
 
 def seed_everything(seed: int) -> None:
@@ -184,6 +205,7 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
                "made with (its dataset.json)")
         raise DatasetError(f"{cfg.data} holds only 1 episode to train on; Stage 1 needs at least 2 (one is held "
                            f"out for validation): {fix}")
+    episodes = [keep_keypoint_labels(e, cfg.keypoint_labels) for e in episodes]
     train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
     train_eps = [episodes[i] for i in train_ids]
     val_eps = [episodes[i] for i in val_ids]

@@ -235,3 +235,21 @@ def test_auto_encoder_follows_whether_the_data_has_keypoint_labels(tmp_path, lab
                               policy=cfg), progress=False)
     model, _ = load_checkpoint(out["best_stg"])
     assert model.config.image_encoder == P.IMAGE_ENCODER_FOR_DATA[labelled] != P.IMAGE_ENCODER_AUTO
+
+
+def test_first_frame_keypoint_labels_keep_only_what_a_reviewer_clicks():
+    from core.learning.sft import SFTConfig, keep_keypoint_labels
+
+    e = _episode(5, 0)
+    e.keypoints = np.arange(5 * 2 * 2, dtype=np.float32).reshape(5, 2, 2)
+    first = keep_keypoint_labels(e, "first")
+    np.testing.assert_array_equal(first.keypoints[0], e.keypoints[0])
+    assert np.isnan(first.keypoints[1:]).all() and not np.isnan(e.keypoints).any()  # the original untouched
+    assert keep_keypoint_labels(e, "none").keypoints is None and keep_keypoint_labels(e, "all") is e
+    table = FrameTable.from_episodes([first])
+    cfg = tiny_config(keypoint_aux_weight=1.0)
+    torch.manual_seed(0)
+    _, metrics = DojoPolicy(cfg)(table.batch(np.arange(5), 2, cfg.action_bins))
+    assert "keypoint_err" in metrics  # the one labelled frame is learned from, the NaN ones skipped
+    with pytest.raises(ValueError, match="keypoint_labels"):
+        SFTConfig(data="d", out="o", keypoint_labels="some")
