@@ -75,10 +75,11 @@ def launch_chromium(pw):
 class Launched:
     """The one-command launcher (scripts/launch.py: worker + web app) on free ports over a data
     folder and its SQLite database, for browser tests and benches; ``stop()`` is Ctrl-C (the
-    launcher stops the worker and the app) and returns its exit code."""
+    launcher stops the worker and the app) and returns its exit code. ``prepare``: on a fresh
+    data folder the launcher enqueues the demo task's preparation, as ./scripts/run.sh does."""
 
     def __init__(self, data: Path, db_path: Path, admin_password: str, *, env: dict[str, str] | None = None,
-                 timeout_s: float = 90.0):
+                 timeout_s: float = 90.0, prepare: bool = False):
         import subprocess
         import sys
 
@@ -92,7 +93,8 @@ class Launched:
         self.log = open(self.log_path, "w")
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen([sys.executable, "scripts/launch.py", "--port", str(self.port),
-                                      "--telemetry-port", str(self.tport), "--no-prepare"], cwd=root, env=full,
+                                      "--telemetry-port", str(self.tport)] + ([] if prepare else ["--no-prepare"]),
+                                     cwd=root, env=full,
                                      stdout=self.log, stderr=subprocess.STDOUT)
         try:
             wait_until(self.healthy, timeout_s, f"the web app to answer (log: {self.log_path})")
