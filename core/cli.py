@@ -269,11 +269,15 @@ def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     add(g, "--stg-select", choices=["mae", "loss"], help="pick best_stg.pt by validation error of d(o, g) "
         "(mae) or by the steps-to-go cross-entropy (loss)")
     add(g, "--threads", type=int, help="torch CPU threads (0 = torch's default)")
+    add(g, "--keypoint-labels", choices=["all", "first", "none"],
+        help="which frames' goal-keypoint labels to use where the data has them: all, first (one reviewer "
+             "click per demonstration) or none")
 
     add = _adder(PolicyConfig)
     g = _advanced(p, show_all, "model (PolicyConfig in core/learning/policy.py)")
-    add(g, "--image-encoder", help="scratch | efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | "
-                                   "mobilenet_v2 | hf:<local dir>")
+    add(g, "--image-encoder", help="auto (by the data: with or without keypoint labels) | scratch | "
+                                   "efficientnet_lite0 | efficientnet_lite1 | efficientnet_lite2 | mobilenet_v2 | "
+                                   "hf:<local dir>")
     add(g, "--text-encoder", help="minilm | scratch | hf:<local dir>")
     add(g, "--trunk", help="bert | hf:<local dir>")
     add(g, "--no-proprio", dest="use_proprio", action="store_const", const=False,
