@@ -24,8 +24,7 @@ same test episodes seed for seed, in words the generator never produces.
 ``--real2sim``: the paper's Real2Sim on the tabletop: Stage 1 on demonstrations collected in
 the "lab" domain only (``sim_backends/tabletop/scene.py``'s DOMAINS: another table, light,
 camera, block size and friction), then practice in the default domain; success in the
-default domain before and after, for the backbone and for scratch (no keypoint labels: a
-real table has none). ``--novel``: the new-object (banana) arm of bench.self_improvement
+default domain before and after, for the backbone and for scratch (``--real2sim-arms``). ``--novel``: the new-object (banana) arm of bench.self_improvement
 per backbone. ``--metaworld``: bench.metaworld's quick set per backbone (and MT10 in the
 full plan). The full plan runs all three.
 
@@ -184,7 +183,7 @@ def real2sim(plan: dict[str, Any], args, outcomes: Outcomes, timer: PhaseTimer) 
     with timer("demos_lab"):
         generate_demos(lab, n, env_config=LAB, workers=args.workers, progress=False)
     out: dict[str, Any] = {}
-    for arm in ("pretrained", "scratch"):
+    for arm in args.real2sim_arms:
         with timer(f"real2sim_stage1_{arm}"):
             sft = stage1(arm, 0, plan, args, lab, "-lab", n)
         m = plan["eval_episodes"]
@@ -287,6 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40, 60)")
     ap.add_argument("--real2sim", action="store_true", help="add Real2Sim (in the full plan)")
     ap.add_argument("--only-real2sim", action="store_true", help="run Real2Sim alone")
+    ap.add_argument("--real2sim-arms", default="pretrained_kp,scratch_kp",
+                    help="Real2Sim's arms (default: the backbone and scratch, each with the lab demonstrations' "
+                         "keypoint labels, projected through the lab's camera)")
     ap.add_argument("--novel", action="store_true", help="add the new-object (banana) arms (in the full plan)")
     ap.add_argument("--metaworld", action="store_true", help="add Meta-World's quick set (in the full plan)")
     ap.add_argument("--root", default=DEFAULT_ROOT)
@@ -306,7 +308,8 @@ def main(argv=None) -> dict:
     for k in ("real2sim", "novel", "metaworld"):
         plan[k] = plan[k] or getattr(args, k)
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
-    bad = [a for a in args.arms if a not in ARMS]
+    args.real2sim_arms = [a.strip() for a in args.real2sim_arms.split(",") if a.strip()]
+    bad = [a for a in args.arms + args.real2sim_arms if a not in ARMS]
     if bad:
         ap.error(f"--arms {bad}: not among {list(ARMS)}")
     from core.learning.encoders import PRETRAINED_IMAGE_ENCODERS
