@@ -49,6 +49,9 @@ class EpisodeRecord:
     actions: list[np.ndarray] = field(default_factory=list)
     frames: list[np.ndarray] = field(default_factory=list)
     proprio: list[np.ndarray] = field(default_factory=list)
+    features: list[torch.Tensor] = field(default_factory=list)
+    """Frame t's frozen-backbone features, kept with the frames when the rollout computed them
+    (a policy and reward model sharing a frozen backbone): practice's update reuses them."""
     end_reason: str = ""
     detector_step: int | None = None
     detector_counts: list[int] = field(default_factory=list)
@@ -343,6 +346,8 @@ class _Rollout:
         if self.keep_frames:
             rec.frames.append(s.obs[OBS_IMAGE])
             rec.proprio.append(np.asarray(s.obs[OBS_PROPRIO], np.float32))
+            if s.features is not None and s.features[0] is s.obs[OBS_IMAGE]:
+                rec.features.append(s.features[1])
         if s.detector is not None:
             rec.detector_counts.append(s.detector.update(d))
             if s.detector.fired and rec.detector_step is None:
@@ -372,6 +377,8 @@ class _Rollout:
         if self.keep_frames:
             rec.frames.pop()
             rec.proprio.pop()
+            if len(rec.features) > len(rec.frames):
+                rec.features.pop()
         if s.detector is not None:
             s.detector.retract()
             rec.detector_counts.pop()

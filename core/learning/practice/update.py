@@ -10,13 +10,13 @@ import numpy as np
 import torch
 
 from core.learning.action_bins import action_to_bins
-from core.learning.policy import ACTION_BINS, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy
+from core.learning.policy import ACTION_BINS, FEATURES, FRAMES, INSTRUCTION, PROPRIO, DojoPolicy
 from core.learning.practice.config import PracticeConfig, PracticeRefused
 from core.learning.rollout import END_DETECTOR, EpisodeRecord
 from core.method import rewards as rewards_math
 from core.method.detector import DEFAULT_TOLERANCE, false_positive
 
-Tuple = tuple  # (frames [cur, prev], proprio [cur, prev], instruction, action, R_t)
+Tuple = tuple  # (frames [cur, prev], proprio [cur, prev], instruction, action, R_t, features or None)
 
 
 @contextlib.contextmanager
@@ -42,21 +42,27 @@ def episode_rewards(rec: EpisodeRecord, ground_truth_reward: bool) -> np.ndarray
 
 
 def episode_tuples(rec: EpisodeRecord, returns: np.ndarray) -> list[Tuple]:
-    """(frames [cur, prev], proprio [cur, prev], instruction, action, R_t) for every step."""
+    """(frames [cur, prev], proprio [cur, prev], instruction, action, R_t, features [cur, prev] or
+    None) for every step; the features are the rollout's frozen-backbone ones when it kept them."""
+    feats = rec.features if len(rec.features) == len(rec.frames) else None
     out = []
     for t in range(rec.length):
         p = max(0, t - 1)
         out.append((np.stack([rec.frames[t], rec.frames[p]]), np.stack([rec.proprio[t], rec.proprio[p]]),
-                    rec.instruction, rec.actions[t], float(returns[t])))
+                    rec.instruction, rec.actions[t], float(returns[t]),
+                    None if feats is None else torch.stack([feats[t], feats[p]])))
     return out
 
 
 def tuples_batch(rows: list[Tuple], n_frames: int, action_bins: int) -> dict[str, Any]:
     frames = np.stack([r[0] for r in rows])[:, :n_frames]
     prop = np.stack([r[1] for r in rows])[:, :n_frames]
-    return {FRAMES: torch.from_numpy(frames), PROPRIO: torch.from_numpy(prop.astype(np.float32)),
-            INSTRUCTION: [r[2] for r in rows],
-            ACTION_BINS: torch.from_numpy(action_to_bins(np.stack([r[3] for r in rows]), action_bins))}
+    batch = {FRAMES: torch.from_numpy(frames), PROPRIO: torch.from_numpy(prop.astype(np.float32)),
+             INSTRUCTION: [r[2] for r in rows],
+             ACTION_BINS: torch.from_numpy(action_to_bins(np.stack([r[3] for r in rows]), action_bins))}
+    if all(len(r) > 5 and r[5] is not None for r in rows):  # the frozen backbone's, from the rollout
+        batch[FEATURES] = torch.stack([r[5] for r in rows])[:, :n_frames]
+    return batch
 
 
 def reinforce_loss(log_probs: torch.Tensor, returns, c: float = 0.05) -> torch.Tensor:

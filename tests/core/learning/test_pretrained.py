@@ -253,3 +253,32 @@ def test_first_frame_keypoint_labels_keep_only_what_a_reviewer_clicks():
     assert "keypoint_err" in metrics  # the one labelled frame is learned from, the NaN ones skipped
     with pytest.raises(ValueError, match="keypoint_labels"):
         SFTConfig(data="d", out="o", keypoint_labels="some")
+
+
+def test_practice_updates_reuse_the_rollouts_features(monkeypatch):
+    """Kept with the frames, a rollout's frozen features feed the REINFORCE update: no frame is
+    encoded again, and the log-probabilities are the ones the frames give."""
+    from core.learning.practice.update import episode_tuples, tuples_batch
+
+    torch.manual_seed(0)
+    cfg = tiny_config(image_encoder="efficientnet_lite0")
+    policy, reward = DojoPolicy(cfg), DojoPolicy(cfg)
+    env_cfg = {"family": "block2block", "image_size": 32, "max_steps": 5, "terminate_on_success": False}
+    fleet = LocalFleet(lambda: make_env("tabletop", env_cfg), 2)
+    try:
+        recs = run_episodes(policy, None, [4, 5], fleet=fleet, greedy=False, reward_model=reward, keep_frames=True,
+                            stop_on_ground_truth=False, generator=torch.Generator().manual_seed(0))
+    finally:
+        fleet.close()
+    assert all(len(r.features) == len(r.frames) == r.length + 1 for r in recs)
+    rows = [t for r in recs for t in episode_tuples(r, np.ones(r.length))]
+    batch = tuples_batch(rows, cfg.n_frames, cfg.action_bins)
+    assert P.FEATURES in batch
+    calls = _counting(policy, monkeypatch)
+    policy.eval()
+    with torch.no_grad():
+        reused = policy.action_log_prob(batch)
+    assert calls == []
+    with torch.no_grad():
+        fresh = policy.action_log_prob({k: v for k, v in batch.items() if k != P.FEATURES})
+    torch.testing.assert_close(reused, fresh, rtol=1e-4, atol=1e-4)
