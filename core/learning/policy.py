@@ -256,7 +256,10 @@ class DojoPolicy(nn.Module):
             frames = frames.to(dev)
         fast = self._fast
         if fast is not None and not torch.is_grad_enabled() and not self.training:
-            return fast(frames, prop, txt, txt_mask)
+            # One memory layout whatever made the tensors (a backbone's channels-last output, a
+            # trimmed text slice): a compiled graph is guarded on strides, and each new layout
+            # would compile it again (up to torch's limit of 8, then run eagerly).
+            return fast(frames.contiguous(), prop.contiguous(), txt.contiguous(), txt_mask.contiguous())
         return self._core(frames, prop, txt, txt_mask)
 
     def _core(self, frames: torch.Tensor, prop: torch.Tensor, txt: torch.Tensor, txt_mask: torch.Tensor
