@@ -283,6 +283,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--practice-episodes", type=int, help="practice budget an arm (quick 600, full 1,400)")
     ap.add_argument("--pool", type=int, help="the demonstration pool (3,000; Stage 1 uses 10 %% of it)")
     ap.add_argument("--epochs", type=int, help="Stage-1 epochs (8)")
+    ap.add_argument("--fleet", type=int, help="practice robots (16)")
+    ap.add_argument("--check-episodes", type=int, help="practice's pre-start detector check (60 rollouts)")
     ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40, 60)")
     ap.add_argument("--real2sim", action="store_true", help="add Real2Sim (in the full plan)")
     ap.add_argument("--only-real2sim", action="store_true", help="run Real2Sim alone")
@@ -300,7 +302,7 @@ def main(argv=None) -> dict:
     ap = build_parser()
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
-    for k in ("seeds", "eval_episodes", "practice_episodes", "pool", "epochs"):
+    for k in ("seeds", "eval_episodes", "practice_episodes", "pool", "epochs", "fleet", "check_episodes"):
         if getattr(args, k) is not None:
             plan[k] = getattr(args, k)
     if args.select_episodes is not None:
