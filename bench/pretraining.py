@@ -54,14 +54,16 @@ ARMS = {"scratch_kp": ("scratch", KEYPOINT_WEIGHT, "all"), "scratch": ("scratch"
         "scratch_kp_first": ("scratch", KEYPOINT_WEIGHT, "first"),
         "pretrained_kp_first": ("backbone", KEYPOINT_WEIGHT, "first")}
 DEFAULT_ARMS = ("scratch_kp", "scratch", "pretrained", "pretrained_kp")
-# Quick: one training seed, 150 test seeds a point, 600 practice episodes an arm: the four
-# arms in about 30 minutes on 2 cores. Full: the issue's >= 2 training seeds and >= 300 test
-# seeds, the self-improvement bench's 1,400 practice episodes, Real2Sim, banana and Meta-World.
-QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=8, eval_episodes=150, practice_episodes=600, fleet=16,
-             select_episodes=40, si_eval_every=10, si_eval_episodes=60, check_episodes=60, lr=3e-5,
+# Quick: one training seed, 100 test seeds a point, 400 practice episodes an arm, to fit the
+# four arms in about 30 minutes on 2 cores. (The first quick run, 2026-12-07, had 8 epochs,
+# 150 test seeds, 600 practice episodes and a 60-rollout check: 51 minutes, of which 11 were
+# test evaluations.) Full: the issue's >= 2 training seeds and >= 300 test seeds, the
+# self-improvement bench's 1,400 practice episodes, 8 epochs, Real2Sim, banana and Meta-World.
+QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=6, eval_episodes=100, practice_episodes=400, fleet=16,
+             select_episodes=40, si_eval_every=10, si_eval_episodes=40, check_episodes=30, lr=3e-5,
              real2sim=False, novel=False, metaworld=False, mt10=False)
-FULL = dict(QUICK, seeds=2, eval_episodes=300, practice_episodes=1400, real2sim=True, novel=True, metaworld=True,
-            mt10=True)
+FULL = dict(QUICK, seeds=2, epochs=8, eval_episodes=300, practice_episodes=1400, si_eval_episodes=60,
+            check_episodes=60, real2sim=True, novel=True, metaworld=True, mt10=True)
 DEFAULT_ROOT = "data/bench/pretraining"
 TASK = {"family": "block2block"}
 LAB = {**TASK, "domain": "lab"}
@@ -134,8 +136,10 @@ def arm_seed(arm: str, seed: int, plan: dict[str, Any], args, data: Path, outcom
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     m = plan["eval_episodes"]
     para = {**TASK, "phrasing": "paraphrases"}
-    row = {"bc": outcomes(sft["best_policy"], TASK, m), "si": outcomes(si["best"], TASK, m),
-           "bc_paraphrase": outcomes(sft["best_policy"], para, m), "si_paraphrase": outcomes(si["best"], para, m),
+    # Practice kept its start (no evaluation beat it): the same weights as BC, evaluated once.
+    after = sft["best_policy"] if si["best_iteration"] == 0 else si["best"]
+    row = {"bc": outcomes(sft["best_policy"], TASK, m), "si": outcomes(after, TASK, m),
+           "bc_paraphrase": outcomes(sft["best_policy"], para, m), "si_paraphrase": outcomes(after, para, m),
            "detector": (chk["precision"], chk["recall"]), "stg_mae": signal["stg_mae_steps"],
            "keypoint_err": (signal["keypoint_err_object"], signal["keypoint_err_target"]),
            "si_episodes": si["episodes"], "train_minutes": sft["train_seconds"] / 60}
@@ -191,7 +195,8 @@ def real2sim(plan: dict[str, Any], args, outcomes: Outcomes, timer: PhaseTimer) 
         with timer(f"real2sim_practice_{arm}"):
             si = practice(sft, Path(sft["run_dir"]).with_name(Path(sft["run_dir"]).name.replace("sft-", "si-sim-")
                                                               + f"-p{plan['practice_episodes']}"), plan, 0, TASK)
-        before, after = outcomes(sft["best_policy"], TASK, m), outcomes(si["best"], TASK, m)
+        kept = sft["best_policy"] if si["best_iteration"] == 0 else si["best"]  # see arm_seed
+        before, after = outcomes(sft["best_policy"], TASK, m), outcomes(kept, TASK, m)
         g = paired_gain(before, after)
         chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
         out[arm] = {"lab_bc": sum(lab_bc) / m, "sim_before": sum(before) / m, "sim_after": sum(after) / m,
@@ -273,19 +278,20 @@ def plot(path: Path, arms: dict[str, Any]) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one training seed, 150 test seeds, 600 practice episodes")
+    ap.add_argument("--quick", action="store_true", help="one training seed, 100 test seeds, 400 practice episodes")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS),
                     help=f"comma-separated, from {list(ARMS)} (default: the first four)")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE,
                     help="the pretrained arms' frozen backbone: efficientnet_lite0/1/2, mobilenet_v2")
     ap.add_argument("--seeds", type=int, help="training seeds (quick 1, full 2)")
-    ap.add_argument("--eval-episodes", type=int, help="test seeds a point (quick 150, full 300)")
-    ap.add_argument("--practice-episodes", type=int, help="practice budget an arm (quick 600, full 1,400)")
+    ap.add_argument("--eval-episodes", type=int, help="test seeds a point (quick 100, full 300)")
+    ap.add_argument("--practice-episodes", type=int, help="practice budget an arm (quick 400, full 1,400)")
     ap.add_argument("--pool", type=int, help="the demonstration pool (3,000; Stage 1 uses 10 %% of it)")
-    ap.add_argument("--epochs", type=int, help="Stage-1 epochs (8)")
+    ap.add_argument("--epochs", type=int, help="Stage-1 epochs (quick 6, full 8)")
     ap.add_argument("--fleet", type=int, help="practice robots (16)")
-    ap.add_argument("--check-episodes", type=int, help="practice's pre-start detector check (60 rollouts)")
-    ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40, 60)")
+    ap.add_argument("--check-episodes", type=int, help="practice's pre-start detector check (quick 30, full 60 rollouts)")
+    ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40; practice's "
+                                                         "full 60)")
     ap.add_argument("--real2sim", action="store_true", help="add Real2Sim (in the full plan)")
     ap.add_argument("--only-real2sim", action="store_true", help="run Real2Sim alone")
     ap.add_argument("--real2sim-arms", default="pretrained_kp,scratch_kp",
