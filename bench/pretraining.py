@@ -340,8 +340,9 @@ def main(argv=None) -> dict:
             rows = [arm_seed(arm, seed, plan, args, data, outcomes, timer) for seed in range(plan["seeds"])]
             result[arm] = summarise(rows)
         arms = {a: result[a] for a in args.arms}
-        plot(root / "pretraining.png", arms)
-        result["plot"] = str(root / "pretraining.png")
+        png = root / f"pretraining{file_tag(args)}.png"
+        plot(png, arms)
+        result["plot"] = str(png)
         result["targets"] = targets(arms)
     if plan["real2sim"] or args.only_real2sim:
         result["real2sim"] = real2sim(plan, args, outcomes, timer)
@@ -350,10 +351,17 @@ def main(argv=None) -> dict:
     if plan["metaworld"] and not args.only_real2sim:
         result["metaworld"] = metaworld(plan, args)
     result.update(minutes=(time.perf_counter() - t0) / 60, phase_minutes=timer.minutes())
-    name = "result-real2sim.json" if args.only_real2sim else f"result{'-quick' if args.quick else ''}.json"
+    name = "result-real2sim.json" if args.only_real2sim else f"result{file_tag(args)}.json"
     (root / name).write_text(json.dumps(result, indent=2, default=float))
     print_result(result)
     return result
+
+
+def file_tag(args) -> str:
+    """Result and plot names: "-quick" for the quick plan, plus the arms when not the default four
+    (a run of other arms on the same root must not overwrite the four arms' figures)."""
+    tag = "-quick" if args.quick else ""
+    return tag if list(args.arms) == list(DEFAULT_ARMS) else f"{tag}-{'-'.join(args.arms)}"
 
 
 def targets(arms: dict[str, Any]) -> dict[str, Any]:

@@ -56,5 +56,5 @@ def test_a_tiny_run_reports_every_arm_figure(tmp_path, capsys):
                   "si_episodes", "bc_paraphrase", "si_paraphrase"):
             assert k in r, (arm, k)
         assert r["gain_lo"] <= r["gain"] <= r["gain_hi"] and r["test_episodes"] == 4
-    assert (tmp_path / "pretraining.png").stat().st_size > 1000
+    assert (tmp_path / "pretraining-quick-scratch-pretrained_kp.png").stat().st_size > 1000
     assert json.loads((tmp_path / "outcomes.json").read_text())  # kept for a rerun
