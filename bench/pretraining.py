@@ -52,7 +52,10 @@ ARMS = {"scratch_kp": ("scratch", KEYPOINT_WEIGHT, "all"), "scratch": ("scratch"
         # The cheap human substitute: a reviewer clicks the object and its target on the first
         # frame of each demonstration; the other frames carry no label.
         "scratch_kp_first": ("scratch", KEYPOINT_WEIGHT, "first"),
-        "pretrained_kp_first": ("backbone", KEYPOINT_WEIGHT, "first")}
+        "pretrained_kp_first": ("backbone", KEYPOINT_WEIGHT, "first"),
+        # ... and those clicks followed through the frames by template matching.
+        "scratch_kp_tracked": ("scratch", KEYPOINT_WEIGHT, "tracked"),
+        "pretrained_kp_tracked": ("backbone", KEYPOINT_WEIGHT, "tracked")}
 DEFAULT_ARMS = ("scratch_kp", "scratch", "pretrained", "pretrained_kp")
 # Quick: one training seed, 100 test seeds a point, 400 practice episodes an arm, to fit the
 # four arms in about 30 minutes on 2 cores. (The first quick run, 2026-12-07, had 8 epochs,

@@ -269,9 +269,9 @@ def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     add(g, "--stg-select", choices=["mae", "loss"], help="pick best_stg.pt by validation error of d(o, g) "
         "(mae) or by the steps-to-go cross-entropy (loss)")
     add(g, "--threads", type=int, help="torch CPU threads (0 = torch's default)")
-    add(g, "--keypoint-labels", choices=["all", "first", "none"],
-        help="which frames' goal-keypoint labels to use where the data has them: all, first (one reviewer "
-             "click per demonstration) or none")
+    add(g, "--keypoint-labels", choices=["all", "first", "tracked", "none"],
+        help="which goal-keypoint labels to use where the data has them: all, first (one reviewer click per "
+             "demonstration), tracked (those clicks followed through the frames) or none")
 
     add = _adder(PolicyConfig)
     g = _advanced(p, show_all, "model (PolicyConfig in core/learning/policy.py)")

@@ -82,9 +82,10 @@ class SFTConfig:
     max_minutes: float | None = None
     """Stop training after this wall time (then evaluate and save as usual)."""
     keypoint_labels: str = "all"
-    """Which frames' goal-keypoint labels Stage 1 uses, where the data has them: "all" (the
-    simulator's, every frame), "first" (each demonstration's first frame only: what a reviewer
-    clicking the object and its target once per demonstration would give) or "none"."""
+    """Which goal-keypoint labels Stage 1 uses, where the data has them: "all" (the simulator's,
+    every frame), "first" (each demonstration's first frame only: what a reviewer clicking the
+    object and its target once per demonstration would give), "tracked" (those first-frame
+    clicks followed through the other frames by ``core.learning.keypoint_tracks``) or "none"."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The model to train."""
 
@@ -112,7 +113,7 @@ class SFTConfig:
                              "no limit")
 
 
-KEYPOINT_LABELS = ("all", "first", "none")
+KEYPOINT_LABELS = ("all", "first", "tracked", "none")
 
 
 def keep_keypoint_labels(e: Episode, which: str) -> Episode:
@@ -122,6 +123,10 @@ def keep_keypoint_labels(e: Episode, which: str) -> Episode:
         return e
     if which == "none":
         return dataclasses.replace(e, keypoints=None)
+    if which == "tracked":
+        from core.learning.keypoint_tracks import track_points
+
+        return dataclasses.replace(e, keypoints=track_points(e.frames, e.keypoints[0]))
     kp = np.full_like(e.keypoints, np.nan)
     kp[0] = e.keypoints[0]
     return dataclasses.replace(e, keypoints=kp)
