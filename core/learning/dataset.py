@@ -138,9 +138,12 @@ def validate_episode(ep: Episode, where: str) -> None:
     if np.abs(a).max() > 1.0 + 1e-6:
         raise DatasetError(f"{where}: actions must lie in [-1, 1], max |a| = {np.abs(a).max():.3f}")
     k = ep.keypoints
-    if k is not None and (k.ndim != 3 or len(k) != len(f) or k.shape[-1] != 2 or not np.all(np.isfinite(k))):
-        raise DatasetError(f"{where}: keypoints must be finite float [T+1, K, 2] matching frames, "
-                           f"got {k.shape}")
+    # Frame 0's keypoints must be known; later frames may be NaN (unknown: a reviewer's
+    # first-frame clicks, which Stage 1 can track through the frames).
+    if k is not None and (k.ndim != 3 or len(k) != len(f) or k.shape[-1] != 2 or not np.all(np.isfinite(k[0]))
+                          or np.any(np.isinf(k))):
+        raise DatasetError(f"{where}: keypoints must be float [T+1, K, 2] matching frames, finite on frame 0 "
+                           f"(NaN = unknown on later frames), got {k.shape}")
     if not ep.instruction.strip():
         raise DatasetError(f"{where}: empty instruction")
     if ep.goal_step is not None and not 0 <= int(ep.goal_step) <= len(a):

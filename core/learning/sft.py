@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import os
 import random
@@ -222,7 +223,15 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
         pcfg = dataclasses.replace(pcfg, image_size=h, proprio_dim=episodes[0].proprio.shape[1],
                                    action_dim=episodes[0].actions.shape[1])
     # 'auto': the image encoder that measured best on data like this (with or without keypoint labels).
-    pcfg = resolve_image_encoder(pcfg, has_keypoints=any(e.keypoints is not None for e in episodes))
+    labelled = any(e.keypoints is not None for e in episodes)
+    pcfg = resolve_image_encoder(pcfg, has_keypoints=labelled)
+    if not labelled and pcfg.goal_keypoints and pcfg.keypoint_aux_weight > 0:
+        logging.getLogger("dojo.sft").warning(
+            "%s: no goal-keypoint labels in these demonstrations; measured on the tabletop, Stage 1 then did not "
+            "learn steps-to-go (error ~8-9 steps against ~4 with labels) and practice gained nothing. Give the "
+            "object's and its target's image positions on each demonstration's first frame (keypoints, "
+            "docs/dataset-format.md) and train with keypoint_labels='tracked' (docs/method.md, 'Where the "
+            "keypoint labels are needed')", cfg.data)
     if meta.get("action_low") is not None:  # an imported dataset's units: the checkpoint maps actions back to them
         pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)

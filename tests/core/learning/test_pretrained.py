@@ -282,3 +282,34 @@ def test_practice_updates_reuse_the_rollouts_features(monkeypatch):
     with torch.no_grad():
         fresh = policy.action_log_prob({k: v for k, v in batch.items() if k != P.FEATURES})
     torch.testing.assert_close(reused, fresh, rtol=1e-4, atol=1e-4)
+
+
+def test_a_dataset_may_carry_first_frame_clicks_only(tmp_path):
+    """Frame 0 known, later frames NaN: written, read back, and tracked by Stage 1's 'tracked'."""
+    from core.learning.dataset import DatasetError, read_episode, write_episode
+    from core.learning.sft import keep_keypoint_labels
+
+    e = _episode(6, 3)
+    kp = np.full((6, 2, 2), np.nan, np.float32)
+    kp[0] = [[0.1, -0.2], [0.5, 0.5]]
+    e.keypoints = kp
+    back = read_episode(write_episode(tmp_path, e))
+    np.testing.assert_array_equal(back.keypoints[0], kp[0])
+    tracked = keep_keypoint_labels(back, "tracked")
+    assert np.isfinite(tracked.keypoints).all() and tracked.keypoints.shape == (6, 2, 2)
+    e.keypoints = np.full((6, 2, 2), np.nan, np.float32)  # not even the first frame
+    with pytest.raises(DatasetError, match="finite on frame 0"):
+        write_episode(tmp_path, e)
+
+
+def test_stage1_says_when_the_data_has_no_keypoint_labels(tmp_path, caplog):
+    from core.learning.dataset import write_episode, write_meta
+    from core.learning.sft import SFTConfig, train_sft
+
+    write_meta(tmp_path / "d", {"backend": "tabletop", "env_config": {"family": "block2block", "image_size": 32}})
+    for s in range(3):
+        write_episode(tmp_path / "d", _episode(4, s))
+    with caplog.at_level("WARNING", logger="dojo.sft"):
+        train_sft(SFTConfig(data=str(tmp_path / "d"), out=str(tmp_path / "run"), epochs=1, eval_every=0,
+                            policy=tiny_config()), progress=False)
+    assert any("no goal-keypoint labels" in r.getMessage() and "tracked" in r.getMessage() for r in caplog.records)
