@@ -213,15 +213,16 @@ def real2sim(plan: dict[str, Any], args, outcomes: Outcomes, timer: PhaseTimer) 
 
 
 def novel(plan: dict[str, Any], args, outcomes: Outcomes, data: Path) -> dict[str, Any]:
-    """bench.self_improvement's new-object (banana) arm, once per encoder, without keypoint labels
-    for the backbone and with them for scratch (today's default) and without."""
+    """bench.self_improvement's new-object (banana) arm once per arm of this run (its encoder, with
+    or without keypoint labels); arms that keep only some labels (first, tracked) are left out:
+    that arm trains on its own demonstrations, where the option does not reach."""
     import bench.self_improvement as SI
 
     si_plan = dict(SI.QUICK, pool=plan["pool"], eval_episodes=plan["eval_episodes"])
     ns = argparse.Namespace(workers=args.workers, novel_refine=0, running_tag="-discard", fleet=None,
                             running={"finish_running_episodes": False, "plan_starts": False})
     res: dict[str, Any] = {}
-    for arm in args.arms:
+    for arm in (a for a in args.arms if ARMS[a][2] in ("all", "none")):
         pairs: dict[tuple[str, str], list[int]] = {}
 
         def test_success(ckpt, task=None, _pairs=pairs):
@@ -237,7 +238,8 @@ def novel(plan: dict[str, Any], args, outcomes: Outcomes, data: Path) -> dict[st
 
 
 def metaworld(plan: dict[str, Any], args) -> dict[str, Any]:
-    """bench.metaworld's quick set (and MT10 in the full plan) per encoder (no keypoint labels there)."""
+    """bench.metaworld's quick set (and MT10 in the full plan) per encoder, each with the keypoint labels
+    Meta-World's demonstrations carry (the task's object and its goal, projected through the camera)."""
     import bench.metaworld as MW
 
     res: dict[str, Any] = {}
