@@ -90,7 +90,9 @@ class Outcomes:
             with self.timer("test_evaluation"):
                 _, recs = evaluate_policy(model, "tabletop", task, n, threshold_s=1.0)
             self.data[key] = [int(bool(r.success)) for r in recs]
-            self.path.write_text(json.dumps(self.data))
+            tmp = self.path.with_suffix(".tmp")  # a run stopped mid-write keeps the previous file whole
+            tmp.write_text(json.dumps(self.data))
+            tmp.replace(self.path)
         return self.data[key]
 
 
