@@ -28,7 +28,7 @@ from bench.common import Launched, print_result
 
 def snapshot(db, task_name: str) -> dict[str, Any]:
     """Jobs of the demo task and its evaluated practice checkpoints, as plain values."""
-    from sqlalchemy import select
+    from sqlalchemy import func, select
 
     from storage.models import Checkpoint, Episode, Job, Task
     from ui.queries import latest_paired_gain
@@ -43,8 +43,6 @@ def snapshot(db, task_name: str) -> dict[str, Any]:
         evals = [{"checkpoint": c.id, "success": c.eval_success, "gain": (c.metrics or {}).get("eval_gain"),
                   "lo": (c.metrics or {}).get("eval_gain_lo"), "hi": (c.metrics or {}).get("eval_gain_hi")}
                  for c in cks if c.eval_success is not None and c.stage != "sft"]
-        from sqlalchemy import func
-
         episodes = s.scalar(select(func.count()).select_from(Episode).where(
             Episode.task_id == task.id, Episode.source == "practice", Episode.status != "running")) or 0
         return {"jobs": jobs, "evals": evals, "gain": latest_paired_gain(cks), "episodes": int(episodes)}

@@ -126,6 +126,12 @@ def practice(sft: dict[str, Any], out: Path, plan: dict[str, Any], seed: int, en
         fleet_size=plan["fleet"], check_episodes=plan["check_episodes"], lr=plan["lr"]), progress=False)
 
 
+def kept_checkpoint(sft: dict[str, Any], si: dict[str, Any]) -> str:
+    """The checkpoint practice ended with. When no evaluation beat its start, that is Stage 1's
+    policy, the same weights as BC: named so, it is evaluated once (``Outcomes`` caches by path)."""
+    return sft["best_policy"] if si["best_iteration"] == 0 else si["best"]
+
+
 def arm_seed(arm: str, seed: int, plan: dict[str, Any], args, data: Path, outcomes: Outcomes,
              timer: PhaseTimer) -> dict[str, Any]:
     """One arm, one training seed: Stage 1, its evaluations, practice, and after."""
@@ -141,8 +147,7 @@ def arm_seed(arm: str, seed: int, plan: dict[str, Any], args, data: Path, outcom
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     m = plan["eval_episodes"]
     para = {**TASK, "phrasing": "paraphrases"}
-    # Practice kept its start (no evaluation beat it): the same weights as BC, evaluated once.
-    after = sft["best_policy"] if si["best_iteration"] == 0 else si["best"]
+    after = kept_checkpoint(sft, si)
     row = {"bc": outcomes(sft["best_policy"], TASK, m), "si": outcomes(after, TASK, m),
            "bc_paraphrase": outcomes(sft["best_policy"], para, m), "si_paraphrase": outcomes(after, para, m),
            "detector": (chk["precision"], chk["recall"]), "stg_mae": signal["stg_mae_steps"],
@@ -200,8 +205,7 @@ def real2sim(plan: dict[str, Any], args, outcomes: Outcomes, timer: PhaseTimer) 
         with timer(f"real2sim_practice_{arm}"):
             si = practice(sft, Path(sft["run_dir"]).with_name(Path(sft["run_dir"]).name.replace("sft-", "si-sim-")
                                                               + f"-p{plan['practice_episodes']}"), plan, 0, TASK)
-        kept = sft["best_policy"] if si["best_iteration"] == 0 else si["best"]  # see arm_seed
-        before, after = outcomes(sft["best_policy"], TASK, m), outcomes(kept, TASK, m)
+        before, after = outcomes(sft["best_policy"], TASK, m), outcomes(kept_checkpoint(sft, si), TASK, m)
         g = paired_gain(before, after)
         chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
         out[arm] = {"lab_bc": sum(lab_bc) / m, "sim_before": sum(before) / m, "sim_after": sum(after) / m,

@@ -185,7 +185,19 @@ class ScratchImageEncoder(nn.Module):
         return self.head(self.forward_map(frames, cond))
 
 
-class PretrainedImageEncoder(nn.Module):
+class PerFrameEncoder(nn.Module):
+    """An encoder that reads each frame on its own (``frame_features``: [N, H, W, 3] -> [N, ...]):
+    frozen, its features of a frame can be computed once and shared (``DojoPolicy.frozen_features``)."""
+
+    def frame_features(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def features(self, frames: torch.Tensor) -> torch.Tensor:
+        """Stacked frames [B, F, H, W, 3] -> [B, F, ...]."""
+        return frames_to_features(self.frame_features, frames)
+
+
+class PretrainedImageEncoder(PerFrameEncoder):
     """An ImageNet backbone from a PyPI wheel (``core.learning.backbones``) applied per frame,
     then the keypoint head (FiLM-conditioned on the instruction).
 
@@ -218,9 +230,6 @@ class PretrainedImageEncoder(nn.Module):
         """Backbone features of single uint8 frames [N, H, W, 3] -> [N, C, h, w]."""
         return self.backbone(images)
 
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames_to_features(self.frame_features, frames)
-
     def forward_map(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         x = self.features(frames) if frames.dtype == torch.uint8 else frames.float()
         b, f, c, hh, ww = x.shape
@@ -251,7 +260,7 @@ def _legacy_lite0_keys(state_dict, prefix, *_args) -> None:
         state_dict[prefix + new] = state_dict.pop(key)
 
 
-class HFImageEncoder(nn.Module):
+class HFImageEncoder(PerFrameEncoder):
     """Any Hugging Face vision model from a local directory, applied per frame."""
 
     def __init__(self, spec: str, n_frames: int, d_model: int, n_tokens: int = 2):
@@ -292,9 +301,6 @@ class HFImageEncoder(nn.Module):
         if pooled is None:
             pooled = out.last_hidden_state.mean(1)
         return pooled.reshape(n, -1)
-
-    def features(self, frames: torch.Tensor) -> torch.Tensor:
-        return frames_to_features(self.frame_features, frames)
 
     def forward(self, frames: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         # A foreign backbone is not FiLM-conditioned: the trunk's attention over text

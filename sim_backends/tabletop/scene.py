@@ -69,9 +69,9 @@ DOMAINS = {
 }
 
 
-def camera_axes(domain: Domain) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """The camera's x (image right) and y (image up) axes in the world: it looks from
-    ``camera_pos`` at the table's centre, rolled by ``camera_roll_deg``."""
+def camera_axes(domain: Domain) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """The camera's x (image right), y (image up) and z (backwards: it looks along -z) axes in
+    the world: it looks from ``camera_pos`` at the table's centre, rolled by ``camera_roll_deg``."""
     px, py, pz = domain.camera_pos
     n = math.sqrt(px * px + py * py + pz * pz)
     z = (px / n, py / n, pz / n)  # the camera looks along -z
@@ -82,7 +82,7 @@ def camera_axes(domain: Domain) -> tuple[tuple[float, ...], tuple[float, ...]]:
     nx = math.sqrt(sum(a * a for a in x))
     x = tuple(a / nx for a in x)
     y = (z[1] * x[2] - z[2] * x[1], z[2] * x[0] - z[0] * x[2], z[0] * x[1] - z[1] * x[0])
-    return x, y
+    return x, y, z
 
 
 # Footprint radius per object kind, used for placement and by the scripted expert.
@@ -186,7 +186,7 @@ def build_mjcf(objects: tuple[str, ...], image_size: int = 64, timestep: float =
             f'<freejoint name="{body_name(name)}_joint"/>{geoms}</body>')
     off = max(image_size, 64)
     t = TABLE_HALF_SIZE
-    x_axis, y_axis = camera_axes(d)
+    x_axis, y_axis, _ = camera_axes(d)
     texture, table_look = "", f'rgba="{d.table_rgba}"'
     if d.table_checker:
         texture = (f'<texture name="table" type="2d" builtin="checker" rgb1="{d.table_checker[0]}" '
@@ -225,10 +225,8 @@ def build_mjcf(objects: tuple[str, ...], image_size: int = 64, timestep: float =
 def project(domain: Domain, points) -> list[tuple[float, float]]:
     """World points (x, y, z) -> camera image coordinates (u, v) in [-1, 1] at the image's
     edges (u left to right, v top to bottom), for the domain's camera."""
-    x_axis, y_axis = camera_axes(domain)
+    x_axis, y_axis, z_axis = camera_axes(domain)
     px, py, pz = domain.camera_pos
-    n = math.sqrt(px * px + py * py + pz * pz)
-    z_axis = (px / n, py / n, pz / n)
     out = []
     for p in points:
         rel = (p[0] - px, p[1] - py, p[2] - pz)
