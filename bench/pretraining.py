@@ -70,6 +70,8 @@ FULL = dict(QUICK, seeds=2, epochs=8, eval_episodes=300, practice_episodes=1400,
 DEFAULT_ROOT = "data/bench/pretraining"
 TASK = {"family": "block2block"}
 LAB = {**TASK, "domain": "lab"}
+# The ablation on Block2Block, then what the full plan adds (Meta-World's quick set, and MT10: the long part)
+PARTS = ("tabletop", "real2sim", "novel", "metaworld", "mt10")
 
 
 class Outcomes:
@@ -243,19 +245,17 @@ def novel(plan: dict[str, Any], args, outcomes: Outcomes, data: Path) -> dict[st
     return res
 
 
-def metaworld(plan: dict[str, Any], args) -> dict[str, Any]:
-    """bench.metaworld's quick set (and MT10 in the full plan) per encoder, each with the keypoint labels
-    Meta-World's demonstrations carry (the task's object and its goal, projected through the camera)."""
+def metaworld(args, mt10: bool = False) -> dict[str, Any]:
+    """bench.metaworld's quick set (or MT10) per encoder, each with the keypoint labels Meta-World's
+    demonstrations carry (the task's object and its goal, projected through the camera)."""
     import bench.metaworld as MW
 
     res: dict[str, Any] = {}
-    runs = [["--quick"]] + ([["--tasks", "MT10"]] if plan["mt10"] else [])
     for enc in ("scratch", args.backbone):
-        for extra in runs:
-            r = MW.main(extra + ["--image-encoder", enc])
-            key = f"{enc}{'_mt10' if '--tasks' in extra else ''}"
-            res[key] = {k: r[k] for k in ("bc_mean", "si_mean", "si_gain_points", "si_gain_ci_points", "si_gain_p",
-                                          "detector_precision", "detector_recall", "si_episodes")}
+        r = MW.main((["--tasks", "MT10"] if mt10 else ["--quick"]) + ["--image-encoder", enc])
+        res[f"{enc}{'_mt10' if mt10 else ''}"] = {
+            k: r[k] for k in ("bc_mean", "si_mean", "si_gain_points", "si_gain_ci_points", "si_gain_p",
+                              "detector_precision", "detector_recall", "si_episodes")}
     return res
 
 
@@ -310,12 +310,15 @@ def build_parser() -> argparse.ArgumentParser:
                          "keypoint labels, projected through the lab's camera)")
     ap.add_argument("--novel", action="store_true", help="add the new-object (banana) arms (in the full plan)")
     ap.add_argument("--metaworld", action="store_true", help="add Meta-World's quick set (in the full plan)")
+    ap.add_argument("--parts", help=f"comma-separated, from {list(PARTS)} (default: tabletop and what the "
+                                    "plan adds: the quick plan nothing, the full plan all)")
     ap.add_argument("--root", default=DEFAULT_ROOT)
     ap.add_argument("--workers", type=int, default=2)
     return ap
 
 
-def main(argv=None) -> dict:
+def parse(argv=None) -> tuple[argparse.Namespace, dict[str, Any]]:
+    """The command line and the plan it asks for; bad choices end here, before any work."""
     ap = build_parser()
     args = ap.parse_args(argv)
     plan = dict(QUICK if args.quick else FULL)
@@ -326,6 +329,12 @@ def main(argv=None) -> dict:
         plan["select_episodes"] = plan["si_eval_episodes"] = args.select_episodes
     for k in ("real2sim", "novel", "metaworld"):
         plan[k] = plan[k] or getattr(args, k)
+    parts = plan_parts(plan) if args.parts is None else [p.strip() for p in args.parts.split(",") if p.strip()]
+    if args.only_real2sim:
+        parts = ["real2sim"]
+    if set(parts) - set(PARTS):
+        ap.error(f"--parts {sorted(set(parts) - set(PARTS))}: not among {list(PARTS)}")
+    args.parts = parts
     args.arms = [a.strip() for a in args.arms.split(",") if a.strip()]
     args.real2sim_arms = [a.strip() for a in args.real2sim_arms.split(",") if a.strip()]
     bad = [a for a in args.arms + args.real2sim_arms if a not in ARMS]
@@ -335,6 +344,11 @@ def main(argv=None) -> dict:
 
     if args.backbone not in PRETRAINED_IMAGE_ENCODERS:
         ap.error(f"--backbone {args.backbone!r}: choose from {list(PRETRAINED_IMAGE_ENCODERS)}")
+    return args, plan
+
+
+def main(argv=None) -> dict:
+    args, plan = parse(argv)
     from core.learning.demos import generate_demos
 
     t0, timer = time.perf_counter(), PhaseTimer()
@@ -346,33 +360,51 @@ def main(argv=None) -> dict:
     with timer("demos"):
         generate_demos(data, int(plan["fraction"] * plan["pool"]), env_config=TASK, workers=args.workers,
                        progress=False)
-    if not args.only_real2sim:
+    if "tabletop" in args.parts:
+        # Seed-major: a run stopped part-way has every arm at the first seed (it resumes where it stopped).
+        rows: dict[str, list] = {arm: [] for arm in args.arms}
+        for seed in range(plan["seeds"]):
+            for arm in args.arms:
+                rows[arm].append(arm_seed(arm, seed, plan, args, data, outcomes, timer))
         for arm in args.arms:
-            rows = [arm_seed(arm, seed, plan, args, data, outcomes, timer) for seed in range(plan["seeds"])]
-            result[arm] = summarise(rows)
+            result[arm] = summarise(rows[arm])
         arms = {a: result[a] for a in args.arms}
-        png = root / f"pretraining{file_tag(args)}.png"
+        png = root / f"pretraining{file_tag(args, plan)}.png"
         plot(png, arms)
         result["plot"] = str(png)
         result["targets"] = targets(arms)
-    if plan["real2sim"] or args.only_real2sim:
+    if "real2sim" in args.parts:
         result["real2sim"] = real2sim(plan, args, outcomes, timer)
-    if plan["novel"] and not args.only_real2sim:
+    if "novel" in args.parts:
         result["novel"] = novel(plan, args, outcomes, data)
-    if plan["metaworld"] and not args.only_real2sim:
-        result["metaworld"] = metaworld(plan, args)
+    if "metaworld" in args.parts:
+        result["metaworld"] = metaworld(args)
+    if "mt10" in args.parts:
+        result["metaworld_mt10"] = metaworld(args, mt10=True)
     result.update(minutes=(time.perf_counter() - t0) / 60, phase_minutes=timer.minutes())
-    name = "result-real2sim.json" if args.only_real2sim else f"result{file_tag(args)}.json"
+    name = f"result{file_tag(args, plan)}.json"
     (root / name).write_text(json.dumps(result, indent=2, default=float))
     print_result(result)
     return result
 
 
-def file_tag(args) -> str:
-    """Result and plot names: "-quick" for the quick plan, plus the arms when not the default four
-    (a run of other arms on the same root must not overwrite the four arms' figures)."""
+def plan_parts(plan: dict[str, Any]) -> list[str]:
+    """The parts a plan runs when ``--parts`` does not say: the tabletop ablation and what the plan adds."""
+    return ["tabletop"] + [p for p in PARTS[1:] if plan[p]]
+
+
+def file_tag(args, plan: dict[str, Any]) -> str:
+    """Result and plot names: "-quick" for the quick plan, plus the arms when not the default four,
+    the parts when not the plan's, and the training seeds when not the plan's (a run of other arms,
+    parts or seeds on the same root must not overwrite the whole plan's figures)."""
     tag = "-quick" if args.quick else ""
-    return tag if list(args.arms) == list(DEFAULT_ARMS) else f"{tag}-{'-'.join(args.arms)}"
+    if list(args.arms) != list(DEFAULT_ARMS) and args.parts != ["real2sim"]:  # Real2Sim has its own arms
+        tag += f"-{'-'.join(args.arms)}"
+    if args.parts != plan_parts(plan):
+        tag += f"-{'-'.join(args.parts)}"
+    if plan["seeds"] != (QUICK if args.quick else FULL)["seeds"]:
+        tag += f"-seeds{plan['seeds']}"
+    return tag
 
 
 def targets(arms: dict[str, Any]) -> dict[str, Any]:

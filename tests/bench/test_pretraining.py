@@ -22,11 +22,25 @@ def test_the_full_plan_is_what_the_issue_asks_and_the_quick_one_is_smaller():
 
 @pytest.mark.parametrize("argv,word", [(["--arms", "scratch,imagenet"], "imagenet"),
                                        (["--backbone", "resnet50"], "resnet50"),
-                                       (["--real2sim-arms", "lab_kp"], "lab_kp")])
+                                       (["--real2sim-arms", "lab_kp"], "lab_kp"),
+                                       (["--parts", "tabletop,atari"], "atari")])
 def test_bad_choices_are_refused_before_any_work(tmp_path, capsys, argv, word):
     with pytest.raises(SystemExit):
         PT.main(argv + ["--root", str(tmp_path / "r")])
     assert word in capsys.readouterr().err and not (tmp_path / "r").exists()
+
+
+def test_partial_runs_write_their_own_result_names():
+    """A run of some parts, arms or seeds on the full plan's root must not overwrite the whole plan's figures."""
+    def tag(argv):
+        return PT.file_tag(*PT.parse(argv))
+
+    assert tag([]) == "" and tag(["--quick"]) == "-quick"
+    assert tag(["--parts", "tabletop", "--seeds", "1"]) == "-tabletop-seeds1"
+    assert tag(["--parts", "metaworld"]) == "-metaworld"
+    assert tag(["--quick", "--parts", "real2sim", "--arms", "scratch"]) == "-quick-real2sim"
+    assert tag(["--quick", "--arms", "scratch_kp_first"]) == "-quick-scratch_kp_first"
+    assert PT.plan_parts(PT.FULL) == list(PT.PARTS) and PT.plan_parts(PT.QUICK) == ["tabletop"]
 
 
 def test_the_summary_pools_training_seeds_and_pairs_on_the_same_test_seeds():
