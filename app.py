@@ -1,6 +1,6 @@
 """Dojo supervisor web app: ``streamlit run app.py`` (scripts/run.sh starts it with the worker).
 
-Pages (pages/): Tasks & fleet, Live, Review, Training, Data, Users. Before log-in only the
+Pages (pages/): Tasks & fleet, Live, Review, Keypoints, Training, Data, Users. Before log-in only the
 log-in page exists; every page also checks the user itself, and every action is checked
 again by storage against the user's role.
 """
@@ -50,6 +50,7 @@ else:
         st.Page("pages/tasks.py", title="Tasks & fleet", icon=":material/dashboard:", default=True),
         st.Page("pages/live.py", title="Live", icon=":material/videocam:"),
         st.Page("pages/review.py", title="Review", icon=":material/rate_review:"),
+        st.Page("pages/keypoints.py", title="Keypoints", icon=":material/ads_click:"),
         st.Page("pages/training.py", title="Training", icon=":material/monitoring:"),
         st.Page("pages/data.py", title="Data", icon=":material/database:"),
         st.Page("pages/users.py", title="Users", icon=":material/group:"),

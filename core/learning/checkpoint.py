@@ -12,13 +12,12 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.files import atomic_write_bytes
 from core.learning.policy import DojoPolicy, PolicyConfig
 
 FORMAT = "dojo-checkpoint"
@@ -93,29 +92,6 @@ def check_run_settings(path: Path, section: str, now: dict[str, Any], may_change
     if changed:
         raise ResumeConflict(f"{path.parent}: cannot resume, this run started with other settings (kept in "
                              f"{path.name}: " + "; ".join(changed) + f"). {fix}")
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the new one, never half."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; datasets and checkpoints are shared
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_checkpoint(path, model: DojoPolicy, meta: dict[str, Any] | None = None,

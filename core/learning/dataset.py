@@ -35,7 +35,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from core.learning.checkpoint import atomic_write_bytes
+from core.files import atomic_write_bytes
 
 FORMAT = "dojo-demos"
 VERSION = 1

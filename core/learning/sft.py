@@ -24,8 +24,8 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from core.learning.checkpoint import (CheckpointError, atomic_write_bytes, check_run_settings, read_checkpoint,
-                             save_checkpoint)
+from core.files import atomic_write_bytes
+from core.learning.checkpoint import CheckpointError, check_run_settings, read_checkpoint, save_checkpoint
 from core.learning.device import resolve_device
 from core.learning.dataset import (DatasetError, Episode, FrameTable, episodes_fingerprint, held_out_key,
                                   load_datasets)
@@ -228,10 +228,10 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
     if not labelled and pcfg.goal_keypoints and pcfg.keypoint_aux_weight > 0:
         logging.getLogger("dojo.sft").warning(
             "%s: no goal-keypoint labels in these demonstrations; measured on the tabletop, Stage 1 then did not "
-            "learn steps-to-go (error ~8-9 steps against ~4 with labels) and practice gained nothing. Give the "
-            "object's and its target's image positions on each demonstration's first frame (keypoints, "
-            "docs/dataset-format.md) and train with keypoint_labels='tracked' (docs/method.md, 'Where the "
-            "keypoint labels are needed')", cfg.data)
+            "learn steps-to-go (error ~8-9 steps against ~4 with labels) and practice gained nothing. Click the "
+            "object and its target on each demonstration's first frame (the web app's Keypoints page; or write "
+            "frame 0's keypoints, docs/dataset-format.md) and train with keypoint_labels='tracked' "
+            "(docs/method.md, 'Where the keypoint labels are needed')", cfg.data)
     if meta.get("action_low") is not None:  # an imported dataset's units: the checkpoint maps actions back to them
         pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)

@@ -149,7 +149,8 @@ def refine_from_labels(s_factory: Callable[[], Any], *, task_id: int, session_id
     opens a read session (``Database.read``). ``threshold_s``: the s the episodes were judged
     against (default: the reward model's own calibration), which sets the failure floor.
     Raises RefineFromLabelsError (no change on disk) with too few usable labels."""
-    from core.learning.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+    from core.files import atomic_write_bytes
+    from core.learning.checkpoint import load_checkpoint, save_checkpoint
     from core.learning.practice.refinement import reward_demos
     from core.learning.refine import RefineConfig, refine_reward
 

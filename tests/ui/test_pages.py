@@ -340,3 +340,37 @@ def test_the_task_picked_on_one_page_is_the_one_the_next_page_shows(app, seeded)
         _ok(at.run())
         shown = at.selectbox[0]
         assert (shown.value == other) if page == "training" else (shown.format_func(shown.value) == "picked elsewhere")
+
+
+def _labelled_dataset(tmp_path):
+    """An imported dataset under DOJO_DATA (the ui_env fixture): episode 0 carries a simulator's labels."""
+    from tests.core.datasets.dojo_builder import write_tiny_dataset
+
+    return write_tiny_dataset(tmp_path / "data" / "datasets" / "lab-demos", 3, keypoints_on=(0,), size=64)
+
+
+def test_keypoints_page_shows_progress_and_what_a_viewer_may_not_do(app, tmp_path):
+    at = _ok(app("keypoints", "viewer").run())
+    assert "No imported dataset yet" in _texts(at)
+    _labelled_dataset(tmp_path)
+    at = _ok(app("keypoints", "viewer").run())
+    assert "0 of 3 episodes clicked; 1 carry a simulator's labels on every frame; 2 to do" in at.get("progress")[0].proto.text
+    assert at.session_state["kp_file"] == "episodes/ep_000000001.npz"  # the first without labels
+    assert "Clicking needs role reviewer" in _texts(at) and "Training needs role supervisor" in _texts(at)
+    assert _button(at, "Save and next").disabled
+    assert "\u201cpush the \\<b\\>red\\</b\\> block 1 to the top left\u201d" in _texts(at)  # escaped, not markup
+
+
+def test_keypoints_page_trains_stage1_on_the_tracked_clicks(app, seeded, tmp_path):
+    from core.datasets import first_frame_labels as L
+
+    root = _labelled_dataset(tmp_path)
+    L.save_clicks(root, "episodes/ep_000000001.npz", [(-0.5, -0.5), (0.5, 0.5)])
+    at = _ok(app("keypoints", "supervisor").run())
+    assert "1 of 3 episodes clicked" in at.get("progress")[0].proto.text
+    assert at.session_state["kp_file"] == "episodes/ep_000000002.npz"
+    assert "1 episodes without clicks train without the keypoint loss" in _texts(at)
+    _ok(_button(at, "Train Stage 1 with the clicks tracked").click().run())
+    with init_db(seeded.url).read() as s:
+        job = repo.list_jobs(s, limit=1)[0]
+    assert job.kind == "sft" and job.params["keypoint_labels"] == "tracked" and job.params["data"] == str(root)

@@ -24,7 +24,8 @@ HEAVY = ("torch", "mujoco", "core.learning", "core.worker", "core.cli", "sim_bac
 
 
 def test_ui_imports_no_torch_or_mujoco():
-    code = ("import sys; import ui.app_state, ui.live, ui.dataio, ui.charts, ui.queries, ui.bootstrap, ui.actions; "
+    code = ("import sys; import ui.app_state, ui.live, ui.dataio, ui.charts, ui.queries, ui.bootstrap, ui.actions, "
+            "ui.keypoints; "
             f"bad = [m for m in {HEAVY!r} if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

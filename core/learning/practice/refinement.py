@@ -12,7 +12,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from core.learning.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
+from core.files import atomic_write_bytes
+from core.learning.checkpoint import load_checkpoint, save_checkpoint
 from core.learning.fleets import Fleet
 from core.learning.policy import DojoPolicy, compile_enabled
 from core.learning.practice.checks import score_check

@@ -10,7 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from core.learning.checkpoint import atomic_write_bytes, check_run_settings, read_checkpoint
+from core.files import atomic_write_bytes
+from core.learning.checkpoint import check_run_settings, read_checkpoint
 
 FRESH_STATE = {"iteration": 0, "episodes": 0, "best_success": -1.0, "best_iteration": None,
                "evals_since_best": 0, "seconds": 0.0, "done": False}

@@ -79,15 +79,17 @@ def test_save_leaves_no_temp_files_and_creates_parents(model, tmp_path):
 
 
 def test_failed_write_keeps_the_old_file_and_cleans_up(tmp_path, monkeypatch):
+    from core import files as F
+
     target = tmp_path / "file.bin"
-    C.atomic_write_bytes(target, b"old contents")
+    F.atomic_write_bytes(target, b"old contents")
 
     def boom(src, dst):
         raise OSError("disk full")
 
-    monkeypatch.setattr(C.os, "replace", boom)
+    monkeypatch.setattr(F.os, "replace", boom)
     with pytest.raises(OSError, match="disk full"):
-        C.atomic_write_bytes(target, b"new contents that never land")
+        F.atomic_write_bytes(target, b"new contents that never land")
     monkeypatch.undo()
     assert target.read_bytes() == b"old contents"
     assert [p.name for p in tmp_path.iterdir()] == ["file.bin"]
