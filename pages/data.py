@@ -54,6 +54,9 @@ else:
                            f"{res.lerobot['action_bounds_from']}. {res.lerobot['note']}."))
     if "imported" in st.session_state and may_import:
         path, tid = st.session_state["imported"]
+        st.caption("A lab's demonstrations carry no keypoint labels: click the object and its target on their first "
+                   "frames on the **Keypoints** page first, and train from there with the clicks tracked (measured "
+                   "without labels: no steps-to-go, no detector; docs/method.md).")
         if st.button(f"Train Stage 1 on {md(path)}", help="enqueue an sft job on this dataset (progress on Tasks & fleet)"):
             job = act(user, "enqueue_job", repo.enqueue_job, "sft", {"data": path}, task_id=tid,
                       success="Stage-1 training queued")
