@@ -87,6 +87,17 @@ def episodes_fingerprint(episodes: list[Episode]) -> str:
     return h.hexdigest()
 
 
+def labels_fingerprint(episodes: list[Episode]) -> str:
+    """A short hash of every episode's frame-0 keypoints (or their absence). Apart from
+    ``episodes_fingerprint`` (runs recorded before it keep resuming): a reviewer's clicks (the
+    Keypoints page) change a dataset's labels in place, and a run must not resume past them."""
+    h = hashlib.blake2b(digest_size=12)
+    for ep in episodes:
+        kp = b"-" if ep.keypoints is None else np.ascontiguousarray(ep.keypoints[0], np.float32).tobytes()
+        h.update(f"{ep.source}|{ep.seed}|".encode() + kp)
+    return h.hexdigest()
+
+
 def episode_path(root: Path, seed: int) -> Path:
     return Path(root) / "episodes" / f"ep_{seed:09d}.npz"
 

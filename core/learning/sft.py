@@ -28,6 +28,7 @@ from core.files import atomic_write_bytes
 from core.learning.checkpoint import CheckpointError, check_run_settings, read_checkpoint, save_checkpoint
 from core.learning.device import resolve_device
 from core.learning.dataset import (DatasetError, Episode, FrameTable, episodes_fingerprint, held_out_key,
+                                   labels_fingerprint,
                                   load_datasets)
 from core.learning.evaluate import calibrate_on_demos, evaluate_policy
 from core.method.seeds import SELECT_SEED0
@@ -171,6 +172,7 @@ class _SFTData:
     train_table: FrameTable
     val_table: FrameTable
     fingerprint: str
+    labels_fingerprint: str
 
 
 @dataclass
@@ -197,7 +199,8 @@ class _SFTRun:
     def ckpt_meta(self, extra: dict[str, Any]) -> dict[str, Any]:
         d = self.data
         return {"stage": "sft", "backend": d.meta["backend"], "env_config": d.meta["env_config"],
-                "dataset": str(self.cfg.data), "data_fingerprint": d.fingerprint, "train_episodes": len(d.train_eps),
+                "dataset": str(self.cfg.data), "data_fingerprint": d.fingerprint,
+                "labels_fingerprint": d.labels_fingerprint, "train_episodes": len(d.train_eps),
                 "val_seeds": [e.seed for e in d.val_eps], "val_keys": [held_out_key(e) for e in d.val_eps],
                 "train_state": dict(self.state), **self.calib, **extra}
 
@@ -211,6 +214,7 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
                "made with (its dataset.json)")
         raise DatasetError(f"{cfg.data} holds only 1 episode to train on; Stage 1 needs at least 2 (one is held "
                            f"out for validation): {fix}")
+    labels = labels_fingerprint(episodes)  # the stored labels, before 'tracked' derives the other frames'
     episodes = [keep_keypoint_labels(e, cfg.keypoint_labels) for e in episodes]
     train_ids, val_ids = split_episodes(len(episodes), cfg.val_fraction, cfg.seed)
     train_eps = [episodes[i] for i in train_ids]
@@ -236,7 +240,8 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
         pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))
     train_table, val_table = FrameTable.from_episodes(train_eps), FrameTable.from_episodes(val_eps)
     return _SFTData(meta=meta, train_eps=train_eps, val_eps=val_eps, pcfg=pcfg, train_table=train_table,
-                    val_table=val_table, fingerprint=episodes_fingerprint(train_eps + val_eps))
+                    val_table=val_table, fingerprint=episodes_fingerprint(train_eps + val_eps),
+                    labels_fingerprint=labels)
 
 
 def _check_resumable(cfg: SFTConfig, out: Path, data: _SFTData) -> None:
@@ -259,6 +264,11 @@ def _check_resumable(cfg: SFTConfig, out: Path, data: _SFTData) -> None:
             f"{last}: cannot resume, the episodes in {cfg.data} changed since it was trained (same names, other "
             f"content: regenerated or edited; fingerprint {was['data_fingerprint']}, now {data.fingerprint}); "
             f"train with --fresh to start over, or choose another --out")
+    if "labels_fingerprint" in was and was["labels_fingerprint"] != data.labels_fingerprint:
+        raise CheckpointError(
+            f"{last}: cannot resume, the keypoint labels in {cfg.data} changed since it was trained (clicks saved "
+            "on the Keypoints page, or the files edited); train with --fresh to start over on them, or choose "
+            "another --out")
 
 
 def _write_run_info(cfg: SFTConfig, out: Path, data: _SFTData) -> None:

@@ -186,6 +186,34 @@ def test_resuming_sft_on_regenerated_demonstrations_of_the_same_name_is_refused(
     assert main(args + ["--epochs", "1", "--fresh"]) == 0  # the fix the message names works
 
 
+def test_resuming_sft_after_a_reviewers_clicks_is_refused(run, tmp_path, capsys):
+    """Clicks saved on the Keypoints page change a dataset's labels in place: a run trained before
+    them must not resume past them (its episodes' other content is unchanged)."""
+    import dataclasses
+    import shutil
+
+    from core.datasets.first_frame_labels import save_clicks
+    from core.learning.dataset import read_episode, write_episode
+
+    data, _out = run
+    copy, out = tmp_path / data.name, tmp_path / "run-clicks"
+    shutil.copytree(data, copy)
+    files = sorted((copy / "episodes").glob("*.npz"))
+    for f in files:  # a lab's data: no labels yet
+        write_episode(copy, dataclasses.replace(read_episode(f), keypoints=None))
+    args = ["sft", "--data", str(copy), "--out", str(out), "--d-model", "32", "--n-layers", "1",
+            "--eval-episodes", "0", "--device", "cpu", "--quiet", "--keypoint-labels", "tracked"]
+    assert main(args + ["--epochs", "1"]) == 0
+    capsys.readouterr()
+    save_clicks(copy, f"episodes/{files[0].name}", [(-0.2, 0.1), (0.3, 0.4)])
+    before = [(out / n).read_bytes() for n in ("last.pt", "run.json")]
+    assert main(args + ["--epochs", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "keypoint labels" in err and "changed since it was trained" in err and "--fresh" in err
+    assert [(out / n).read_bytes() for n in ("last.pt", "run.json")] == before
+    assert main(args + ["--epochs", "1", "--fresh"]) == 0
+
+
 def test_sft_refuses_an_unknown_reward_model_selection():
     from core.learning.sft import SFTConfig
 
