@@ -27,7 +27,7 @@ if not names:
 name = st.selectbox("Dataset", names, key="kp_dataset")
 try:
     root = L.dataset_root(datasets_dir, name)
-    episodes = L.list_episodes(root)
+    episodes = K.episodes(root)
 except L.LabelError as e:
     st.error(md(e))
     st.stop()
@@ -97,7 +97,7 @@ with right:
             saved = act(user, "label", K.save_clicks, root, file, pending, success="clicks saved")
             if saved is not None:
                 st.session_state.pop(pending_key, None)
-                st.session_state["kp_goto"] = K.next_to_label(L.list_episodes(root), after=file) or file
+                st.session_state["kp_goto"] = K.next_to_label(K.episodes(root), after=file) or file
                 st.rerun()
 
 st.subheader("Train on the clicks")

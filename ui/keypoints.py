@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence
 
 import numpy as np
+import streamlit as st
 from PIL import Image, ImageDraw, ImageFont
 
 from core.datasets import first_frame_labels as L
@@ -15,6 +16,19 @@ SHOWN_PX = 384  # the frame's width on the page: 64-px frames are clicked at 6x
 COLOURS = {"object": (255, 140, 0), "target": (0, 200, 255)}  # one colour per entry of L.POINTS
 COLOUR_WORDS = {"object": "orange", "target": "blue"}  # the same, as Streamlit's markdown colours
 KIND_WORDS = {"none": "no labels", "first": "clicked", "all": "simulator's labels on every frame"}
+
+
+def episodes(root: Path) -> list[L.EpisodeLabels]:
+    """``L.list_episodes(root)``, read again only when a file in ``episodes/`` was replaced or added
+    (each save renames a file into it, which moves the folder's mtime): a rerun of the page on a
+    3,000-episode dataset would otherwise open every file (~0.8 ms each)."""
+    folder = Path(root) / "episodes"
+    return _episodes(str(root), folder.stat().st_mtime_ns) if folder.is_dir() else []
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _episodes(root: str, stamp: int) -> list[L.EpisodeLabels]:
+    return L.list_episodes(Path(root))
 
 
 def marked_frame(frame: np.ndarray, points: Sequence[Sequence[float]], width: int = SHOWN_PX) -> Image.Image:
