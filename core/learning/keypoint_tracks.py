@@ -12,8 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 
-PATCH = 3
-"""Half-size of the template (pixels): a 7x7 patch, about a 64-pixel frame's block."""
+PATCH = 1
+"""Half-size of the template (pixels): a 3x3 patch, inside a 64-pixel frame's block (~5 px). A 7x7
+patch (the first choice) took in the table around the block, lost it as it moved over other
+background and near the pusher, and ended 9 px off on average at the last frame, in half the
+demonstrations; 3x3 ends 0.6 px off (measured on Stage-1 demonstrations against the simulator's
+labels, both domains: docs/experiments/pretraining.md, "The tracker")."""
 SEARCH = 5
 """How far a point may move between frames (pixels): blocks move at most ~1.5 px a step."""
 STAY = 2.0
@@ -21,11 +25,9 @@ STAY = 2.0
 
 
 def _to_px(uv: np.ndarray, size: int) -> np.ndarray:
-    return (np.asarray(uv, np.float64) + 1.0) / 2.0 * (size - 1)
-
-
-def _to_uv(px: np.ndarray, size: int) -> np.ndarray:
-    return px / (size - 1) * 2.0 - 1.0
+    """(u, v) in [-1, 1] at the image's edges (the keypoint convention: scene.project) -> pixel
+    coordinates, pixel i's centre at i."""
+    return (np.asarray(uv, np.float64) + 1.0) / 2.0 * size - 0.5
 
 
 def track_points(frames: np.ndarray, points0: np.ndarray) -> np.ndarray:
@@ -43,7 +45,7 @@ def track_points(frames: np.ndarray, points0: np.ndarray) -> np.ndarray:
     stay = STAY * (dx * dx + dy * dy)
     side = 2 * (PATCH + SEARCH) + 1
     for k, p in enumerate(np.asarray(points0)):
-        x, y = np.clip(np.rint(_to_px(p, w)).astype(int), 0, w - 1)
+        x, y = x0, y0 = np.clip(np.rint(_to_px(p, w)).astype(int), 0, w - 1)
         template = img[0, y + off - PATCH:y + off + PATCH + 1, x + off - PATCH:x + off + PATCH + 1]
         for t in range(1, t_len):
             # Every candidate patch of the search window at once: [2S+1, 2S+1, 2P+1, 2P+1, 3].
@@ -53,5 +55,5 @@ def track_points(frames: np.ndarray, points0: np.ndarray) -> np.ndarray:
             cost = ((views - template) ** 2).mean(axis=(2, 3, 4)) + stay
             i, j = np.unravel_index(int(np.argmin(cost)), cost.shape)
             x, y = min(max(x + int(dx[i, j]), 0), w - 1), min(max(y + int(dy[i, j]), 0), h - 1)
-            out[t, k] = _to_uv(np.array([x, y], np.float64), w)
+            out[t, k] = p + np.array([x - x0, y - y0], np.float64) * 2.0 / w  # the click's sub-pixel place kept
     return out

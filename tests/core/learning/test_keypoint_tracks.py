@@ -11,12 +11,17 @@ def test_a_moving_square_is_followed_and_a_blank_point_stays():
     frames = np.full((12, 64, 64, 3), 180, np.uint8)
     for t in range(12):  # a red 5x5 square moving right 1 px a step
         frames[t, 20:25, 10 + t:15 + t] = (220, 30, 30)
-    start = np.array([[12 / 63 * 2 - 1, 22 / 63 * 2 - 1], [0.5, 0.5]], np.float32)
+    # The square's centre pixel (12, 22) in the keypoint convention: u, v at the image's edges.
+    start = np.array([[12.5 / 64 * 2 - 1, 22.5 / 64 * 2 - 1], [0.5, 0.5]], np.float32)
     tracks = track_points(frames, start)
     assert tracks.shape == (12, 2, 2)
-    moved = (tracks[-1, 0, 0] - tracks[0, 0, 0]) / 2 * 63
-    assert moved == pytest.approx(11, abs=1)
-    np.testing.assert_allclose(tracks[:, 1], np.repeat(start[1:], 12, 0), atol=1.01 / 63)  # the table stays (to the pixel)
+    moved = (tracks[:, 0] - tracks[0, 0]) / 2 * 64  # pixels
+    # Within a pixel every frame: a 3x3 template inside a uniform 5x5 square fits 3 places equally,
+    # and the pull to stay keeps the one behind.
+    np.testing.assert_allclose(moved[:, 0], np.arange(12), atol=1.0 + 1e-5)
+    assert moved[-1, 0] >= 10
+    np.testing.assert_allclose(moved[:, 1], 0, atol=1e-5)
+    np.testing.assert_allclose(tracks[:, 1], np.repeat(start[1:], 12, 0), atol=1e-6)  # the table stays
 
 
 def test_tracked_clicks_on_expert_demonstrations_stay_near_the_simulators_labels():
@@ -31,7 +36,7 @@ def test_tracked_clicks_on_expert_demonstrations_stay_near_the_simulators_labels
             errs.append(np.linalg.norm(track_points(np.stack(r["images"]), kp[0]) - kp, axis=-1).mean())
     finally:
         env.close()
-    assert np.mean(errs) < 0.1  # ~3 px at 64 px; the simulator's own labels are exact
+    assert np.mean(errs) < 0.05  # 1.6 px at 64 px (measured ~0.4 px); the simulator's own labels are exact
 
 
 def test_frames_must_be_square():
