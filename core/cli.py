@@ -246,7 +246,7 @@ def _demos_options(p: argparse.ArgumentParser, show_all: bool) -> None:
 
 def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     from core.learning.policy import PolicyConfig
-    from core.learning.sft import SFTConfig
+    from core.learning.sft import KEYPOINT_LABELS, SFTConfig
 
     add = _adder(SFTConfig)
     add(p, "--data", required=True, help="dataset directory; several, comma-separated, train one "
@@ -269,9 +269,10 @@ def _sft_options(p: argparse.ArgumentParser, show_all: bool) -> None:
     add(g, "--stg-select", choices=["mae", "loss"], help="pick best_stg.pt by validation error of d(o, g) "
         "(mae) or by the steps-to-go cross-entropy (loss)")
     add(g, "--threads", type=int, help="torch CPU threads (0 = torch's default)")
-    add(g, "--keypoint-labels", choices=["all", "first", "tracked", "none"],
-        help="which goal-keypoint labels to use where the data has them: all, first (one reviewer click per "
-             "demonstration), tracked (those clicks followed through the frames) or none")
+    add(g, "--keypoint-labels", choices=list(KEYPOINT_LABELS),
+        help="which goal-keypoint labels to use where the data has them: all (every one; first-frame clicks "
+             "followed through the frames), first (frame 0's only), tracked (frame 0's followed through every "
+             "frame) or none")
 
     add = _adder(PolicyConfig)
     g = _advanced(p, show_all, "model (PolicyConfig in core/learning/policy.py)")

@@ -1,5 +1,5 @@
 """Keypoints: on each imported demonstration's first frame a reviewer clicks the object, then where
-it should go; Stage 1 follows the clicks through the other frames (keypoint_labels='tracked')."""
+it should go; Stage 1 follows the clicks through the other frames (keypoint_labels 'all', the default)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -115,7 +115,8 @@ else:
         if count["none"]:
             st.caption(f"{count['none']} episodes without clicks train without the keypoint loss.")
         if st.button("Train Stage 1 with the clicks tracked", disabled=not (count["first"] + count["all"])):
-            job = act(user, "enqueue_job", repo.enqueue_job, "sft", {"data": str(root), "keypoint_labels": "tracked"},
+            # keypoint_labels "all" (the default): every stored label, the clicks followed through the frames.
+            job = act(user, "enqueue_job", repo.enqueue_job, "sft", {"data": str(root), "keypoint_labels": "all"},
                       task_id=tid, success="Stage-1 training queued")
             if job is not None:
-                st.success(f"sft job {job.id} queued (keypoint_labels='tracked'); its progress shows on Tasks & fleet.")
+                st.success(f"sft job {job.id} queued; its progress shows on Tasks & fleet.")

@@ -84,10 +84,13 @@ class SFTConfig:
     max_minutes: float | None = None
     """Stop training after this wall time (then evaluate and save as usual)."""
     keypoint_labels: str = "all"
-    """Which goal-keypoint labels Stage 1 uses, where the data has them: "all" (the simulator's,
-    every frame), "first" (each demonstration's first frame only: what a reviewer clicking the
-    object and its target once per demonstration would give), "tracked" (those first-frame
-    clicks followed through the other frames by ``core.learning.keypoint_tracks``) or "none"."""
+    """Which goal-keypoint labels Stage 1 uses, where the data has them: "all" (every label the
+    data has: a simulator's on every frame; where a demonstration has labels on some frames only,
+    such as a reviewer's first-frame clicks from the Keypoints page, the others are filled by
+    following frame 0's through the frames, as "tracked": measured, the clicks tracked trained as
+    well as the simulator's labels, and the clicks alone did not), "first" (each demonstration's
+    first frame only), "tracked" (frame 0's followed through every other frame by
+    ``core.learning.keypoint_tracks``) or "none"."""
     policy: PolicyConfig = field(default_factory=PolicyConfig)
     """The model to train."""
 
@@ -121,14 +124,17 @@ KEYPOINT_LABELS = ("all", "first", "tracked", "none")
 def keep_keypoint_labels(e: Episode, which: str) -> Episode:
     """``e`` with only the keypoint labels ``which`` keeps (SFTConfig.keypoint_labels); the
     others become unknown (NaN), which the auxiliary loss skips."""
-    if e.keypoints is None or which == "all":
+    if e.keypoints is None or (which == "all" and np.isfinite(e.keypoints).all()):
         return e
     if which == "none":
         return dataclasses.replace(e, keypoints=None)
-    if which == "tracked":
+    if which in ("tracked", "all"):
         from core.learning.keypoint_tracks import track_points
 
-        return dataclasses.replace(e, keypoints=track_points(e.frames, e.keypoints[0]))
+        tracked = track_points(e.frames, e.keypoints[0])
+        # "all" keeps every label given and tracks only the frames without one.
+        kp = np.where(np.isfinite(e.keypoints), e.keypoints, tracked) if which == "all" else tracked
+        return dataclasses.replace(e, keypoints=kp.astype(np.float32))
     kp = np.full_like(e.keypoints, np.nan)
     kp[0] = e.keypoints[0]
     return dataclasses.replace(e, keypoints=kp)
@@ -234,7 +240,7 @@ def _prepare_data(cfg: SFTConfig) -> _SFTData:
             "%s: no goal-keypoint labels in these demonstrations; measured on the tabletop, Stage 1 then did not "
             "learn steps-to-go (error ~8-9 steps against ~4 with labels) and practice gained nothing. Click the "
             "object and its target on each demonstration's first frame (the web app's Keypoints page; or write "
-            "frame 0's keypoints, docs/dataset-format.md) and train with keypoint_labels='tracked' "
+            "frame 0's keypoints, docs/dataset-format.md): Stage 1 follows them through the frames "
             "(docs/method.md, 'Where the keypoint labels are needed')", cfg.data)
     if meta.get("action_low") is not None:  # an imported dataset's units: the checkpoint maps actions back to them
         pcfg = dataclasses.replace(pcfg, action_low=tuple(meta["action_low"]), action_high=tuple(meta["action_high"]))

