@@ -17,7 +17,7 @@ PATCH = 1
 patch (the first choice) took in the table around the block, lost it as it moved over other
 background and near the pusher, and ended 9 px off on average at the last frame, in half the
 demonstrations; 3x3 ends 0.6 px off (measured on Stage-1 demonstrations against the simulator's
-labels, both domains: docs/experiments/pretraining.md, "The tracker")."""
+labels, both domains: docs/experiments/pretraining.md, "The tracker lost the block")."""
 SEARCH = 5
 """How far a point may move between frames (pixels): blocks move at most ~1.5 px a step."""
 STAY = 2.0

@@ -28,8 +28,7 @@ from core.files import atomic_write_bytes
 from core.learning.checkpoint import CheckpointError, check_run_settings, read_checkpoint, save_checkpoint
 from core.learning.device import resolve_device
 from core.learning.dataset import (DatasetError, Episode, FrameTable, episodes_fingerprint, held_out_key,
-                                   labels_fingerprint,
-                                  load_datasets)
+                                   labels_fingerprint, load_datasets)
 from core.learning.evaluate import calibrate_on_demos, evaluate_policy
 from core.method.seeds import SELECT_SEED0
 from core.learning.policy import DojoPolicy, PolicyConfig, resolve_image_encoder
@@ -122,8 +121,9 @@ KEYPOINT_LABELS = ("all", "first", "tracked", "none")
 
 
 def keep_keypoint_labels(e: Episode, which: str) -> Episode:
-    """``e`` with only the keypoint labels ``which`` keeps (SFTConfig.keypoint_labels); the
-    others become unknown (NaN), which the auxiliary loss skips."""
+    """``e`` with the keypoint labels ``which`` gives (SFTConfig.keypoint_labels): "first" and
+    "none" make the others unknown (NaN, which the auxiliary loss skips); "tracked" and "all" fill
+    frames from frame 0's, followed through them."""
     if e.keypoints is None or (which == "all" and np.isfinite(e.keypoints).all()):
         return e
     if which == "none":
