@@ -85,3 +85,12 @@ def playwright_or_skip():
         pytest.skip("playwright is pinned in requirements.txt: run scripts/setup.sh")
     return sync_playwright()
 
+
+def log_in(page, url: str, username: str, password: str) -> None:
+    """Open the web app at ``url`` in a Playwright ``page`` and log in; returns on the first page
+    after it (Tasks & fleet)."""
+    page.goto(url)
+    page.get_by_label("Username", exact=True).fill(username)
+    page.get_by_label("Password", exact=True).fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.get_by_role("heading", name="Tasks & fleet").wait_for()

@@ -18,6 +18,7 @@ Text encoders map instruction strings to token embeddings [B, L, d_text] + mask:
 """
 from __future__ import annotations
 
+import abc
 import math
 import os
 from pathlib import Path
@@ -185,12 +186,13 @@ class ScratchImageEncoder(nn.Module):
         return self.head(self.forward_map(frames, cond))
 
 
-class PerFrameEncoder(nn.Module):
+class PerFrameEncoder(nn.Module, abc.ABC):
     """An encoder that reads each frame on its own (``frame_features``: [N, H, W, 3] -> [N, ...]):
     frozen, its features of a frame can be computed once and shared (``DojoPolicy.frozen_features``)."""
 
+    @abc.abstractmethod
     def frame_features(self, images: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
+        """Frames [N, H, W, 3] -> features [N, ...]: what each backbone defines."""
 
     def features(self, frames: torch.Tensor) -> torch.Tensor:
         """Stacked frames [B, F, H, W, 3] -> [B, F, ...]."""

@@ -31,7 +31,7 @@ from pathlib import Path
 import pytest
 
 from bench.common import Launched, launch_chromium, wait_until
-from tests.endpoint import playwright_or_skip
+from tests.endpoint import log_in, playwright_or_skip
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "e2e-tasks"
@@ -309,11 +309,7 @@ def test_new_tasks_to_practice_in_a_browser(served):
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1200})
         page.set_default_timeout(60_000)
-        page.goto(served["url"])
-        page.get_by_label("Username", exact=True).fill("admin")
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_role("heading", name="Tasks & fleet").wait_for()
+        log_in(page, served["url"], "admin", PASSWORD)
         _shot(page, "01_tasks_empty.png")
 
         # New task: the catalog loads in a subprocess (Meta-World and Gymnasium imported once)

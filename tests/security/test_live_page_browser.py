@@ -105,6 +105,8 @@ def _cards(page) -> list[dict]:
 def test_hostile_names_stay_text_and_a_viewer_holds_no_robot_credential(live_site):
     from playwright.sync_api import sync_playwright
 
+    from tests.endpoint import log_in
+
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as pw:
         browser = launch_chromium(pw)
@@ -112,11 +114,7 @@ def test_hostile_names_stay_text_and_a_viewer_holds_no_robot_credential(live_sit
         page.set_default_timeout(30_000)
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(live_site["url"])
-        page.get_by_label("Username", exact=True).fill("viewer1")
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_role("heading", name="Tasks & fleet").wait_for()
+        log_in(page, live_site["url"], "viewer1", PASSWORD)
         page.get_by_role("link", name="Live").click()
         page.get_by_role("heading", name="Live").wait_for()
         wait_until(lambda: len(_cards(page)) >= len(HOSTILE_NAMES), 60, "the live cards")

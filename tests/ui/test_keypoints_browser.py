@@ -12,7 +12,7 @@ import pytest
 
 from bench.common import free_port, launch_chromium, wait_until
 from tests.core.datasets.dojo_builder import write_tiny_dataset
-from tests.endpoint import playwright_or_skip, web_app
+from tests.endpoint import log_in, playwright_or_skip, web_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "ui"
@@ -45,11 +45,7 @@ def test_a_reviewer_clicks_object_and_target_and_they_land_in_the_episode_file(s
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(site["url"])
-        page.get_by_label("Username", exact=True).fill("rev1")
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_role("heading", name="Tasks & fleet").wait_for()
+        log_in(page, site["url"], "rev1", PASSWORD)
         page.get_by_role("link", name="Keypoints").click()
         page.get_by_role("heading", name="Keypoints").wait_for()
         wait_until(lambda: "0 of 3 episodes clicked" in _status(page), 30, "the progress line")

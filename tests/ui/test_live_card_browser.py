@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from bench.common import CHROMIUM, launch_chromium, wait_until
-from tests.endpoint import web_app
+from tests.endpoint import log_in, web_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "ui"
@@ -108,11 +108,7 @@ def test_a_card_shows_task_and_instruction_and_enlarges_its_frame(live_site):
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1500, "height": 1000})
         page.set_default_timeout(30_000)
-        page.goto(live_site["url"])
-        page.get_by_label("Username", exact=True).fill("viewer1")
-        page.get_by_label("Password", exact=True).fill(PASSWORD)
-        page.get_by_role("button", name="Log in").click()
-        page.get_by_role("heading", name="Tasks & fleet").wait_for()
+        log_in(page, live_site["url"], "viewer1", PASSWORD)
         page.get_by_role("link", name="Live").click()
         page.get_by_role("heading", name="Live").wait_for()
         wait_until(lambda: {FED, QUIET} <= set(_cards(page)), 60, "both live cards")
