@@ -226,8 +226,17 @@ def novel(plan: dict[str, Any], args, outcomes: Outcomes, data: Path) -> dict[st
     that arm trains on its own demonstrations, where the option does not reach."""
     import bench.self_improvement as SI
 
-    si_plan = dict(SI.QUICK, pool=plan["pool"], eval_episodes=plan["eval_episodes"])
-    ns = argparse.Namespace(workers=args.workers, novel_refine=0, running_tag="-discard", fleet=None,
+    # bench.self_improvement's recipe for that arm, on this plan's pool and test seeds; the sizes given
+    # on the command line reach it too (a small run stays small), the rest stays its own.
+    si_plan = dict(SI.QUICK, pool=plan["pool"], eval_episodes=plan["eval_episodes"],
+                   novel_single_demos=max(1, round(SI.QUICK["novel_single_demos"] * plan["pool"] / SI.QUICK["pool"])))
+    for flag, key in (("practice_episodes", "novel_practice_episodes"), ("check_episodes", "novel_check_episodes"),
+                      ("select_episodes", "select_episodes"), ("select_episodes", "si_eval_episodes")):
+        if getattr(args, flag) is not None:
+            si_plan[key] = getattr(args, flag)
+    if args.epochs is not None:
+        si_plan["epochs"] = {0.1: args.epochs}
+    ns = argparse.Namespace(workers=args.workers, novel_refine=0, running_tag="-discard", fleet=args.fleet,
                             running={"finish_running_episodes": False, "plan_starts": False})
     res: dict[str, Any] = {}
     for arm in (a for a in args.arms if ARMS[a][2] in ("all", "none")):

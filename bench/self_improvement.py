@@ -45,7 +45,8 @@ from bench.common import (PRACTICE_SPLIT, PhaseTimer, add_running_episode_flags,
 QUICK = dict(pool=3000, seeds=1, eval_episodes=200, practice_episodes=1400, epochs={0.1: 8, 0.2: 6, 0.8: 3},
              select_episodes=40, si_eval_every=20, si_eval_episodes=100, novel_practice_episodes=1000,
              novel_single_demos=40, fractions=(0.1,), lr=3e-5, novel_lr=3e-5, novel_nouns="household",
-             novel_keypoint_query="tokens", fleet=16, check_episodes=60, novel_si_eval_every=10)
+             novel_keypoint_query="tokens", fleet=16, check_episodes=60, novel_si_eval_every=10,
+             novel_check_episodes=100)
 # The full plan is the quick plan's recipe (its epochs, fleet, evaluation cadence and detector
 # check) on 3 training seeds, every BC arm, 300 test seeds a point and 2,000 practice
 # episodes a seed: under the 2,100 (70 % of the pool) that BC 80 % needs on top of BC 10 %'s
@@ -199,7 +200,8 @@ def novel_arm(plan: dict[str, Any], root: Path, pool_dir: Path, args, test_succe
         **args.running,
         max_episodes=plan["novel_practice_episodes"], refine_episodes=args.novel_refine,
         eval_every=plan["novel_si_eval_every"], eval_episodes=plan["si_eval_episodes"], seed=0, plateau_evals=1000,
-        min_precision=0.0, min_recall=0.0, fleet_size=args.fleet or 8, lr=plan["novel_lr"]), progress=True)
+        min_precision=0.0, min_recall=0.0, fleet_size=args.fleet or 8, lr=plan["novel_lr"],
+        check_episodes=plan["novel_check_episodes"]), progress=True)
     after = test_success(si["best"], NOVEL_ENV)
     chk = json.loads((Path(si["run_dir"]) / "detector_check.json").read_text())
     from core.method.stats import format_points, paired_gain, wilson_interval

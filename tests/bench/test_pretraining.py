@@ -72,3 +72,15 @@ def test_a_tiny_run_reports_every_arm_figure(tmp_path, capsys):
         assert r["gain_lo"] <= r["gain"] <= r["gain_hi"] and r["test_episodes"] == 4
     assert (tmp_path / "pretraining-quick-scratch-pretrained_kp.png").stat().st_size > 1000
     assert json.loads((tmp_path / "outcomes.json").read_text())  # kept for a rerun
+
+
+@pytest.mark.slow
+def test_a_tiny_run_of_the_banana_part_reports_each_arm(tmp_path, capsys):
+    result = PT.main(["--parts", "novel", "--root", str(tmp_path), "--pool", "40", "--epochs", "1",
+                      "--eval-episodes", "4", "--practice-episodes", "4", "--select-episodes", "2", "--fleet", "2",
+                      "--check-episodes", "2", "--arms", "scratch", "--workers", "1"])
+    r = result["novel"]["scratch"]
+    assert set(r) >= {"novel_before", "novel_after", "novel_gain", "novel_gain_ci", "novel_episodes",
+                      "novel_detector_precision", "novel_detector_recall"}
+    assert 4 <= r["novel_episodes"] < 40  # the command line's small budget reached the banana's practice
+    assert (tmp_path / "result-scratch-novel.json").exists()  # its own name: the whole plan's is kept
