@@ -160,10 +160,11 @@ class PolicyConfig:
 IMAGE_ENCODER_AUTO = "auto"
 IMAGE_ENCODER_FOR_DATA = {True: "scratch", False: "scratch"}
 """What 'auto' becomes, by whether the demonstrations carry keypoint labels (simulated data
-does; a lab's real or imported data does not). From ``python -m bench.pretraining --quick``
-(2026-12-07, docs/benchmarks.md "Pretrained backbone"): with labels the scratch CNN gained
-+8 points by practice and the frozen EfficientNet-Lite0 +0 (BC 45 % against 25 %); without
-them both gained +0 (neither learned steps-to-go: MAE 9.1 and 8.0 steps), so the tie goes to
+does; a lab's real or imported data does not). From ``python -m bench.pretraining --parts
+tabletop`` (two training seeds, 600 paired test episodes an arm; 2026-12-07, docs/benchmarks.md
+"Pretrained backbone"): with labels the scratch CNN gained +10.3 points by practice and the
+frozen EfficientNet-Lite0 +0 (BC 36 % against 26 %); without them neither gained (+0 and -0.5;
+neither learned steps-to-go: MAE 9.1 and 8.6 steps), so the tie goes to
 the encoder with half the inference cost. Without labels practice has no usable reward
 either way: label the data (docs/method.md, "Where the keypoint labels are needed")."""
 
