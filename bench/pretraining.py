@@ -57,10 +57,11 @@ ARMS = {"scratch_kp": ("scratch", KEYPOINT_WEIGHT, "all"), "scratch": ("scratch"
         "scratch_kp_tracked": ("scratch", KEYPOINT_WEIGHT, "tracked"),
         "pretrained_kp_tracked": ("backbone", KEYPOINT_WEIGHT, "tracked")}
 DEFAULT_ARMS = ("scratch_kp", "scratch", "pretrained", "pretrained_kp")
-# Quick: one training seed, 100 test seeds a point, 400 practice episodes an arm, to fit the
-# four arms in about 30 minutes on 2 cores. (The first quick run, 2026-12-07, had 8 epochs,
-# 150 test seeds, 600 practice episodes and a 60-rollout check: 51 minutes, of which 11 were
-# test evaluations.) Full: the issue's >= 2 training seeds and >= 300 test seeds, the
+# Quick: one training seed, 100 test seeds a point, 400 practice episodes an arm, sized for the
+# four arms in about 30 minutes on 2 cores; measured 35.6 min on an idle machine (2026-12-07),
+# and at 400 episodes the default's gain does not show (+0; 1,400 give +10.3). (The first quick
+# run had 8 epochs, 150 test seeds, 600 practice episodes and a 60-rollout check: 51 minutes,
+# of which 11 were test evaluations.) Full: the issue's >= 2 training seeds and >= 300 test seeds, the
 # self-improvement bench's 1,400 practice episodes, 8 epochs, Real2Sim, banana and Meta-World.
 QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=6, eval_episodes=100, practice_episodes=400, fleet=16,
              select_episodes=40, si_eval_every=10, si_eval_episodes=40, check_episodes=30, lr=3e-5,
