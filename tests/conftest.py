@@ -1,4 +1,4 @@
-"""Shared pytest setup: the ``slow`` marker and a small, fixed torch thread count."""
+"""Shared pytest setup: the ``slow`` marker, per-test time limits, and a small, fixed torch thread count."""
 from __future__ import annotations
 
 import os
@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ("pytester",)  # tests/test_time_limits.py runs pytest on tests it writes
 # The tests import ``core`` and ``sim_backends`` from the repository root.
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -18,10 +19,22 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 # the compiled path (tests/core/learning/test_compiled_inference.py) turn it back on themselves.
 os.environ.setdefault("DOJO_NO_COMPILE", "1")
 
+# A test that hangs (a browser test once sat 15 min at full CPU in a fresh-clone CI run) fails
+# with its stack after this long instead of eating CI's 90 minutes; pytest.ini's ``timeout``
+# (pytest-timeout) is the default suite's limit, the slowest of which takes ~1.5 min.
+SLOW_TEST_LIMIT_S = 3 * 3600  # a slow benchmark (``-m slow``) runs a plan for up to ~1 h on 2 cores
+
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers", "slow: long benchmarks and quality runs (minutes); run with `-m slow`")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Slow tests get SLOW_TEST_LIMIT_S unless they name their own limit (``@pytest.mark.timeout``)."""
+    for item in items:
+        if item.get_closest_marker("slow") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(SLOW_TEST_LIMIT_S))
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -94,3 +94,17 @@ def log_in(page, url: str, username: str, password: str) -> None:
     page.get_by_label("Password", exact=True).fill(password)
     page.get_by_role("button", name="Log in").click()
     page.get_by_role("heading", name="Tasks & fleet").wait_for()
+
+
+@contextmanager
+def shown_on_failure(page, png: Path):
+    """On any failure inside (a timeout included), save what the browser showed to ``png`` before
+    the error goes on, so a browser test that fails in CI leaves its screen behind."""
+    try:
+        yield
+    except BaseException:
+        try:
+            page.screenshot(path=str(png), timeout=10_000)
+        except Exception as e:  # the screen is a clue, never the failure reported
+            print(f"no failure screenshot ({png}): {e}")
+        raise

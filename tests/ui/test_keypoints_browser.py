@@ -12,7 +12,7 @@ import pytest
 
 from bench.common import free_port, launch_chromium, wait_until
 from tests.core.datasets.dojo_builder import write_tiny_dataset
-from tests.endpoint import log_in, playwright_or_skip, web_app
+from tests.endpoint import log_in, playwright_or_skip, shown_on_failure, web_app
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "data" / "artifacts" / "ui"
@@ -45,33 +45,34 @@ def test_a_reviewer_clicks_object_and_target_and_they_land_in_the_episode_file(s
         browser = launch_chromium(pw)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(30_000)
-        log_in(page, site["url"], "rev1", PASSWORD)
-        page.get_by_role("link", name="Keypoints").click()
-        page.get_by_role("heading", name="Keypoints").wait_for()
-        wait_until(lambda: "0 of 3 episodes clicked" in _status(page), 30, "the progress line")
-        wait_until(lambda: "push the <b>red</b> block 1 to the top left" in _status(page), 30,
-                   "the instruction, its markup shown as text")
-        assert page.locator("b", has_text="red").count() == 0
-        img = page.frame_locator("iframe[title*='streamlit_image_coordinates']").locator("img")
-        img.wait_for()
-        box = img.bounding_box()
-        assert box and box["width"] > 300, box  # the 64-px frame shown large enough to click on
-        w, h = box["width"], box["height"]
-        img.click(position={"x": w * 0.25, "y": h * 0.25})  # the object: (u, v) = (-0.5, -0.5)
-        wait_until(lambda: "1. object: (-0.50, -0.50)" in _status(page), 20, "the first click")
-        img.click(position={"x": w * 0.75, "y": h * 0.625})  # its target: (0.5, 0.25)
-        wait_until(lambda: "2. target: (+0.50, +0.25)" in _status(page), 20, "the second click")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(ARTIFACTS / "keypoints.png"))
-        before = dict(np.load(site["root"] / "episodes" / "ep_000000001.npz"))
-        page.get_by_role("button", name="Save and next").click()
-        wait_until(lambda: "1 of 3 episodes clicked" in _status(page), 20, "the saved click")
-        wait_until(lambda: "block 2 to the top left" in _status(page), 20, "the next episode without labels")
-        frames = page.locator("iframe[title*='streamlit_image_coordinates']")  # the last episode's goes stale
-        wait_until(lambda: frames.count() == 1 and (frames.first.bounding_box() or {}).get("height", 0) > 300, 20,
-                   "the next first frame alone on the page")
-        page.wait_for_timeout(500)
-        page.screenshot(path=str(ARTIFACTS / "keypoints_next.png"))
+        with shown_on_failure(page, ARTIFACTS / "keypoints_failure.png"):
+            log_in(page, site["url"], "rev1", PASSWORD)
+            page.get_by_role("link", name="Keypoints").click()
+            page.get_by_role("heading", name="Keypoints").wait_for()
+            wait_until(lambda: "0 of 3 episodes clicked" in _status(page), 30, "the progress line")
+            wait_until(lambda: "push the <b>red</b> block 1 to the top left" in _status(page), 30,
+                       "the instruction, its markup shown as text")
+            assert page.locator("b", has_text="red").count() == 0
+            img = page.frame_locator("iframe[title*='streamlit_image_coordinates']").locator("img")
+            img.wait_for()
+            box = img.bounding_box()
+            assert box and box["width"] > 300, box  # the 64-px frame shown large enough to click on
+            w, h = box["width"], box["height"]
+            img.click(position={"x": w * 0.25, "y": h * 0.25})  # the object: (u, v) = (-0.5, -0.5)
+            wait_until(lambda: "1. object: (-0.50, -0.50)" in _status(page), 20, "the first click")
+            img.click(position={"x": w * 0.75, "y": h * 0.625})  # its target: (0.5, 0.25)
+            wait_until(lambda: "2. target: (+0.50, +0.25)" in _status(page), 20, "the second click")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "keypoints.png"))
+            before = dict(np.load(site["root"] / "episodes" / "ep_000000001.npz"))
+            page.get_by_role("button", name="Save and next").click()
+            wait_until(lambda: "1 of 3 episodes clicked" in _status(page), 20, "the saved click")
+            wait_until(lambda: "block 2 to the top left" in _status(page), 20, "the next episode without labels")
+            frames = page.locator("iframe[title*='streamlit_image_coordinates']")  # the last episode's goes stale
+            wait_until(lambda: frames.count() == 1 and (frames.first.bounding_box() or {}).get("height", 0) > 300, 20,
+                       "the next first frame alone on the page")
+            page.wait_for_timeout(500)
+            page.screenshot(path=str(ARTIFACTS / "keypoints_next.png"))
         browser.close()
     after = dict(np.load(site["root"] / "episodes" / "ep_000000001.npz"))
     kp = after.pop("keypoints")
