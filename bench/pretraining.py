@@ -57,13 +57,16 @@ ARMS = {"scratch_kp": ("scratch", KEYPOINT_WEIGHT, "all"), "scratch": ("scratch"
         "scratch_kp_tracked": ("scratch", KEYPOINT_WEIGHT, "tracked"),
         "pretrained_kp_tracked": ("backbone", KEYPOINT_WEIGHT, "tracked")}
 DEFAULT_ARMS = ("scratch_kp", "scratch", "pretrained", "pretrained_kp")
-# Quick: one training seed, 100 test seeds a point, 400 practice episodes an arm, sized for the
-# four arms in about 30 minutes on 2 cores; measured 35.6 min on an idle machine (2026-12-07),
-# and at 400 episodes the default's gain does not show (+0; 1,400 give +10.3). (The first quick
-# run had 8 epochs, 150 test seeds, 600 practice episodes and a 60-rollout check: 51 minutes,
-# of which 11 were test evaluations.) Full: the issue's >= 2 training seeds and >= 300 test seeds, the
-# self-improvement bench's 1,400 practice episodes, 8 epochs, Real2Sim, banana and Meta-World.
-QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=6, eval_episodes=100, practice_episodes=400, fleet=16,
+# Quick: one training seed, 80 test seeds a point, 300 practice episodes an arm, 5 epochs: the
+# four arms in under 30 minutes on 2 cores. At 6 epochs, 100 seeds and 400 episodes it took 35.6 min
+# on an idle machine (2026-12-07: Stage 1 13.7, of which the two Lite0 arms 9.4; practice 14.9;
+# test evaluations 5.8), cut here in proportion. At these sizes the default's gain does not show
+# (+0 at 400 episodes; 1,400 give +10.3): the quick plan checks the pipeline and the BC, detector
+# and steps-to-go figures; the gains are the full plan's. (The first quick run had 8 epochs, 150 test
+# seeds, 600 practice episodes and a 60-rollout check: 51 minutes.) Full: the issue's >= 2 training
+# seeds and >= 300 test seeds, the self-improvement bench's 1,400 practice episodes, 8 epochs,
+# Real2Sim, banana and Meta-World.
+QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=5, eval_episodes=80, practice_episodes=300, fleet=16,
              select_episodes=40, si_eval_every=10, si_eval_episodes=40, check_episodes=30, lr=3e-5,
              real2sim=False, novel=False, metaworld=False, mt10=False)
 FULL = dict(QUICK, seeds=2, epochs=8, eval_episodes=300, practice_episodes=1400, si_eval_episodes=60,
@@ -297,20 +300,26 @@ def plot(path: Path, arms: dict[str, Any]) -> None:
     plt.close(fig)
 
 
+def _sizes(key: str) -> str:
+    """A plan setting for --help, from the plans themselves: "quick 5, full 8"."""
+    return f"quick {QUICK[key]:,}, full {FULL[key]:,}"
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="one training seed, 100 test seeds, 400 practice episodes")
+    ap.add_argument("--quick", action="store_true", help=f"one training seed, {QUICK['eval_episodes']} test seeds, "
+                                                       f"{QUICK['practice_episodes']} practice episodes")
     ap.add_argument("--arms", default=",".join(DEFAULT_ARMS),
                     help=f"comma-separated, from {list(ARMS)} (default: the first four)")
     ap.add_argument("--backbone", default=DEFAULT_BACKBONE,
                     help="the pretrained arms' frozen backbone: efficientnet_lite0/1/2, mobilenet_v2")
-    ap.add_argument("--seeds", type=int, help="training seeds (quick 1, full 2)")
-    ap.add_argument("--eval-episodes", type=int, help="test seeds a point (quick 100, full 300)")
-    ap.add_argument("--practice-episodes", type=int, help="practice budget an arm (quick 400, full 1,400)")
+    ap.add_argument("--seeds", type=int, help=f"training seeds ({_sizes('seeds')})")
+    ap.add_argument("--eval-episodes", type=int, help=f"test seeds a point ({_sizes('eval_episodes')})")
+    ap.add_argument("--practice-episodes", type=int, help=f"practice budget an arm ({_sizes('practice_episodes')})")
     ap.add_argument("--pool", type=int, help="the demonstration pool (3,000; Stage 1 uses 10 %% of it)")
-    ap.add_argument("--epochs", type=int, help="Stage-1 epochs (quick 6, full 8)")
+    ap.add_argument("--epochs", type=int, help=f"Stage-1 epochs ({_sizes('epochs')})")
     ap.add_argument("--fleet", type=int, help="practice robots (16)")
-    ap.add_argument("--check-episodes", type=int, help="practice's pre-start detector check (quick 30, full 60 rollouts)")
+    ap.add_argument("--check-episodes", type=int, help=f"practice's pre-start detector check, rollouts ({_sizes('check_episodes')})")
     ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40; practice's "
                                                          "full 60)")
     ap.add_argument("--real2sim", action="store_true", help="add Real2Sim (in the full plan)")
