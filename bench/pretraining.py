@@ -58,14 +58,13 @@ ARMS = {"scratch_kp": ("scratch", KEYPOINT_WEIGHT, "all"), "scratch": ("scratch"
         "pretrained_kp_tracked": ("backbone", KEYPOINT_WEIGHT, "tracked")}
 DEFAULT_ARMS = ("scratch_kp", "scratch", "pretrained", "pretrained_kp")
 # Quick: one training seed, 80 test seeds a point, 300 practice episodes an arm, 5 epochs: the
-# four arms in under 30 minutes on 2 cores. At 6 epochs, 100 seeds and 400 episodes it took 35.6 min
-# on an idle machine (2026-12-07: Stage 1 13.7, of which the two Lite0 arms 9.4; practice 14.9;
-# test evaluations 5.8), cut here in proportion. At these sizes the default's gain does not show
-# (+0 at 400 episodes; 1,400 give +10.3): the quick plan checks the pipeline and the BC, detector
-# and steps-to-go figures; the gains are the full plan's. (The first quick run had 8 epochs, 150 test
-# seeds, 600 practice episodes and a 60-rollout check: 51 minutes.) Full: the issue's >= 2 training
-# seeds and >= 300 test seeds, the self-improvement bench's 1,400 practice episodes, 8 epochs,
-# Real2Sim, banana and Meta-World.
+# four arms in 29.4 min on an idle 2-core machine (2026-12-07); at 6 epochs, 100 seeds and 400
+# episodes they took 35.6 (Stage 1 13.7, practice 14.9, test evaluations 5.8). At these sizes the
+# default's gain does not show (1,400 episodes give +10.3): the quick plan checks that every arm
+# runs and its BC, detector and steps-to-go; the gains are the full plan's. (The first quick run:
+# 8 epochs, 150 test seeds, 600 practice episodes, a 60-rollout check, 51 minutes.) Full: the
+# issue's >= 2 training seeds and >= 300 test seeds, the self-improvement bench's 1,400 practice
+# episodes, 8 epochs, Real2Sim, banana and Meta-World.
 QUICK = dict(pool=3000, fraction=0.1, seeds=1, epochs=5, eval_episodes=80, practice_episodes=300, fleet=16,
              select_episodes=40, si_eval_every=10, si_eval_episodes=40, check_episodes=30, lr=3e-5,
              real2sim=False, novel=False, metaworld=False, mt10=False)
