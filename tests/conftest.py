@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = ("pytester",)  # tests/test_time_limits.py runs pytest on tests it writes
+
 # The tests import ``core`` and ``sim_backends`` from the repository root.
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -21,7 +22,7 @@ os.environ.setdefault("DOJO_NO_COMPILE", "1")
 
 # A test that hangs (a browser test once sat 15 min at full CPU in a fresh-clone CI run) fails
 # with its stack after this long instead of eating CI's 90 minutes; pytest.ini's ``timeout``
-# (pytest-timeout) is the default suite's limit, the slowest of which takes ~1.5 min.
+# (pytest-timeout) is the default suite's limit (the whole suite takes ~11 min on 2 cores).
 SLOW_TEST_LIMIT_S = 3 * 3600  # a slow benchmark (``-m slow``) runs a plan for up to ~1 h on 2 cores
 
 
