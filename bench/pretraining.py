@@ -315,9 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seeds", type=int, help=f"training seeds ({_sizes('seeds')})")
     ap.add_argument("--eval-episodes", type=int, help=f"test seeds a point ({_sizes('eval_episodes')})")
     ap.add_argument("--practice-episodes", type=int, help=f"practice budget an arm ({_sizes('practice_episodes')})")
-    ap.add_argument("--pool", type=int, help="the demonstration pool (3,000; Stage 1 uses 10 %% of it)")
+    ap.add_argument("--pool", type=int, help=f"the demonstration pool ({QUICK['pool']:,}; Stage 1 uses "
+                                                   f"{QUICK['fraction']:.0%}% of it)")
     ap.add_argument("--epochs", type=int, help=f"Stage-1 epochs ({_sizes('epochs')})")
-    ap.add_argument("--fleet", type=int, help="practice robots (16)")
+    ap.add_argument("--fleet", type=int, help=f"practice robots ({QUICK['fleet']})")
     ap.add_argument("--check-episodes", type=int, help=f"practice's pre-start detector check, rollouts ({_sizes('check_episodes')})")
     ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40; practice's "
                                                          "full 60)")
