@@ -319,9 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                    f"{QUICK['fraction']:.0%}% of it)")
     ap.add_argument("--epochs", type=int, help=f"Stage-1 epochs ({_sizes('epochs')})")
     ap.add_argument("--fleet", type=int, help=f"practice robots ({QUICK['fleet']})")
-    ap.add_argument("--check-episodes", type=int, help=f"practice's pre-start detector check, rollouts ({_sizes('check_episodes')})")
-    ap.add_argument("--select-episodes", type=int, help="Stage 1's and practice's selection seeds (40; practice's "
-                                                         "full 60)")
+    ap.add_argument("--check-episodes", type=int,
+                    help=f"practice's pre-start detector check, rollouts ({_sizes('check_episodes')})")
+    ap.add_argument("--select-episodes", type=int,
+                    help=f"Stage 1's and practice's selection seeds ({QUICK['select_episodes']}; practice's full "
+                         f"{FULL['si_eval_episodes']})")
     ap.add_argument("--real2sim", action="store_true", help="add Real2Sim (in the full plan)")
     ap.add_argument("--only-real2sim", action="store_true", help="run Real2Sim alone")
     ap.add_argument("--real2sim-arms", default="pretrained_kp,scratch_kp",
